@@ -1,0 +1,61 @@
+//! Kubernetes API discovery: what `kubectl` asks before anything else.
+//!
+//! The agent serves the core group's `v1` with the one resource it implements,
+//! `pods`, so kubectl's resource mapping (`pods`, `pod`, `po`) works unchanged.
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/version", get(version))
+        .route("/api", get(api_versions))
+        .route("/apis", get(api_groups))
+        .route("/api/v1", get(core_v1_resources))
+}
+
+/// `version.Info`: kubectl prints it as the server version.
+async fn version() -> axum::Json<Value> {
+    axum::Json(json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": concat!("v1.33.0-nsdebug+", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", std::env::consts::ARCH),
+    }))
+}
+
+async fn api_versions() -> axum::Json<Value> {
+    axum::Json(json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    }))
+}
+
+async fn api_groups() -> axum::Json<Value> {
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+}
+
+async fn core_v1_resources() -> axum::Json<Value> {
+    axum::Json(json!({
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [{
+            "name": "pods",
+            "singularName": "pod",
+            "namespaced": true,
+            "kind": "Pod",
+            "verbs": ["get", "list"],
+            "shortNames": ["po"],
+            "categories": ["all"],
+        }],
+    }))
+}

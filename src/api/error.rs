@@ -1,0 +1,150 @@
+//! Every error the HTTP API returns, rendered once as a Kubernetes `v1.Status`.
+//!
+//! kubectl and the client libraries print a `Status`'s message verbatim and branch
+//! on its `reason` and `code`, so the agent speaks that shape on every route. A
+//! 5xx caused by the agent itself says only that something failed; the cause goes
+//! to the log, not to the caller.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails};
+
+use crate::cri::CriError;
+use crate::resolve::ResolveError;
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+    // Boxed: most errors have none, and every `Result` carries the size.
+    details: Option<Box<StatusDetails>>,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// The API server's answer for a named object that does not exist.
+    pub fn object_not_found(kind: &str, name: &str, message: impl Into<String>) -> Self {
+        let mut err = Self::not_found(message);
+        err.details = Some(Box::new(StatusDetails {
+            kind: Some(kind.to_string()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        }));
+        err
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+    }
+
+    /// A failure of the agent itself: logged in full, reported without internals.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %crate::error_chain(err), "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "internal error in the nsdebug agent; its log has the cause",
+        )
+    }
+
+    pub fn code(&self) -> StatusCode {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `v1.Status` body.
+    pub fn status(&self) -> Status {
+        Status {
+            code: Some(i32::from(self.code.as_u16())),
+            details: self.details.as_deref().cloned(),
+            message: Some(self.message.clone()),
+            metadata: ListMeta::default(),
+            reason: Some(self.reason.to_string()),
+            status: Some("Failure".to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::to_value(self.status()).unwrap_or_default();
+        // k8s-openapi leaves `kind`/`apiVersion` to its Resource trait; clients require them.
+        if let Some(object) = body.as_object_mut() {
+            object.insert("kind".into(), "Status".into());
+            object.insert("apiVersion".into(), "v1".into());
+        }
+        (self.code, Json(body)).into_response()
+    }
+}
+
+impl From<CriError> for ApiError {
+    fn from(err: CriError) -> Self {
+        if err.is_unavailable() {
+            return Self::unavailable(format!(
+                "the container runtime is unavailable: {}",
+                crate::error_chain(&err)
+            ));
+        }
+        match &err {
+            CriError::Call { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "InternalError",
+                format!("the container runtime failed: {}", crate::error_chain(&err)),
+            ),
+            _ => Self::internal(&err),
+        }
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(err: ResolveError) -> Self {
+        let message = err.to_string();
+        match err {
+            ResolveError::PodNotFound { pod, .. } => Self::object_not_found("pods", &pod, message),
+            ResolveError::ContainerNotFound { .. }
+            | ResolveError::ContainerIdNotFound { .. }
+            | ResolveError::NoContainers { .. } => Self::not_found(message),
+            ResolveError::ContainerAmbiguous { .. }
+            | ResolveError::ContainerIdAmbiguous { .. }
+            | ResolveError::InvalidContainerId { .. } => Self::bad_request(message),
+            ResolveError::NotRunning { .. } | ResolveError::NoProcess { .. } => {
+                Self::conflict(message)
+            }
+            ResolveError::Runtime(err) => err.into(),
+        }
+    }
+}

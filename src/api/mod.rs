@@ -1,0 +1,76 @@
+//! The HTTP API: the Kubernetes-compatible facade, the native JSON API and health.
+//!
+//! Routing and request parsing live here; answers come from the inventory and the
+//! resolver, and every failure is rendered once by [`ApiError`].
+
+mod discovery;
+mod error;
+mod health;
+mod native;
+pub mod pod_object;
+mod pods;
+pub mod selector;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+
+pub use error::ApiError;
+
+use crate::inventory::Inventory;
+use crate::resolve::Resolver;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub inventory: Arc<Inventory>,
+    pub resolver: Resolver,
+    /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
+    pub node_name: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(inventory: Arc<Inventory>, node_name: &str) -> Self {
+        Self {
+            resolver: Resolver::new(inventory.clone()),
+            inventory,
+            node_name: node_name.into(),
+        }
+    }
+}
+
+/// Every route the agent serves.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(discovery::routes())
+        .merge(pods::routes())
+        .merge(native::routes())
+        .merge(health::routes())
+        .route("/", get(index))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn index() -> &'static str {
+    "nsdebug agent\n\
+     Kubernetes API: /api/v1/pods, /api/v1/namespaces/{ns}/pods[/{pod}] (kubectl --server works)\n\
+     Native API:     /v1/targets, /v1/targets/{ns}/{pod}?container=C, /v1/containers/{id}\n\
+     Health:         /healthz, /readyz\n"
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "the server could not find the requested resource ({})",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{method} is not supported on {}; the agent's Kubernetes API is read-only",
+        uri.path()
+    ))
+}

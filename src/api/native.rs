@@ -1,0 +1,154 @@
+//! The native JSON API: everything on the node with host PIDs and namespace
+//! identities, and single-target resolution, for runbooks and tools.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::selector::Selector;
+use super::{ApiError, AppState};
+use crate::inventory::{ContainerState, Pod};
+use crate::process::NamespaceIds;
+use crate::resolve::{Target, TargetRef};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/targets", get(list_targets))
+        .route("/v1/targets/{namespace}/{pod}", get(pod_target))
+        .route("/v1/containers/{id}", get(container_target))
+}
+
+/// `GET /v1/targets`: every pod and container on the node.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetList {
+    pub node: String,
+    pub runtime: crate::cri::RuntimeVersion,
+    pub pods: Vec<PodEntry>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEntry {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub sandbox_id: String,
+    /// `ready` or `notready`, the sandbox state.
+    pub state: &'static str,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Vec<String>,
+    pub containers: Vec<ContainerEntry>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerEntry {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    pub state: ContainerState,
+    pub attempt: u32,
+    pub restart_count: i32,
+    /// Host PID of the container's init process; `null` unless running.
+    pub pid: Option<u32>,
+    /// Inode numbers of `/proc/PID/ns/*`; `null` unless running.
+    pub namespaces: Option<NamespaceIds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    namespace: Option<String>,
+    label_selector: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TargetQuery {
+    container: Option<String>,
+}
+
+type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: Q<T>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
+async fn list_targets(
+    State(state): State<AppState>,
+    q: Q<ListQuery>,
+) -> Result<Json<TargetList>, ApiError> {
+    let q = query(q)?;
+    let labels = Selector::labels(q.label_selector.as_deref().unwrap_or(""))
+        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))?;
+    let snapshot = state.inventory.refresh().await?;
+    let proc_root = state.inventory.proc_root();
+    let pods = snapshot
+        .pods
+        .iter()
+        .filter(|pod| q.namespace.as_deref().is_none_or(|ns| pod.namespace == ns))
+        .filter(|pod| {
+            let user = pod.user_labels();
+            labels.matches(|key| user.get(key).map(String::as_str))
+        })
+        .map(|pod: &Pod| PodEntry {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            sandbox_id: pod.sandbox_id.clone(),
+            state: if pod.ready { "ready" } else { "notready" },
+            pod_ip: pod.ips.first().cloned(),
+            pod_ips: pod.ips.clone(),
+            containers: pod
+                .containers
+                .iter()
+                .map(|c| {
+                    // Only a process that is still the pinned one is reported.
+                    let live = c.process.filter(|p| proc_root.is_alive(*p));
+                    ContainerEntry {
+                        name: c.name.clone(),
+                        id: c.id.clone(),
+                        image: c.image.clone(),
+                        state: c.state,
+                        attempt: c.attempt,
+                        restart_count: c.restart_count,
+                        pid: live.map(|p| p.pid),
+                        namespaces: live.and_then(|p| proc_root.namespaces(p.pid).ok()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(TargetList {
+        node: state.node_name.to_string(),
+        runtime: state.inventory.runtime().clone(),
+        pods,
+    }))
+}
+
+async fn pod_target(
+    State(state): State<AppState>,
+    Path((namespace, pod)): Path<(String, String)>,
+    q: Q<TargetQuery>,
+) -> Result<Json<Target>, ApiError> {
+    let container = query(q)?.container.filter(|c| !c.is_empty());
+    let wanted = TargetRef::Pod {
+        namespace,
+        pod,
+        container,
+    };
+    Ok(Json(state.resolver.resolve(&wanted).await?))
+}
+
+async fn container_target(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Target>, ApiError> {
+    Ok(Json(
+        state.resolver.resolve(&TargetRef::ContainerId(id)).await?,
+    ))
+}

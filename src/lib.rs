@@ -1,0 +1,32 @@
+//! nsdebug: a Kubernetes node debugging agent.
+//!
+//! The data flow is one straight line, a module per stage:
+//! `api` (HTTP routes and errors) -> `resolve` (what the user named -> a running
+//! container pinned to its process) -> `inventory` (the node's pods, kept fresh
+//! from) -> `cri` (the container runtime's gRPC API), with `process` reading the
+//! host's `/proc`. `config` parses flags once; `serve` wires the stages together.
+
+pub mod api;
+pub mod config;
+pub mod cri;
+pub mod inventory;
+pub mod process;
+pub mod resolve;
+pub mod serve;
+
+/// An error and all its sources on one line, `outer: inner: innermost`: how every
+/// error is printed at the edge (logs, HTTP messages, the exit line).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // tonic repeats its cause in its own message; print each once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,36 @@
+//! The `nsdebug` binary: parse flags, then start the runtime and the agent.
+//! Synchronous on purpose: nothing may run before the process knows what it is.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nsdebug::config::{Cli, Command, Config};
+
+fn main() -> ExitCode {
+    let Command::Serve(args) = Cli::parse().command;
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("nsdebug: {}", nsdebug::error_chain(&err));
+            return ExitCode::from(2);
+        }
+    };
+    nsdebug::serve::init_logging(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("nsdebug: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(nsdebug::serve::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nsdebug: {}", nsdebug::error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}

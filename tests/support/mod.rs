@@ -1,0 +1,218 @@
+//! Shared harness of the integration tests: the real test bed (a private
+//! containerd started by `hack/testbed.sh`), the real agent binary, real HTTP.
+#![allow(dead_code)]
+
+pub mod testbed;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Brings the test bed's containerd up (once per test binary) and returns its socket.
+pub fn testbed_socket() -> PathBuf {
+    static UP: OnceLock<PathBuf> = OnceLock::new();
+    UP.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo().join("hack/testbed.sh"))
+            .arg("up")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run hack/testbed.sh up");
+        assert!(status.success(), "hack/testbed.sh up failed");
+        testbed::socket()
+    })
+    .clone()
+}
+
+/// A CRI client on the test bed.
+pub async fn cri()
+-> k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel> {
+    testbed::connect(&testbed_socket()).await
+}
+
+/// The node name every test agent reports.
+pub const NODE_NAME: &str = "nsdebug-test-node";
+
+/// A running `nsdebug serve`, killed when dropped.
+pub struct Agent {
+    child: Child,
+    pub url: String,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent on the test bed. The background resync is set to an hour
+    /// so every change a test makes must be found by the on-demand path.
+    pub fn start() -> Self {
+        let socket = testbed_socket();
+        Self::start_with(&[
+            "--cri-socket",
+            socket.to_str().unwrap(),
+            "--resync-interval",
+            "1h",
+        ])
+    }
+
+    /// Starts `nsdebug serve` with `args` plus a free loopback port and the test
+    /// node name, and waits for the line announcing where it listens.
+    pub fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("agent.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--node-name", NODE_NAME])
+            .args(args)
+            .env_remove("NSDEBUG_CRI_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn nsdebug");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("nsdebug listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            panic!("agent did not start (stdout {line:?}); its log:\n{log}");
+        };
+        Self {
+            url: url.to_string(),
+            child,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// `GET path` -> (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path}", self.url))
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// `GET path` that must answer 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Runs kubectl against the agent; returns (exit code, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        let cache = self._dir.path().join("kube-cache");
+        let output = Command::new("kubectl")
+            .args([
+                "--server",
+                &self.url,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ])
+            .args(args)
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .expect("kubectl is installed");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that `body` is a `v1.Status` failure with this code and reason.
+pub fn assert_status(body: &Value, code: u16, reason: &str) {
+    assert_eq!(body["kind"], "Status", "{body}");
+    assert_eq!(body["apiVersion"], "v1", "{body}");
+    assert_eq!(body["status"], "Failure", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`. For waiting on
+/// another process's state (a runtime coming back), never as a delay.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Inode of `/proc/PID/ns/KIND`, read by the test itself.
+pub fn ns_inode(pid: u64, kind: &str) -> u64 {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    let text = link.to_str().unwrap();
+    text.trim_start_matches(&format!("{kind}:["))
+        .trim_end_matches(']')
+        .parse()
+        .unwrap()
+}
+
+/// The IPv4 address of `eth0` in the network namespace of `pid`, by `ip` in `nsenter`.
+pub fn eth0_ipv4(pid: u64) -> String {
+    let output = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .expect("nsenter and ip are installed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 on eth0 of {pid}: {text}"))
+        .to_string()
+}
+
+/// A unique-per-test namespace so tests running at once never share pods.
+pub fn test_namespace(test: &str) -> String {
+    format!("nsdebug-test-{test}")
+}

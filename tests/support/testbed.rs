@@ -1,0 +1,386 @@
+//! Pods on the test bed's containerd, made through the CRI the way the kubelet
+//! makes them (same labels, annotations and namespace options), so the agent
+//! sees exactly what it sees on a real node.
+//!
+//! Shared by the integration tests and `cargo run --example testbed` (the demo
+//! pods), which includes this file with `#[path]`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub const BUSYBOX_IMAGE: &str = "nsdebug.local/busybox:1";
+pub const DISTROLESS_IMAGE: &str = "nsdebug.local/distroless-hello:1";
+/// Annotation marking sandboxes made by the test bed (value: `demo` or `test`).
+pub const TESTBED_ANNOTATION: &str = "nsdebug.dev/testbed";
+/// A shell loop that exits at once on SIGTERM, so stopping it takes no grace period.
+pub const SLEEP_FOREVER: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while true; do sleep 3600 & wait $!; done",
+];
+
+/// The socket of the test bed's containerd (`hack/testbed.sh`).
+pub fn socket() -> PathBuf {
+    std::env::var_os("NSDEBUG_CRI_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/nsdebug-testbed/containerd.sock"))
+}
+
+/// A raw CRI client, for the test's own actions on the runtime.
+pub async fn connect(socket: &Path) -> RuntimeServiceClient<Channel> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://testbed.invalid")
+        .timeout(Duration::from_secs(30))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+        .unwrap_or_else(|err| panic!("test bed containerd at {}: {err}", socket.display()));
+    RuntimeServiceClient::new(channel)
+}
+
+/// A container of a [`PodSpec`].
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl ContainerSpec {
+    pub fn new(name: &str, image: &str, command: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            image: image.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn busybox(name: &str) -> Self {
+        Self::new(name, BUSYBOX_IMAGE, SLEEP_FOREVER)
+    }
+
+    pub fn distroless(name: &str) -> Self {
+        Self::new(name, DISTROLESS_IMAGE, &[])
+    }
+}
+
+/// A pod to create through the CRI.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+    pub containers: Vec<ContainerSpec>,
+}
+
+impl PodSpec {
+    pub fn new(namespace: &str, name: &str, containers: Vec<ContainerSpec>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            containers,
+        }
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.into(), value.into()));
+        self
+    }
+
+    /// A stable UUID-shaped uid derived from namespace and name.
+    pub fn uid(&self) -> String {
+        let mut h: u128 = 0xcbf29ce484222325;
+        for b in format!("{}/{}", self.namespace, self.name).bytes() {
+            h = (h ^ u128::from(b)).wrapping_mul(0x0000000001000000000000000000013B);
+        }
+        let hex = format!("{h:032x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    fn sandbox_config(&self, kind: &str) -> cri::PodSandboxConfig {
+        let uid = self.uid();
+        let mut labels: HashMap<String, String> = self.labels.iter().cloned().collect();
+        labels.insert("io.kubernetes.pod.name".into(), self.name.clone());
+        labels.insert("io.kubernetes.pod.namespace".into(), self.namespace.clone());
+        labels.insert("io.kubernetes.pod.uid".into(), uid.clone());
+        let mut annotations: HashMap<String, String> = self.annotations.iter().cloned().collect();
+        annotations.insert(TESTBED_ANNOTATION.into(), kind.into());
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: self.name.clone(),
+                uid: uid.clone(),
+                namespace: self.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: self.name.clone(),
+            log_directory: format!(
+                "/var/log/nsdebug-testbed/pods/{}_{}_{}",
+                self.namespace, self.name, uid
+            ),
+            labels,
+            annotations,
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(kubelet_namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the kubelet sets for a v1 pod: network and IPC per pod, PID per container.
+fn kubelet_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// A pod running on the test bed.
+#[derive(Debug, Clone)]
+pub struct RunningPod {
+    pub spec: PodSpec,
+    pub sandbox_id: String,
+    /// Container ids by container name (the newest instance).
+    pub containers: HashMap<String, String>,
+    sandbox_config: cri::PodSandboxConfig,
+}
+
+/// Removes every sandbox named `namespace/name` (left by an earlier run).
+pub async fn remove_pod_named(
+    client: &mut RuntimeServiceClient<Channel>,
+    namespace: &str,
+    name: &str,
+) {
+    let sandboxes = client
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    for sandbox in sandboxes {
+        let meta = sandbox.metadata.unwrap_or_default();
+        if meta.namespace == namespace && meta.name == name {
+            remove_sandbox(client, &sandbox.id).await;
+        }
+    }
+}
+
+/// Stops and removes a sandbox and its containers.
+pub async fn remove_sandbox(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|err| panic!("StopPodSandbox {id}: {err}"));
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .unwrap_or_else(|err| panic!("RemovePodSandbox {id}: {err}"));
+}
+
+/// Creates the pod (replacing any pod of the same name) and starts its containers.
+pub async fn run_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    spec: &PodSpec,
+    kind: &str,
+) -> RunningPod {
+    remove_pod_named(client, &spec.namespace, &spec.name).await;
+    let sandbox_config = spec.sandbox_config(kind);
+    let sandbox_id = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|err| panic!("RunPodSandbox {}/{}: {err}", spec.namespace, spec.name))
+        .into_inner()
+        .pod_sandbox_id;
+    let mut pod = RunningPod {
+        spec: spec.clone(),
+        sandbox_id,
+        containers: HashMap::new(),
+        sandbox_config,
+    };
+    for container in &spec.containers {
+        pod.start_container(client, container, 0).await;
+    }
+    pod
+}
+
+impl RunningPod {
+    async fn start_container(
+        &mut self,
+        client: &mut RuntimeServiceClient<Channel>,
+        container: &ContainerSpec,
+        attempt: u32,
+    ) -> String {
+        let mut labels = HashMap::new();
+        labels.insert(
+            "io.kubernetes.container.name".into(),
+            container.name.clone(),
+        );
+        labels.insert("io.kubernetes.pod.name".into(), self.spec.name.clone());
+        labels.insert(
+            "io.kubernetes.pod.namespace".into(),
+            self.spec.namespace.clone(),
+        );
+        labels.insert("io.kubernetes.pod.uid".into(), self.spec.uid());
+        let mut annotations = HashMap::new();
+        annotations.insert(
+            "io.kubernetes.container.restartCount".into(),
+            attempt.to_string(),
+        );
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: container.name.clone(),
+                attempt,
+            }),
+            image: Some(cri::ImageSpec {
+                image: container.image.clone(),
+                ..Default::default()
+            }),
+            command: container.command.clone(),
+            envs: container
+                .env
+                .iter()
+                .map(|(key, value)| cri::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            labels,
+            annotations,
+            log_path: format!("{}/{attempt}.log", container.name),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(kubelet_namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = client
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.sandbox_config.clone()),
+            })
+            .await
+            .unwrap_or_else(|err| panic!("CreateContainer {}: {err}", container.name))
+            .into_inner()
+            .container_id;
+        client
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|err| panic!("StartContainer {}: {err}", container.name));
+        self.containers.insert(container.name.clone(), id.clone());
+        id
+    }
+
+    /// The current container id of `name`.
+    pub fn id(&self, name: &str) -> &str {
+        &self.containers[name]
+    }
+
+    /// Stops container `name` (SIGTERM, then SIGKILL after `grace_secs`).
+    pub async fn stop(
+        &self,
+        client: &mut RuntimeServiceClient<Channel>,
+        name: &str,
+        grace_secs: i64,
+    ) {
+        client
+            .stop_container(cri::StopContainerRequest {
+                container_id: self.id(name).into(),
+                timeout: grace_secs,
+            })
+            .await
+            .unwrap_or_else(|err| panic!("StopContainer {name}: {err}"));
+    }
+
+    /// What the kubelet does on a restart: a new container instance with the
+    /// next attempt number and restart count. Returns the new container id.
+    pub async fn restart(
+        &mut self,
+        client: &mut RuntimeServiceClient<Channel>,
+        name: &str,
+        attempt: u32,
+    ) -> String {
+        let spec = self
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no container {name}"));
+        self.start_container(client, &spec, attempt).await
+    }
+
+    /// Stops and removes the pod.
+    pub async fn remove(self, client: &mut RuntimeServiceClient<Channel>) {
+        remove_sandbox(client, &self.sandbox_id).await;
+    }
+}
+
+/// The demo pods of `hack/testbed.sh demo`: a shell pod, a distroless pod and a
+/// two-container pod, in two namespaces.
+pub fn demo_pods() -> Vec<PodSpec> {
+    vec![
+        PodSpec::new("default", "busybox", vec![ContainerSpec::busybox("shell")])
+            .label("app", "busybox")
+            .label("tier", "debug"),
+        PodSpec::new("shop", "hello", vec![ContainerSpec::distroless("hello")])
+            .label("app", "hello")
+            .label("tier", "backend"),
+        PodSpec::new(
+            "shop",
+            "web",
+            vec![
+                ContainerSpec::distroless("web"),
+                ContainerSpec::busybox("logger"),
+            ],
+        )
+        .label("app", "web")
+        .label("tier", "frontend")
+        .annotation("kubectl.kubernetes.io/default-container", "web"),
+    ]
+}
