@@ -56,6 +56,13 @@ async fn core_v1_resources() -> axum::Json<Value> {
             "verbs": ["get", "list"],
             "shortNames": ["po"],
             "categories": ["all"],
+        }, {
+            "name": "namespaces",
+            "singularName": "namespace",
+            "namespaced": false,
+            "kind": "Namespace",
+            "verbs": ["get", "list"],
+            "shortNames": ["ns"],
         }],
     }))
 }

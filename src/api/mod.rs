@@ -6,10 +6,12 @@
 mod discovery;
 mod error;
 mod health;
+mod namespaces;
 mod native;
 pub mod pod_object;
 mod pods;
 pub mod selector;
+mod table;
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(discovery::routes())
         .merge(pods::routes())
+        .merge(namespaces::routes())
         .merge(native::routes())
         .merge(health::routes())
         .route("/", get(index))

@@ -5,13 +5,13 @@
 //! no owner references): what it does know is reported the way the kubelet
 //! reports it, so `kubectl get`, `-o yaml` and `-l` read it unchanged.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
-
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+use super::table::{self, Column, IncludeObject, Row};
 
 use crate::inventory::{Container, ContainerState, Pod};
 
@@ -33,7 +33,8 @@ pub fn phase(pod: &Pod) -> &'static str {
     }
 }
 
-fn time(unix_nanos: i64) -> Option<Time> {
+/// A Kubernetes `Time` from Unix nanoseconds; `None` for 0 (unknown).
+pub fn time(unix_nanos: i64) -> Option<Time> {
     (unix_nanos > 0)
         .then(|| Timestamp::from_nanosecond(i128::from(unix_nanos)).ok())
         .flatten()
@@ -183,52 +184,9 @@ fn status_column(pod: &Pod) -> String {
     reason
 }
 
-/// Kubernetes' `duration.HumanDuration`, the AGE column's format.
-pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let minutes = secs / 60;
-    let hours = secs / 3600;
-    let with = |big: u64, unit: &str, small: u64, small_unit: &str| {
-        if small == 0 {
-            format!("{big}{unit}")
-        } else {
-            format!("{big}{unit}{small}{small_unit}")
-        }
-    };
-    if secs < 120 {
-        format!("{secs}s")
-    } else if minutes < 10 {
-        with(minutes, "m", secs % 60, "s")
-    } else if minutes < 180 {
-        format!("{minutes}m")
-    } else if hours < 8 {
-        with(hours, "h", minutes % 60, "m")
-    } else if hours < 48 {
-        format!("{hours}h")
-    } else if hours < 24 * 8 {
-        with(hours / 24, "d", hours % 24, "h")
-    } else if hours < 24 * 365 * 2 {
-        format!("{}d", hours / 24)
-    } else if hours < 24 * 365 * 8 {
-        with(hours / 24 / 365, "y", (hours / 24) % 365, "d")
-    } else {
-        format!("{}y", hours / 24 / 365)
-    }
-}
-
-/// How much of each object a `Table` row carries (`?includeObject=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncludeObject {
-    None,
-    Metadata,
-    Object,
-}
-
 /// The `Table` kubectl prints for `get pods`, with the API server's columns.
 pub fn table(pods: &[&Pod], node_name: &str, runtime: &str, include: IncludeObject) -> Value {
-    let now = SystemTime::now();
-    let column = |name: &str, kind: &str, format: &str, priority: i32, description: &str| json!({"name": name, "type": kind, "format": format, "priority": priority, "description": description});
-    let rows: Vec<Value> = pods
+    let rows = pods
         .iter()
         .map(|pod| {
             let latest: Vec<&Container> = pod.latest_containers().collect();
@@ -237,83 +195,90 @@ pub fn table(pods: &[&Pod], node_name: &str, runtime: &str, include: IncludeObje
                 .filter(|c| c.state == ContainerState::Running)
                 .count();
             let restarts: i32 = latest.iter().map(|c| c.restart_count).sum();
-            let created = SystemTime::UNIX_EPOCH
-                + Duration::from_nanos(u64::try_from(pod.created_at).unwrap_or(0));
-            let age = now
-                .duration_since(created)
-                .map(human_duration)
-                .unwrap_or_else(|_| "0s".into());
             let object = to_pod(pod, node_name, runtime);
-            let embedded = match include {
-                IncludeObject::None => Value::Null,
-                IncludeObject::Metadata => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": object.metadata,
-                }),
-                IncludeObject::Object => with_type_meta(
-                    serde_json::to_value(&object).unwrap_or_default(),
-                    "Pod",
-                    "v1",
-                ),
-            };
-            json!({
-                "cells": [
-                    pod.name,
-                    format!("{ready}/{}", latest.len()),
-                    status_column(pod),
-                    restarts.to_string(),
-                    age,
-                    pod.ips.first().map(String::as_str).unwrap_or("<none>"),
-                    node_name,
-                    "<none>",
-                    "<none>",
+            Row {
+                cells: vec![
+                    pod.name.clone().into(),
+                    format!("{ready}/{}", latest.len()).into(),
+                    status_column(pod).into(),
+                    restarts.to_string().into(),
+                    table::age(pod.created_at).into(),
+                    pod.ips
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("<none>")
+                        .into(),
+                    node_name.into(),
+                    "<none>".into(),
+                    "<none>".into(),
                 ],
-                "object": embedded,
-            })
+                metadata: object.metadata.clone(),
+                object: Box::new(move || {
+                    with_type_meta(
+                        serde_json::to_value(&object).unwrap_or_default(),
+                        "Pod",
+                        "v1",
+                    )
+                }),
+            }
         })
         .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {},
-        "columnDefinitions": [
-            column("Name", "string", "name", 0, "Name must be unique within a namespace."),
-            column("Ready", "string", "", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            column("Status", "string", "", 0, "The aggregate status of the containers in this pod."),
-            column("Restarts", "string", "", 0, "The number of times the containers in this pod have been restarted."),
-            column("Age", "string", "", 0, "Time since the pod sandbox was created."),
-            column("IP", "string", "", 1, "The IP address assigned to the pod."),
-            column("Node", "string", "", 1, "The node the pod runs on."),
-            column("Nominated Node", "string", "", 1, "Always <none>: the agent does not schedule."),
-            column("Readiness Gates", "string", "", 1, "Always <none>: the runtime knows no readiness gates."),
-        ],
-        "rows": rows,
-    })
+    table::table(POD_COLUMNS, rows, include)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_durations_match_kubernetes() {
-        let cases = [
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (125, "2m5s"),
-            (600, "10m"),
-            (3 * 3600, "3h"),
-            (3 * 3600 + 60, "3h1m"),
-            (47 * 3600, "47h"),
-            (50 * 3600, "2d2h"),
-            (10 * 86400, "10d"),
-            (3 * 365 * 86400, "3y"),
-            (9 * 365 * 86400, "9y"),
-        ];
-        for (secs, want) in cases {
-            assert_eq!(human_duration(Duration::from_secs(secs)), want, "{secs}s");
-        }
-    }
-}
+const POD_COLUMNS: &[Column] = &[
+    Column {
+        name: "Name",
+        format: "name",
+        priority: 0,
+        description: "Name must be unique within a namespace.",
+    },
+    Column {
+        name: "Ready",
+        format: "",
+        priority: 0,
+        description: "The aggregate readiness state of this pod for accepting traffic.",
+    },
+    Column {
+        name: "Status",
+        format: "",
+        priority: 0,
+        description: "The aggregate status of the containers in this pod.",
+    },
+    Column {
+        name: "Restarts",
+        format: "",
+        priority: 0,
+        description: "The number of times the containers in this pod have been restarted.",
+    },
+    Column {
+        name: "Age",
+        format: "",
+        priority: 0,
+        description: "Time since the pod sandbox was created.",
+    },
+    Column {
+        name: "IP",
+        format: "",
+        priority: 1,
+        description: "The IP address assigned to the pod.",
+    },
+    Column {
+        name: "Node",
+        format: "",
+        priority: 1,
+        description: "The node the pod runs on.",
+    },
+    Column {
+        name: "Nominated Node",
+        format: "",
+        priority: 1,
+        description: "Always <none>: the agent does not schedule.",
+    },
+    Column {
+        name: "Readiness Gates",
+        format: "",
+        priority: 1,
+        description: "Always <none>: the runtime knows no readiness gates.",
+    },
+];

@@ -4,17 +4,16 @@
 //! Listings always come from a fresh look at the runtime (two list calls), so
 //! what a user sees is what runs now, and a runtime outage is a clear 503.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::http::header::ACCEPT;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 
-use super::pod_object::{self, IncludeObject};
+use super::pod_object;
 use super::selector::{POD_FIELDS, Selector};
+use super::table::{ListOptions, ListQuery, wants_table};
 use super::{ApiError, AppState};
 use crate::inventory::Pod;
 use crate::resolve;
@@ -26,54 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod))
 }
 
-/// The list options the agent honours; the others kubectl sends (`limit`,
-/// `resourceVersion`, ...) are accepted and have no effect on a node-sized list.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListOptions {
-    label_selector: Option<String>,
-    field_selector: Option<String>,
-    watch: Option<String>,
-    include_object: Option<String>,
-}
-
-type Options = Result<Query<ListOptions>, axum::extract::rejection::QueryRejection>;
-
-fn options(query: Options) -> Result<ListOptions, ApiError> {
-    let Query(options) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
-    if options
-        .watch
-        .as_deref()
-        .is_some_and(|w| matches!(w, "true" | "1"))
-    {
-        return Err(ApiError::bad_request(
-            "watch is not supported by the nsdebug agent; list again instead",
-        ));
-    }
-    Ok(options)
-}
-
-fn include_object(options: &ListOptions) -> Result<IncludeObject, ApiError> {
-    match options.include_object.as_deref() {
-        None | Some("Metadata") => Ok(IncludeObject::Metadata),
-        Some("None") => Ok(IncludeObject::None),
-        Some("Object") => Ok(IncludeObject::Object),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "includeObject must be None, Metadata or Object, not {other:?}"
-        ))),
-    }
-}
-
-/// True when the client prefers the server-side printed `Table` (kubectl get).
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|accept| accept.contains("as=Table"))
-}
-
-async fn list_all(state: State<AppState>, headers: HeaderMap, query: Options) -> Response {
+async fn list_all(state: State<AppState>, headers: HeaderMap, query: ListQuery) -> Response {
     list(state, headers, None, query).await.into_response()
 }
 
@@ -81,7 +33,7 @@ async fn list_namespace(
     state: State<AppState>,
     headers: HeaderMap,
     Path(namespace): Path<String>,
-    query: Options,
+    query: ListQuery,
 ) -> Response {
     list(state, headers, Some(namespace), query)
         .await
@@ -92,14 +44,14 @@ async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     namespace: Option<String>,
-    query: Options,
+    query: ListQuery,
 ) -> Result<Response, ApiError> {
-    let options = options(query)?;
+    let options = ListOptions::parse(query)?;
     let labels = Selector::labels(options.label_selector.as_deref().unwrap_or(""))
         .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))?;
     let fields = Selector::fields(options.field_selector.as_deref().unwrap_or(""), POD_FIELDS)
         .map_err(|err| ApiError::bad_request(format!("invalid fieldSelector: {err}")))?;
-    let include = include_object(&options)?;
+    let include = options.include_object()?;
     let snapshot = state.inventory.refresh().await?;
     let pods: Vec<&Pod> = latest_sandboxes(&snapshot.pods)
         .into_iter()
@@ -155,10 +107,10 @@ async fn get_pod(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
-    query: Options,
+    query: ListQuery,
 ) -> Result<Response, ApiError> {
-    let options = options(query)?;
-    let include = include_object(&options)?;
+    let options = ListOptions::parse(query)?;
+    let include = options.include_object()?;
     let snapshot = state.inventory.refresh().await?;
     let pod = resolve::find_pod_in(&snapshot.pods, &namespace, &name).ok_or_else(|| {
         ApiError::object_not_found("pods", &name, format!("pods \"{name}\" not found"))

@@ -41,7 +41,7 @@ pub async fn discover(
             Ok(version) => return Ok((client, version)),
             Err(err) => {
                 let reason = match &err {
-                    CriError::Call { source, .. } => source.message().to_string(),
+                    CriError::Call { code, message, .. } => format!("{code:?}: {message}"),
                     other => other.to_string(),
                 };
                 let _ = write!(tried, "{} ({runtime}: {reason})", path.display());

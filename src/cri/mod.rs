@@ -26,12 +26,14 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// A failed conversation with the container runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
-    #[error("CRI call {method} to '{socket}' failed")]
+    /// The gRPC status is kept as code and message: its own `Display` dumps
+    /// transport internals that mean nothing to an operator.
+    #[error("CRI call {method} to '{socket}' failed: {code:?}: {message}")]
     Call {
         method: &'static str,
         socket: PathBuf,
-        #[source]
-        source: tonic::Status,
+        code: tonic::Code,
+        message: String,
     },
     #[error("no CRI runtime answered; tried {tried}")]
     NoRuntimeFound { tried: String },
@@ -49,8 +51,8 @@ impl CriError {
     /// opposed to answering with an error.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            CriError::Call { source, .. } => matches!(
-                source.code(),
+            CriError::Call { code, .. } => matches!(
+                code,
                 tonic::Code::Unavailable
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::Cancelled
@@ -64,7 +66,7 @@ impl CriError {
     /// True when the runtime said the object does not exist (it went away between
     /// a list and a status call).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, CriError::Call { source, .. } if source.code() == tonic::Code::NotFound)
+        matches!(self, CriError::Call { code, .. } if *code == tonic::Code::NotFound)
     }
 }
 
@@ -121,10 +123,11 @@ impl CriClient {
     }
 
     fn call_error(&self, method: &'static str) -> impl FnOnce(tonic::Status) -> CriError + '_ {
-        move |source| CriError::Call {
+        move |status| CriError::Call {
             method,
             socket: self.socket.clone(),
-            source,
+            code: status.code(),
+            message: status.message().to_string(),
         }
     }
 

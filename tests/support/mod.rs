@@ -67,13 +67,34 @@ impl Agent {
     /// Starts `nsdebug serve` with `args` plus a free loopback port and the test
     /// node name, and waits for the line announcing where it listens.
     pub fn start_with(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let stderr = dir.path().join("agent.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--node-name", NODE_NAME])
-            .args(args)
-            .env_remove("NSDEBUG_CRI_SOCKET")
+            .args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts `nsdebug serve` configured by environment variables only.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
+        command.arg("serve").env("NSDEBUG_LISTEN", "127.0.0.1:0");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("agent.log");
+        if !command
+            .get_envs()
+            .any(|(key, _)| key == "NSDEBUG_CRI_SOCKET")
+        {
+            command.env_remove("NSDEBUG_CRI_SOCKET");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
