@@ -56,7 +56,9 @@ fn help_explains_every_flag_and_its_environment_variable() {
 
 #[test]
 fn bad_configuration_exits_with_one_clear_line() {
-    let cases: &[(&[&str], &[(&str, &str)], i32, &str)] = &[
+    // (arguments, environment, exit code, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: &[Case] = &[
         (
             &["serve", "--listen", "0.0.0.0:7443"],
             &[],
