@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A local node and the agent on it, from a fresh Debian 12 machine, as root:
+#   a private containerd with demo pods (busybox with a shell, a distroless
+#   server, a two-container pod; namespaces default and shop), then
+#   `nsdebug serve` against it in the foreground. Ctrl-C stops the agent; the
+#   node keeps running (`hack/testbed.sh down` removes it).
+#
+#   NSDEBUG_DEMO_PORT=7443 (default) picks the agent's loopback port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${NSDEBUG_DEMO_PORT:-7443}
+
+[[ $(id -u) == 0 ]] || { echo "hack/demo.sh: run as root (it starts containerd)" >&2; exit 2; }
+
+echo "==> node: private containerd with CNI and local images"
+socket=$(bash hack/testbed.sh up)
+echo "==> building nsdebug"
+cargo build --release --locked --bin nsdebug --example testbed
+echo "==> demo pods"
+NSDEBUG_CRI_SOCKET=$socket target/release/examples/testbed up
+
+url="http://127.0.0.1:${port}"
+cat <<MSG
+
+==> nsdebug agent on ${url}  (Ctrl-C to stop)
+
+  Browser:   ${url}/
+  curl:      curl -s ${url}/v1/targets | python3 -m json.tool
+             curl -s ${url}/v1/targets/shop/web            # the pod's default container
+             curl -s ${url}/api/v1/namespaces/shop/pods/hello
+  kubectl:   kubectl --server ${url} get pods -A -o wide
+             kubectl --server ${url} get pod web -n shop -o yaml
+             kubectl --server ${url} get pods -A -l app=web
+  health:    curl -s ${url}/readyz
+
+MSG
+exec target/release/nsdebug serve --cri-socket "$socket" --listen "127.0.0.1:${port}" --node-name "$(hostname)"
