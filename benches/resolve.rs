@@ -57,7 +57,15 @@ async fn main() {
         );
         created.push(testbed::run_pod(&mut client, &spec, "test").await);
     }
-    let total_containers = inventory(&socket).await.refresh().await.unwrap().pods.iter().map(|p| p.containers.len()).sum::<usize>();
+    let total_containers = inventory(&socket)
+        .await
+        .refresh()
+        .await
+        .unwrap()
+        .pods
+        .iter()
+        .map(|p| p.containers.len())
+        .sum::<usize>();
     println!("node: {total_containers} containers in all\n");
     let wanted = TargetRef::Pod {
         namespace: NAMESPACE.into(),
@@ -101,7 +109,14 @@ async fn main() {
 
     // Through HTTP: the agent binary, one keep-alive client.
     let agent = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn", "--cri-socket"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--cri-socket",
+        ])
         .arg(&socket)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -113,7 +128,10 @@ async fn main() {
         &mut line,
     )
     .unwrap();
-    let url = line.trim().trim_start_matches("nsdebug listening on ").to_string();
+    let url = line
+        .trim()
+        .trim_start_matches("nsdebug listening on ")
+        .to_string();
     let http = reqwest::Client::new();
     let target_url = format!("{url}/v1/targets/{NAMESPACE}/bench-{}", pods / 2);
     let mut over_http = Vec::new();

@@ -231,3 +231,17 @@ async fn environment_configures_the_daemonset_way() {
     let (code, _) = agent.get("/readyz").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_agent_cleanly() {
+    let socket = support::testbed_socket();
+    let mut agent = Agent::start_with(&["--cri-socket", socket.to_str().unwrap()]);
+    assert_eq!(agent.get("/healthz").await.0, 200);
+    let status = agent.terminate();
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(
+        agent.log().contains("SIGTERM: shutting down"),
+        "{}",
+        agent.log()
+    );
+}
