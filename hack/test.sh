@@ -31,6 +31,11 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (unit + integration against the test bed)"
 # Test binaries run one after another (the runtime-outage test stops
 # containerd); tests inside a binary run in parallel on their own pods.
-cargo test --locked --all-targets -- --test-threads 4
-
-step "all tests passed"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked -- --test-threads 4 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

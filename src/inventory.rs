@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_cri::v1 as api;
@@ -102,7 +102,6 @@ pub struct Pod {
 pub struct Snapshot {
     /// When the CRI calls behind this snapshot started.
     pub started: Instant,
-    pub taken_at: SystemTime,
     pub pods: Vec<Pod>,
 }
 
@@ -111,7 +110,6 @@ impl Snapshot {
         Self {
             // An instant in the past so the first refresh never reuses it.
             started: Instant::now() - Duration::from_secs(3600),
-            taken_at: SystemTime::UNIX_EPOCH,
             pods: Vec::new(),
         }
     }
@@ -189,7 +187,6 @@ impl Inventory {
 
     async fn take_snapshot(&self) -> Result<Snapshot, CriError> {
         let started = Instant::now();
-        let taken_at = SystemTime::now();
         let (sandboxes, containers) =
             tokio::try_join!(self.cri.list_pod_sandboxes(), self.cri.list_containers())?;
 
@@ -272,11 +269,7 @@ impl Inventory {
         pods.sort_by(|a, b| {
             (&a.namespace, &a.name, a.created_at).cmp(&(&b.namespace, &b.name, b.created_at))
         });
-        Ok(Snapshot {
-            started,
-            taken_at,
-            pods,
-        })
+        Ok(Snapshot { started, pods })
     }
 
     /// The full record of a listed container: from the cache when its state has

@@ -264,7 +264,7 @@ fn find_container_id<'a>(
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::time::{Instant, SystemTime};
+    use std::time::Instant;
 
     fn container(id: &str, name: &str, attempt: u32, state: ContainerState) -> Container {
         Container {
@@ -306,7 +306,6 @@ mod tests {
     fn snapshot(pods: Vec<Pod>) -> Snapshot {
         Snapshot {
             started: Instant::now(),
-            taken_at: SystemTime::now(),
             pods,
         }
     }

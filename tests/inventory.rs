@@ -6,29 +6,9 @@ mod support;
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
 use serde_json::Value;
-use support::testbed::{ContainerSpec, PodSpec, run_pod};
+use support::testbed::{ContainerSpec, PodSpec, cri_pid, run_pod};
 use support::{Agent, NODE_NAME, eth0_ipv4, ns_inode, test_namespace};
-
-/// The host PID the runtime itself reports for a container.
-async fn cri_pid(
-    client: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
-        tonic::transport::Channel,
-    >,
-    id: &str,
-) -> u64 {
-    let answer = client
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: Value = serde_json::from_str(&answer.info["info"]).unwrap();
-    info["pid"].as_u64().unwrap()
-}
 
 fn find_pod<'a>(list: &'a Value, namespace: &str, name: &str) -> &'a Value {
     list["pods"]

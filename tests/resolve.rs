@@ -4,28 +4,9 @@
 
 mod support;
 
-use k8s_cri::v1 as cri;
 use serde_json::Value;
-use support::testbed::{ContainerSpec, PodSpec, run_pod};
+use support::testbed::{ContainerSpec, PodSpec, cri_pid, run_pod};
 use support::{Agent, assert_status, test_namespace};
-
-async fn cri_pid(
-    client: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
-        tonic::transport::Channel,
-    >,
-    id: &str,
-) -> u64 {
-    let answer = client
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: Value = serde_json::from_str(&answer.info["info"]).unwrap();
-    info["pid"].as_u64().unwrap()
-}
 
 #[tokio::test]
 async fn stop_and_restart_are_followed_without_restarting_the_agent() {

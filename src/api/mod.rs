@@ -57,6 +57,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A `labelSelector` query value, parsed with the API server's rules, or a 400.
+fn label_selector(text: Option<&str>) -> Result<selector::Selector, ApiError> {
+    selector::Selector::labels(text.unwrap_or(""))
+        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))
+}
+
 async fn index() -> &'static str {
     "nsdebug agent\n\
      Kubernetes API: /api/v1/pods, /api/v1/namespaces/{ns}/pods[/{pod}] (kubectl --server works)\n\

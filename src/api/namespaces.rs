@@ -16,7 +16,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use super::pod_object::{time, with_type_meta};
-use super::selector::Selector;
 use super::table::{self, Column, ListOptions, ListQuery, Row, wants_table};
 use super::{ApiError, AppState};
 use crate::inventory::Snapshot;
@@ -111,8 +110,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let options = ListOptions::parse(query)?;
     let include = options.include_object()?;
-    let labels = Selector::labels(options.label_selector.as_deref().unwrap_or(""))
-        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))?;
+    let labels = super::label_selector(options.label_selector.as_deref())?;
     let snapshot = state.inventory.refresh().await?;
     let found: Vec<(Namespace, i64)> = namespaces(&snapshot)
         .into_iter()

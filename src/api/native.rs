@@ -6,7 +6,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::selector::Selector;
 use super::{ApiError, AppState};
 use crate::inventory::{ContainerState, Pod};
 use crate::process::NamespaceIds;
@@ -83,8 +82,7 @@ async fn list_targets(
     q: Q<ListQuery>,
 ) -> Result<Json<TargetList>, ApiError> {
     let q = query(q)?;
-    let labels = Selector::labels(q.label_selector.as_deref().unwrap_or(""))
-        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))?;
+    let labels = super::label_selector(q.label_selector.as_deref())?;
     let snapshot = state.inventory.refresh().await?;
     let proc_root = state.inventory.proc_root();
     let pods = snapshot

@@ -47,8 +47,7 @@ async fn list(
     query: ListQuery,
 ) -> Result<Response, ApiError> {
     let options = ListOptions::parse(query)?;
-    let labels = Selector::labels(options.label_selector.as_deref().unwrap_or(""))
-        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))?;
+    let labels = super::label_selector(options.label_selector.as_deref())?;
     let fields = Selector::fields(options.field_selector.as_deref().unwrap_or(""), POD_FIELDS)
         .map_err(|err| ApiError::bad_request(format!("invalid fieldSelector: {err}")))?;
     let include = options.include_object()?;

@@ -48,6 +48,21 @@ pub async fn connect(socket: &Path) -> RuntimeServiceClient<Channel> {
     RuntimeServiceClient::new(channel)
 }
 
+/// The host PID the runtime itself reports for a container (verbose
+/// `ContainerStatus`, `info["info"].pid` as containerd writes it).
+pub async fn cri_pid(client: &mut RuntimeServiceClient<Channel>, id: &str) -> u64 {
+    let answer = client
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|err| panic!("ContainerStatus {id}: {err}"))
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&answer.info["info"]).unwrap();
+    info["pid"].as_u64().unwrap()
+}
+
 /// A container of a [`PodSpec`].
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
