@@ -80,6 +80,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_RESYNC_INTERVAL", value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// Most commands running in containers at once; more get 429.
+    #[arg(long, env = "NSDEBUG_MAX_SESSIONS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_sessions: u16,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `nsdebug=debug`). Logs go to stderr.
     #[arg(long, env = "NSDEBUG_LOG", default_value = "info")]
@@ -121,6 +125,7 @@ pub struct Config {
     pub proc_root: PathBuf,
     pub cri_timeout: Duration,
     pub resync_interval: Duration,
+    pub max_sessions: usize,
     pub log: String,
 }
 
@@ -159,6 +164,7 @@ impl Config {
             proc_root: args.proc_root,
             cri_timeout: args.cri_timeout,
             resync_interval: args.resync_interval,
+            max_sessions: usize::from(args.max_sessions),
             log: args.log,
         })
     }

@@ -1,4 +1,6 @@
 //! nsdebug: a Kubernetes node debugging agent.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 //!
 //! The data flow is one straight line, a module per stage:
 //! `api` (HTTP routes and errors) -> `resolve` (what the user named -> a running
@@ -9,10 +11,12 @@
 pub mod api;
 pub mod config;
 pub mod cri;
+pub mod enter;
 pub mod inventory;
 pub mod process;
 pub mod resolve;
 pub mod serve;
+pub mod session;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how every
 /// error is printed at the edge (logs, HTTP messages, the exit line).

@@ -7,6 +7,13 @@ use clap::Parser;
 use nsdebug::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
+    // The enter helper must stay single-threaded: dispatch it before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == nsdebug::enter::HELPER_ARG)
+    {
+        return nsdebug::enter::helper_main();
+    }
     let Command::Serve(args) = Cli::parse().command;
     let config = match Config::from_args(args) {
         Ok(config) => config,

@@ -128,6 +128,79 @@ impl ProcRoot {
     }
 }
 
+/// The credentials of a process, from `/proc/PID/status` (`proc(5)`): what a
+/// command entering with the `container` profile takes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Effective user and group IDs.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+    pub no_new_privs: bool,
+}
+
+/// Why `/proc/PID/status` could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("/proc/PID/status has no valid '{field}' line")]
+pub struct StatusFieldError {
+    pub field: &'static str,
+}
+
+impl Credentials {
+    /// Parses the text of `/proc/PID/status`.
+    pub fn from_status(text: &str) -> Result<Self, StatusFieldError> {
+        let line = |field: &'static str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .map(str::trim)
+                .ok_or(StatusFieldError { field })
+        };
+        let nth_id = |field: &'static str, n: usize| -> Result<u32, StatusFieldError> {
+            line(field)?
+                .split_whitespace()
+                .nth(n)
+                .and_then(|v| v.parse().ok())
+                .ok_or(StatusFieldError { field })
+        };
+        let caps = |field: &'static str| -> Result<u64, StatusFieldError> {
+            u64::from_str_radix(line(field)?, 16).map_err(|_| StatusFieldError { field })
+        };
+        let groups = line("Groups")?
+            .split_whitespace()
+            .map(|g| g.parse().map_err(|_| StatusFieldError { field: "Groups" }))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            uid: nth_id("Uid", 1)?,
+            gid: nth_id("Gid", 1)?,
+            groups,
+            inheritable: caps("CapInh")?,
+            permitted: caps("CapPrm")?,
+            effective: caps("CapEff")?,
+            bounding: caps("CapBnd")?,
+            // Kernels before 4.3 have no ambient set.
+            ambient: caps("CapAmb").unwrap_or(0),
+            no_new_privs: line("NoNewPrivs").map(|v| v == "1").unwrap_or(false),
+        })
+    }
+}
+
+/// `KEY=VALUE` pairs of a NUL-separated environment block (`/proc/PID/environ`).
+pub fn parse_environ(block: &[u8]) -> Vec<(String, String)> {
+    block
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (key, value) = entry.split_once('=')?;
+            (!key.is_empty()).then(|| (key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +251,44 @@ mod tests {
         let proc_root = ProcRoot::new(root.path());
         assert!(proc_root.cgroup_mentions(4242, "abc123").unwrap());
         assert!(!proc_root.cgroup_mentions(4242, "def456").unwrap());
+    }
+
+    /// A busybox container's status under containerd on the test bed, trimmed.
+    const STATUS: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1001\t1001\nGid:\t2000\t2001\t2001\t2001\nGroups:\t10 20 \nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t0\n";
+
+    #[test]
+    fn credentials_from_status() {
+        let creds = Credentials::from_status(STATUS).unwrap();
+        assert_eq!((creds.uid, creds.gid), (1001, 2001));
+        assert_eq!(creds.groups, vec![10, 20]);
+        assert_eq!(creds.bounding, 0xa80425fb);
+        assert_eq!(creds.inheritable, 0);
+        assert!(creds.no_new_privs);
+        let broken = STATUS.replace("CapBnd:\t00000000a80425fb", "CapBnd:\tzz");
+        assert_eq!(
+            Credentials::from_status(&broken).unwrap_err().to_string(),
+            "/proc/PID/status has no valid 'CapBnd' line"
+        );
+    }
+
+    #[test]
+    fn own_credentials_parse() {
+        let text = std::fs::read_to_string("/proc/self/status").unwrap();
+        let creds = Credentials::from_status(&text).unwrap();
+        assert_eq!(creds.uid, rustix::process::geteuid().as_raw());
+    }
+
+    #[test]
+    fn environ_blocks() {
+        let env = parse_environ(b"PATH=/bin\0HOME=/root\0EMPTY=\0=bad\0A=b=c\0");
+        assert_eq!(
+            env,
+            vec![
+                ("PATH".into(), "/bin".into()),
+                ("HOME".into(), "/root".into()),
+                ("EMPTY".into(), "".into()),
+                ("A".into(), "b=c".into()),
+            ]
+        );
     }
 }

@@ -90,7 +90,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .keep_fresh(config.resync_interval, cancel.clone()),
     );
 
-    let app = api::router(AppState::new(inventory, &config.node_name));
+    let sessions = crate::session::Sessions::new(config.max_sessions);
+    let app = api::router(AppState::new(inventory, &config.node_name, sessions));
     let shutdown = cancel.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

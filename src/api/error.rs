@@ -78,6 +78,16 @@ impl ApiError {
         )
     }
 
+    /// A failure to enter a container: the message is about the target, not
+    /// the agent's internals, and tells the operator what went wrong.
+    pub fn internal_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+    }
+
     pub fn code(&self) -> StatusCode {
         self.code
     }
@@ -146,5 +156,11 @@ impl From<ResolveError> for ApiError {
             }
             ResolveError::Runtime(err) => err.into(),
         }
+    }
+}
+
+impl From<crate::session::TooManySessions> for ApiError {
+    fn from(err: crate::session::TooManySessions) -> Self {
+        Self::too_many_requests(err.to_string())
     }
 }

@@ -10,6 +10,7 @@ mod namespaces;
 mod native;
 pub mod pod_object;
 mod pods;
+mod run;
 pub mod selector;
 mod table;
 
@@ -21,8 +22,11 @@ use axum::routing::get;
 
 pub use error::ApiError;
 
+use crate::enter::EnterError;
+use crate::enter::protocol::FailureKind;
 use crate::inventory::Inventory;
 use crate::resolve::Resolver;
+use crate::session::Sessions;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,15 +35,46 @@ pub struct AppState {
     pub resolver: Resolver,
     /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
     pub node_name: Arc<str>,
+    pub sessions: Sessions,
 }
 
 impl AppState {
-    pub fn new(inventory: Arc<Inventory>, node_name: &str) -> Self {
+    pub fn new(inventory: Arc<Inventory>, node_name: &str, sessions: Sessions) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
             inventory,
             node_name: node_name.into(),
+            sessions,
         }
+    }
+}
+
+/// The exit code a shell reports for a command that could not start (127: not
+/// found, 126: not executable); other failures are API errors.
+fn exit_code_for(err: &EnterError) -> Result<i32, ApiError> {
+    match err {
+        EnterError::Failed {
+            kind: FailureKind::NotFound,
+            ..
+        } => Ok(127),
+        EnterError::Failed {
+            kind: FailureKind::NotExecutable,
+            ..
+        } => Ok(126),
+        EnterError::Failed {
+            kind: FailureKind::TargetGone,
+            message,
+        } => Err(ApiError::conflict(message.clone())),
+        EnterError::Failed {
+            kind: FailureKind::Setup,
+            message,
+        } => {
+            tracing::error!(%message, "entering a container failed");
+            Err(ApiError::internal_with(format!(
+                "failed to enter the container: {message}"
+            )))
+        }
+        other => Err(ApiError::internal(other)),
     }
 }
 
@@ -50,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pods::routes())
         .merge(namespaces::routes())
         .merge(native::routes())
+        .merge(run::routes())
         .merge(health::routes())
         .route("/", get(index))
         .fallback(not_found)

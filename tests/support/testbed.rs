@@ -70,6 +70,8 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// `securityContext.runAsUser`.
+    pub run_as_user: Option<i64>,
 }
 
 impl ContainerSpec {
@@ -79,7 +81,13 @@ impl ContainerSpec {
             image: image.into(),
             command: command.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            run_as_user: None,
         }
+    }
+
+    pub fn run_as_user(mut self, uid: i64) -> Self {
+        self.run_as_user = Some(uid);
+        self
     }
 
     pub fn busybox(name: &str) -> Self {
@@ -305,6 +313,7 @@ impl RunningPod {
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(kubelet_namespaces()),
+                    run_as_user: container.run_as_user.map(|value| cri::Int64Value { value }),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -1,0 +1,400 @@
+//! The enter helper: a single-threaded process (this binary, `nsdebug __enter`)
+//! that joins a container and runs one command there. See the module above for
+//! the sequence; every step that can fail reports why over the control socket.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitCode};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{Mode, OFlags, open};
+use rustix::process::{
+    DumpableBehavior, Pid, PidfdFlags, Signal, kill_process_group, pidfd_open,
+    set_dumpable_behavior,
+};
+use rustix::thread::{CapabilitySet, CapabilitySets, ThreadNameSpaceType};
+
+use super::protocol::{self, FailureKind, HelperEvent};
+use super::{EnterRequest, NAMESPACES, Profile};
+use crate::process::{Credentials, ProcRoot, parse_environ};
+
+/// A failure to report: what kind, and the message for the user.
+struct Failure {
+    kind: FailureKind,
+    message: String,
+}
+
+fn setup(message: impl Into<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Setup,
+        message: message.into(),
+    }
+}
+
+fn report(control: BorrowedFd<'_>, event: &HelperEvent) {
+    if let Ok(bytes) = serde_json::to_vec(event) {
+        // The agent may be gone; nothing else to tell then.
+        let _ = protocol::send(control, &bytes, &[]);
+    }
+}
+
+/// Entry point of `nsdebug __enter`: fd 0 is the control socket.
+pub fn main() -> ExitCode {
+    let stdin = std::io::stdin();
+    let control = stdin.as_fd();
+    match run(control) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            report(
+                control,
+                &HelperEvent::Failed {
+                    kind: failure.kind,
+                    message: failure.message,
+                },
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
+    // Before anything of a container is touched: no ptrace, no /proc/PID/mem,
+    // no /proc/self/exe of ours for a process inside to open (CVE-2019-5736).
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+        .map_err(|e| setup(format!("failed to make the helper non-dumpable: {e}")))?;
+    super::sys::cloexec_from_3().map_err(|e| {
+        setup(format!(
+            "failed to mark inherited descriptors close-on-exec: {e}"
+        ))
+    })?;
+
+    let (message, fds) = protocol::recv(control, protocol::MAX_REQUEST)
+        .map_err(|e| setup(format!("failed to read the request: {e}")))?;
+    let request: EnterRequest =
+        serde_json::from_slice(&message).map_err(|e| setup(format!("malformed request: {e}")))?;
+    let expected_fds = if request.tty { 1 } else { 3 };
+    if fds.len() != expected_fds || request.argv.is_empty() {
+        return Err(setup("request without a command or with the wrong stdio"));
+    }
+
+    let target = pin_target(&request)?;
+    let profile = TargetProfile::read(&request)?;
+    join_cgroups(request.pid)?;
+    let entered = enter_namespaces(&request, &target)?;
+    // Inside the container's mount namespace `/` is its root already
+    // (`setns(2)`); start where its init process works.
+    if entered.contains(ThreadNameSpaceType::MOUNT) {
+        if rustix::process::fchdir(&profile.cwd).is_err() {
+            let _ = rustix::process::chdir("/");
+        }
+    } else {
+        let _ = rustix::process::chdir("/");
+    }
+
+    let child = spawn(&request, profile, fds)?;
+    report(control, &HelperEvent::Started { pid: child.id() });
+    supervise(control, child)
+}
+
+/// A pidfd for the target, refused if the PID now names another process.
+fn pin_target(request: &EnterRequest) -> Result<OwnedFd, Failure> {
+    let gone = |why: String| Failure {
+        kind: FailureKind::TargetGone,
+        message: format!("the container's process {} {why}", request.pid),
+    };
+    let pid = Pid::from_raw(request.pid as i32).ok_or_else(|| gone("is not a valid PID".into()))?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| gone(format!("is gone ({e})")))?;
+    // The pidfd now holds the process; check it is the one the agent resolved.
+    let proc_root = ProcRoot::new("/proc");
+    match proc_root.identity(request.pid) {
+        Ok(now) if now.start_time == request.start_time => {}
+        _ => {
+            return Err(gone(
+                "has exited; its PID belongs to another process now".into(),
+            ));
+        }
+    }
+    match proc_root.cgroup_mentions(request.pid, &request.container_id) {
+        Ok(true) => Ok(pidfd),
+        _ => Err(gone(format!(
+            "is not in the cgroup of container {}",
+            request.container_id
+        ))),
+    }
+}
+
+/// What the helper reads from the target before entering it.
+struct TargetProfile {
+    credentials: Option<Credentials>,
+    env: Vec<(String, String)>,
+    cwd: OwnedFd,
+}
+
+impl TargetProfile {
+    fn read(request: &EnterRequest) -> Result<Self, Failure> {
+        let dir = format!("/proc/{}", request.pid);
+        let credentials = match request.profile {
+            Profile::Privileged => None,
+            Profile::Container => {
+                let text = std::fs::read_to_string(format!("{dir}/status"))
+                    .map_err(|e| setup(format!("failed to read {dir}/status: {e}")))?;
+                Some(Credentials::from_status(&text).map_err(|e| setup(e.to_string()))?)
+            }
+        };
+        let environ = std::fs::read(format!("{dir}/environ"))
+            .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
+        let cwd = open(
+            format!("{dir}/cwd"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| setup(format!("failed to open {dir}/cwd: {e}")))?;
+        Ok(Self {
+            credentials,
+            env: parse_environ(&environ),
+            cwd,
+        })
+    }
+}
+
+/// Moves the helper (and so the command) into every cgroup of the target, on
+/// cgroup v1 and v2 hierarchies alike.
+fn join_cgroups(pid: u32) -> Result<(), Failure> {
+    let own = procfs::process::Process::myself()
+        .and_then(|me| me.mountinfo())
+        .map_err(|e| setup(format!("failed to read the helper's mountinfo: {e}")))?;
+    let target = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .map_err(|e| setup(format!("failed to read the cgroups of process {pid}: {e}")))?;
+    let me = std::process::id().to_string();
+    for group in target.0 {
+        let mount = own.0.iter().find(|m| {
+            if group.controllers.is_empty() {
+                m.fs_type == "cgroup2"
+            } else {
+                m.fs_type == "cgroup"
+                    && group.controllers.iter().all(|c| match c.split_once('=') {
+                        // A named hierarchy: `name=systemd` is the option `name`.
+                        Some((key, value)) => {
+                            m.super_options.get(key) == Some(&Some(value.to_string()))
+                        }
+                        None => m.super_options.contains_key(c.as_str()),
+                    })
+            }
+        });
+        let Some(mount) = mount else {
+            // A hierarchy this mount namespace does not mount cannot be joined
+            // here, and the command would not see it either.
+            continue;
+        };
+        let procs = mount
+            .mount_point
+            .join(group.pathname.trim_start_matches('/'))
+            .join("cgroup.procs");
+        std::fs::write(&procs, &me).map_err(|e| {
+            setup(format!(
+                "failed to join the container's cgroup {}: {e}",
+                procs.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Joins the requested namespaces, or every one the target has that differs
+/// from the helper's own, with one `setns(pidfd, flags)`.
+fn enter_namespaces(
+    request: &EnterRequest,
+    pidfd: &OwnedFd,
+) -> Result<ThreadNameSpaceType, Failure> {
+    let proc_root = ProcRoot::new("/proc");
+    let theirs = proc_root
+        .namespaces(request.pid)
+        .map_err(|e| setup(crate::error_chain(&e)))?;
+    let ours = proc_root
+        .namespaces(std::process::id())
+        .map_err(|e| setup(crate::error_chain(&e)))?;
+    let mut flags = ThreadNameSpaceType::empty();
+    for kind in NAMESPACES {
+        let wanted = match &request.namespaces {
+            Some(list) => list.iter().any(|n| n == kind.name),
+            None => theirs.get(kind.name) != ours.get(kind.name),
+        };
+        if wanted {
+            flags |= kind.flag;
+        }
+    }
+    if !flags.is_empty() {
+        rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags)
+            .map_err(|e| setup(format!("setns into the container's namespaces failed: {e}")))?;
+    }
+    Ok(flags)
+}
+
+/// Starts the command with the profile's identity, in its own session.
+fn spawn(
+    request: &EnterRequest,
+    profile: TargetProfile,
+    mut fds: Vec<OwnedFd>,
+) -> Result<std::process::Child, Failure> {
+    let mut env = profile.env;
+    for (key, value) in &request.env {
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
+    if request.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    let (stdin, stdout, stderr) = if request.tty {
+        let tty = fds.remove(0);
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| setup(format!("dup of the terminal failed: {e}")))
+        };
+        (dup(&tty)?, dup(&tty)?, tty)
+    } else {
+        let stderr = fds.remove(2);
+        let stdout = fds.remove(1);
+        (fds.remove(0), stdout, stderr)
+    };
+    let mut command = Command::new(&request.argv[0]);
+    command
+        .args(&request.argv[1..])
+        .env_clear()
+        .envs(env)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    let identity = Identity::new(profile.credentials, request.tty);
+    super::sys::before_exec(&mut command, move || identity.apply());
+    command.spawn().map_err(|err| {
+        let program = &request.argv[0];
+        match err.kind() {
+            std::io::ErrorKind::NotFound => Failure {
+                kind: FailureKind::NotFound,
+                message: format!("exec: \"{program}\": executable file not found in $PATH"),
+            },
+            std::io::ErrorKind::PermissionDenied => Failure {
+                kind: FailureKind::NotExecutable,
+                message: format!("exec: \"{program}\": permission denied"),
+            },
+            _ => setup(format!("failed to start \"{program}\": {err}")),
+        }
+    })
+}
+
+/// The identity the command takes on between `fork` and `exec`.
+struct Identity {
+    credentials: Option<Credentials>,
+    groups: Vec<rustix::process::Gid>,
+    tty: bool,
+}
+
+impl Identity {
+    fn new(credentials: Option<Credentials>, tty: bool) -> Self {
+        let groups = credentials
+            .as_ref()
+            .map(|c| {
+                c.groups
+                    .iter()
+                    .map(|g| rustix::process::Gid::from_raw(*g))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            credentials,
+            groups,
+            tty,
+        }
+    }
+
+    /// Runs in the child after `fork`: a new session (the command's process
+    /// group is what the helper kills), the terminal, then the credentials.
+    fn apply(&self) -> std::io::Result<()> {
+        rustix::process::setsid()?;
+        if self.tty {
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+        }
+        if let Some(creds) = &self.credentials {
+            use rustix::process::{Gid, Uid};
+            use rustix::thread as t;
+            // The bounding set first, while CAP_SETPCAP is still held.
+            for bit in 0..64u32 {
+                let cap = CapabilitySet::from_bits_retain(1u64 << bit);
+                if creds.bounding & (1u64 << bit) == 0
+                    && t::capability_is_in_bounding_set(cap).unwrap_or(false)
+                {
+                    t::remove_capability_from_bounding_set(cap)?;
+                }
+            }
+            t::set_thread_groups(&self.groups)?;
+            t::set_keep_capabilities(true)?;
+            let gid = Gid::from_raw(creds.gid);
+            t::set_thread_res_gid(gid, gid, gid)?;
+            let uid = Uid::from_raw(creds.uid);
+            t::set_thread_res_uid(uid, uid, uid)?;
+            t::set_keep_capabilities(false)?;
+            t::set_capabilities(
+                None,
+                CapabilitySets {
+                    effective: CapabilitySet::from_bits_retain(creds.effective),
+                    permitted: CapabilitySet::from_bits_retain(creds.permitted),
+                    inheritable: CapabilitySet::from_bits_retain(creds.inheritable),
+                },
+            )?;
+            for bit in 0..64u32 {
+                if creds.ambient & (1u64 << bit) != 0 {
+                    t::configure_capability_in_ambient_set(
+                        CapabilitySet::from_bits_retain(1u64 << bit),
+                        true,
+                    )?;
+                }
+            }
+            if creds.no_new_privs {
+                t::set_no_new_privs(true)?;
+            }
+        }
+        // Credentials changes clear it (prctl(2)), so it is set last.
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+        Ok(())
+    }
+}
+
+/// Waits for the command, killing its process group if the agent hangs up.
+fn supervise(control: BorrowedFd<'_>, mut child: std::process::Child) -> Result<(), Failure> {
+    let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| setup("child without a PID"))?;
+    let child_fd = pidfd_open(pid, PidfdFlags::empty())
+        .map_err(|e| setup(format!("pidfd_open of the command failed: {e}")))?;
+    loop {
+        let mut fds = [
+            PollFd::new(&control, PollFlags::IN),
+            PollFd::new(&child_fd, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(setup(format!("poll failed: {e}"))),
+        }
+        let hung_up = !fds[0].revents().is_empty();
+        let exited = !fds[1].revents().is_empty();
+        if exited {
+            break;
+        }
+        if hung_up {
+            // The agent closed the session (client gone, timeout, shutdown).
+            let _ = kill_process_group(pid, Signal::KILL);
+            let _ = child.wait();
+            return Ok(());
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| setup(format!("wait for the command failed: {e}")))?;
+    let event = match (status.code(), status.signal()) {
+        (Some(code), _) => HelperEvent::Exited { code },
+        (None, Some(signal)) => HelperEvent::Signaled { signal },
+        (None, None) => HelperEvent::Exited { code: -1 },
+    };
+    report(control, &event);
+    Ok(())
+}

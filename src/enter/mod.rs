@@ -1,0 +1,195 @@
+//! Entering a container: the only place that calls `setns`, joins cgroups,
+//! changes credentials and starts processes inside a container.
+//!
+//! The work happens in a helper: this same binary re-executed as
+//! `nsdebug __enter`, dispatched by `main` before any async runtime or thread
+//! exists, because `setns(2)` into a mount namespace is refused to a
+//! multithreaded process and a PID namespace only applies to children. The
+//! helper:
+//!
+//! 1. receives an [`EnterRequest`] and the child's stdio over its control
+//!    socket (fd 0, `SCM_RIGHTS`), never through argv or the environment;
+//! 2. opens a pidfd for the target and checks the process start time, so a
+//!    recycled PID is never entered (`pidfd_open(2)`);
+//! 3. makes itself non-dumpable, reads what the profile needs from the target
+//!    (credentials, environment, cgroups, working directory), joins its
+//!    cgroups, then `setns(pidfd, flags)` into the chosen namespaces at once;
+//! 4. spawns the command (a child, so it is inside the PID namespace) in its own
+//!    session with the profile's credentials and only its stdio open;
+//! 5. reports `started`/`exited`, or the error, back over the control socket,
+//!    and kills the command's process group when that socket closes.
+//!
+//! [`spawn`] is the agent's side of that conversation.
+
+mod helper;
+pub mod protocol;
+mod spawn;
+mod sys;
+
+use serde::{Deserialize, Serialize};
+
+pub use helper::main as helper_main;
+pub use spawn::{EnterError, Entered, Exit, Io, Pty, Stdio, spawn};
+
+/// The hidden first argument that makes the binary run as the enter helper.
+pub const HELPER_ARG: &str = "__enter";
+
+/// One kind of Linux namespace: its `/proc/PID/ns/` name and `setns(2)` flag.
+#[derive(Debug, Clone, Copy)]
+pub struct NamespaceKind {
+    pub name: &'static str,
+    pub flag: rustix::thread::ThreadNameSpaceType,
+}
+
+/// Every namespace a container can be entered by, in the order `setns` must
+/// join them when they are joined one by one: the user namespace first (it
+/// grants the rights to join the others), the mount namespace last (after it,
+/// `/proc` paths of the host are no longer reachable).
+pub const NAMESPACES: &[NamespaceKind] = {
+    use rustix::thread::ThreadNameSpaceType as T;
+    &[
+        NamespaceKind {
+            name: "user",
+            flag: T::USER,
+        },
+        NamespaceKind {
+            name: "cgroup",
+            flag: T::CONTROL_GROUP,
+        },
+        NamespaceKind {
+            name: "ipc",
+            flag: T::INTER_PROCESS_COMMUNICATION,
+        },
+        NamespaceKind {
+            name: "uts",
+            flag: T::HOST_NAME_AND_NIS_DOMAIN_NAME,
+        },
+        NamespaceKind {
+            name: "net",
+            flag: T::NETWORK,
+        },
+        NamespaceKind {
+            name: "pid",
+            flag: T::PROCESS_ID,
+        },
+        NamespaceKind {
+            name: "mnt",
+            flag: T::MOUNT,
+        },
+    ]
+};
+
+/// The namespace kind called `name`, if there is one.
+pub fn namespace_kind(name: &str) -> Option<&'static NamespaceKind> {
+    NAMESPACES.iter().find(|kind| kind.name == name)
+}
+
+/// Parses a caller's namespace list (`net`, `net,pid`, `mnt,pid,net`); `None`
+/// for an empty list, which means "every namespace the container has".
+pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let name = if name == "mount" { "mnt" } else { name };
+        if namespace_kind(name).is_none() {
+            return Err(format!(
+                "unknown namespace '{name}'; choose from {}",
+                NAMESPACES
+                    .iter()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok((!names.is_empty()).then_some(names))
+}
+
+/// Whose identity the command runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// What `kubectl exec` gives: the container process's uid, gid,
+    /// supplementary groups, capability sets and no_new_privs, its environment
+    /// and its cgroups.
+    #[default]
+    Container,
+    /// Root with every capability, for strace, tcpdump and reading other
+    /// processes' memory. Environment and cgroups are still the container's.
+    Privileged,
+}
+
+impl Profile {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "" | "container" => Ok(Self::Container),
+            "privileged" => Ok(Self::Privileged),
+            other => Err(format!(
+                "unknown profile '{other}'; choose container or privileged"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::Privileged => "privileged",
+        }
+    }
+}
+
+/// What to run, where and as whom: the request the helper receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnterRequest {
+    /// Host PID of the container's init process.
+    pub pid: u32,
+    /// Its start time (`proc(5)` stat field 22): the helper refuses any other process.
+    pub start_time: u64,
+    /// The container ID, which the target's cgroup paths must name.
+    pub container_id: String,
+    /// Namespaces to join; `None` joins every one the container has that
+    /// differs from the agent's.
+    pub namespaces: Option<Vec<String>>,
+    pub profile: Profile,
+    /// argv; `argv[0]` is looked up in the container's `PATH`.
+    pub argv: Vec<String>,
+    /// Variables added to (or replacing in) the target's environment.
+    pub env: Vec<(String, String)>,
+    /// The command's stdio is one terminal (one fd) instead of three.
+    pub tty: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_lists() {
+        assert_eq!(parse_namespaces("").unwrap(), None);
+        assert_eq!(
+            parse_namespaces("net, pid,net").unwrap(),
+            Some(vec!["net".to_string(), "pid".to_string()])
+        );
+        assert_eq!(
+            parse_namespaces("mount").unwrap(),
+            Some(vec!["mnt".to_string()])
+        );
+        let err = parse_namespaces("net,time").unwrap_err();
+        assert!(err.starts_with("unknown namespace 'time'"), "{err}");
+    }
+
+    #[test]
+    fn user_namespace_first_mount_last() {
+        assert_eq!(NAMESPACES.first().unwrap().name, "user");
+        assert_eq!(NAMESPACES.last().unwrap().name, "mnt");
+    }
+
+    #[test]
+    fn profiles() {
+        assert_eq!(Profile::parse("").unwrap(), Profile::Container);
+        assert_eq!(Profile::parse("privileged").unwrap(), Profile::Privileged);
+        assert!(Profile::parse("root").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! The agent's side of entering: prepare the command's stdio, start a helper,
+//! hand it the request, and follow what it reports. Nothing here changes the
+//! agent's own namespaces or credentials; that is the helper's job.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+use super::protocol::{self, FailureKind, HelperEvent};
+use super::{EnterRequest, HELPER_ARG};
+
+/// How the command's stdio is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// Three pipes: stdin, stdout, stderr.
+    Pipes,
+    /// One terminal of this size (columns, rows).
+    Tty { cols: u16, rows: u16 },
+}
+
+/// Why a command could not be started or followed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    #[error("failed to {what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{message}")]
+    Failed { kind: FailureKind, message: String },
+    #[error("the enter helper exited without reporting")]
+    HelperVanished,
+}
+
+fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> EnterError {
+    move |source| EnterError::Io { what, source }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The exit code a shell would report: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(code) => code,
+            Exit::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+/// The command's stdio as the agent holds it.
+pub enum Io {
+    Pipes {
+        stdin: Option<pipe::Sender>,
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+    },
+    Tty(std::sync::Arc<Pty>),
+}
+
+/// A running command inside a container. Dropping it kills the command's
+/// process group: the helper does that when its control socket closes.
+pub struct Entered {
+    /// The command's PID on the host.
+    pub pid: u32,
+    pub io: Option<Io>,
+    control: AsyncFd<OwnedFd>,
+    helper: tokio::process::Child,
+}
+
+/// Starts `request` in its container and waits until it runs (or fails to).
+pub async fn spawn(request: &EnterRequest, stdio: Stdio) -> Result<Entered, EnterError> {
+    let (agent_end, helper_end) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io_error("create the helper's control socket")(e.into()))?;
+
+    let (io, child_fds) = match stdio {
+        Stdio::Pipes => {
+            let (stdin_rx, stdin_tx) = pipe_pair()?;
+            let (stdout_rx, stdout_tx) = pipe_pair()?;
+            let (stderr_rx, stderr_tx) = pipe_pair()?;
+            let io = Io::Pipes {
+                stdin: Some(
+                    pipe::Sender::from_owned_fd(stdin_tx).map_err(io_error("watch stdin"))?,
+                ),
+                stdout: pipe::Receiver::from_owned_fd(stdout_rx)
+                    .map_err(io_error("watch stdout"))?,
+                stderr: pipe::Receiver::from_owned_fd(stderr_rx)
+                    .map_err(io_error("watch stderr"))?,
+            };
+            (io, vec![stdin_rx, stdout_tx, stderr_tx])
+        }
+        Stdio::Tty { cols, rows } => {
+            let (pty, slave) = Pty::open()?;
+            pty.resize(cols, rows)?;
+            (Io::Tty(std::sync::Arc::new(pty)), vec![slave])
+        }
+    };
+    let message = serde_json::to_vec(request)
+        .map_err(|e| io_error("encode the request")(io::Error::other(e)))?;
+    if message.len() > protocol::MAX_REQUEST {
+        return Err(EnterError::Failed {
+            kind: FailureKind::Setup,
+            message: format!(
+                "the command and environment are {} bytes; at most {} are accepted",
+                message.len(),
+                protocol::MAX_REQUEST
+            ),
+        });
+    }
+    let borrowed: Vec<_> = child_fds.iter().map(|fd| fd.as_fd()).collect();
+    // The socket buffer holds the request until the helper reads it.
+    protocol::send(agent_end.as_fd(), &message, &borrowed)
+        .map_err(io_error("send the request to the helper"))?;
+    drop(borrowed);
+    drop(child_fds);
+
+    let helper = tokio::process::Command::new("/proc/self/exe")
+        .arg(HELPER_ARG)
+        .stdin(std::process::Stdio::from(helper_end))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io_error("start the enter helper"))?;
+    rustix::io::ioctl_fionbio(&agent_end, true)
+        .map_err(|e| io_error("configure the control socket")(e.into()))?;
+    let control = super::sys::async_fd(agent_end).map_err(io_error("watch the control socket"))?;
+    let mut entered = Entered {
+        pid: 0,
+        io: Some(io),
+        control,
+        helper,
+    };
+    match entered.next_event().await? {
+        HelperEvent::Started { pid } => {
+            entered.pid = pid;
+            Ok(entered)
+        }
+        HelperEvent::Failed { kind, message } => Err(EnterError::Failed { kind, message }),
+        HelperEvent::Exited { .. } | HelperEvent::Signaled { .. } => {
+            Err(EnterError::HelperVanished)
+        }
+    }
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), EnterError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| io_error("create a pipe")(e.into()))
+}
+
+impl Entered {
+    async fn next_event(&mut self) -> Result<HelperEvent, EnterError> {
+        loop {
+            let mut guard = self
+                .control
+                .readable()
+                .await
+                .map_err(io_error("wait for the helper"))?;
+            match guard.try_io(|fd| protocol::recv(fd.get_ref().as_fd(), protocol::MAX_EVENT)) {
+                Ok(Ok((message, _))) if message.is_empty() => {
+                    return Err(EnterError::HelperVanished);
+                }
+                Ok(Ok((message, _))) => {
+                    return serde_json::from_slice(&message)
+                        .map_err(|e| io_error("read the helper's report")(io::Error::other(e)));
+                }
+                Ok(Err(e)) => return Err(io_error("read from the helper")(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Waits for the command to end. Cancel-safe: dropping the future (or the
+    /// `Entered`) kills the command.
+    pub async fn wait(&mut self) -> Result<Exit, EnterError> {
+        let exit = match self.next_event().await? {
+            HelperEvent::Exited { code } => Exit::Code(code),
+            HelperEvent::Signaled { signal } => Exit::Signal(signal),
+            HelperEvent::Failed { kind, message } => {
+                return Err(EnterError::Failed { kind, message });
+            }
+            HelperEvent::Started { .. } => return Err(EnterError::HelperVanished),
+        };
+        // The helper exits right after reporting; reap it now.
+        let _ = self.helper.wait().await;
+        Ok(exit)
+    }
+}
+
+/// The agent's end of a pseudo-terminal, readable and writable without blocking.
+pub struct Pty {
+    master: AsyncFd<OwnedFd>,
+}
+
+impl Pty {
+    /// A new pseudo-terminal: the master for the agent, the slave for the command.
+    fn open() -> Result<(Self, OwnedFd), EnterError> {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let err = |what| move |e: rustix::io::Errno| io_error(what)(e.into());
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(err("open a pseudo-terminal"))?;
+        grantpt(&master).map_err(err("grant the pseudo-terminal"))?;
+        unlockpt(&master).map_err(err("unlock the pseudo-terminal"))?;
+        let name = ptsname(&master, Vec::new()).map_err(err("name the pseudo-terminal"))?;
+        let slave = rustix::fs::open(
+            name.as_c_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err("open the terminal"))?;
+        rustix::io::ioctl_fionbio(&master, true).map_err(err("configure the pseudo-terminal"))?;
+        let master = super::sys::async_fd(master).map_err(io_error("watch the pseudo-terminal"))?;
+        Ok((Self { master }, slave))
+    }
+
+    /// Sets the terminal size; the command gets `SIGWINCH`.
+    pub fn resize(&self, cols: u16, rows: u16) -> Result<(), EnterError> {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(self.master.get_ref(), size)
+            .map_err(|e| io_error("resize the terminal")(e.into()))
+    }
+}
+
+impl Pty {
+    /// Reads what the command wrote; 0 once the terminal is closed on its side.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.master.readable().await?;
+            match guard
+                .try_io(|fd| rustix::io::read(fd.get_ref(), &mut *buf).map_err(io::Error::from))
+            {
+                Ok(Ok(n)) => return Ok(n),
+                // EIO: every holder of the terminal's other side closed it.
+                Ok(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+                    return Ok(0);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `data` as keyboard input.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.master.writable().await?;
+            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Sessions: commands running inside containers on behalf of a client.
+//!
+//! Every session holds a permit of the agent-wide limit (over it: 429), and
+//! ends with its `Entered`: dropping it kills the command's process group.
+//! One-shot runs are collected here with an output cap, a deadline and a
+//! bounded drain, so no client can grow the agent's memory or hold it forever.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::enter::{self, EnterError, EnterRequest, Exit, Io, Stdio};
+
+/// How long output is still collected after the command exits, for what its
+/// background children (which may keep the pipes open) already wrote.
+const DRAIN: Duration = Duration::from_millis(200);
+
+/// The agent-wide session limit.
+#[derive(Clone)]
+pub struct Sessions {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// Over the session limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent already runs its limit of {limit} sessions; try again when one ends")]
+pub struct TooManySessions {
+    pub limit: usize,
+}
+
+impl Sessions {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A slot for one session, held until the permit is dropped.
+    pub fn acquire(&self) -> Result<OwnedSemaphorePermit, TooManySessions> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TooManySessions { limit: self.limit })
+    }
+
+    /// Sessions running now.
+    pub fn active(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+}
+
+/// Captured output of one stream.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    /// More was written than the limit; the rest was read and dropped.
+    pub truncated: bool,
+}
+
+/// The result of a one-shot run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// `None` when the deadline passed and the command was killed.
+    pub exit: Option<Exit>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub duration: Duration,
+}
+
+/// Limits of a one-shot run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub timeout: Duration,
+    /// Per stream.
+    pub output_bytes: usize,
+}
+
+/// Runs `request` to completion with `stdin` as its input.
+pub async fn run_once(
+    request: &EnterRequest,
+    stdin: Vec<u8>,
+    limits: RunLimits,
+) -> Result<RunOutcome, EnterError> {
+    let started = Instant::now();
+    let mut entered = enter::spawn(request, Stdio::Pipes).await?;
+    let Some(Io::Pipes {
+        stdin: Some(mut input),
+        stdout,
+        stderr,
+    }) = entered.io.take()
+    else {
+        unreachable!("Stdio::Pipes yields pipes");
+    };
+    // Writing stdin must not block reading the outputs (a command may fill its
+    // stdout pipe before it reads all its input).
+    let feeder = tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+        // Dropping `input` closes the pipe: the command reads end of file.
+    });
+    let stop = CancellationToken::new();
+    let out = tokio::spawn(capture(stdout, limits.output_bytes, stop.clone()));
+    let err = tokio::spawn(capture(stderr, limits.output_bytes, stop.clone()));
+
+    let exit = match tokio::time::timeout(limits.timeout, entered.wait()).await {
+        Ok(exit) => Some(exit?),
+        Err(_deadline) => None,
+    };
+    // Kills what is left of the process group (all of it on a timeout).
+    drop(entered);
+    feeder.abort();
+    let drain_stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(DRAIN).await;
+        drain_stop.cancel();
+    });
+    let stdout = out.await.unwrap_or_default();
+    let stderr = err.await.unwrap_or_default();
+    stop.cancel();
+    Ok(RunOutcome {
+        exit,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    })
+}
+
+/// Reads `reader` to its end (or until `stop`), keeping at most `limit` bytes.
+async fn capture(
+    mut reader: impl AsyncRead + Unpin,
+    limit: usize,
+    stop: CancellationToken,
+) -> Captured {
+    let mut captured = Captured::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let room = limit.saturating_sub(captured.bytes.len());
+        if n > room {
+            captured.truncated = true;
+        }
+        captured.bytes.extend_from_slice(&buf[..n.min(room)]);
+    }
+    captured
+}

@@ -1,0 +1,258 @@
+//! The one-shot run API against real pods: what runs where, as whom, with
+//! which descriptors, and every way a run can go wrong.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::testbed::{ContainerSpec, PodSpec, run_pod};
+use support::{Agent, assert_status, eth0_ipv4, eventually, test_namespace};
+
+async fn run(agent: &Agent, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", agent.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap())
+}
+
+async fn run_ok(agent: &Agent, path: &str, body: Value) -> Value {
+    let (code, result) = run(agent, path, body.clone()).await;
+    assert_eq!(code, 200, "{body}: {result}");
+    result
+}
+
+#[tokio::test]
+async fn commands_run_inside_the_container() {
+    let ns = test_namespace("run-inside");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "box", vec![ContainerSpec::busybox("main")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/box/run");
+
+    let result = run_ok(&agent, &path, json!({"command": ["hostname"]})).await;
+    assert_eq!(result["stdout"], "box\n");
+    assert_eq!(result["exitCode"], 0);
+    assert_eq!(result["target"]["containerId"], pod.id("main"));
+
+    // The container's PID namespace: only its processes, and ours has a small PID.
+    let ps = run_ok(&agent, &path, json!({"command": ["ps", "-o", "pid,comm"]})).await;
+    let lines: Vec<&str> = ps["stdout"].as_str().unwrap().lines().skip(1).collect();
+    assert!(
+        lines.len() <= 4,
+        "more than the container's processes: {lines:?}"
+    );
+    let own: Vec<u32> = lines
+        .iter()
+        .filter(|l| l.ends_with(" ps"))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(own.len() == 1 && own[0] < 100, "{lines:?}");
+    assert!(
+        lines[0].trim_start().starts_with("1 "),
+        "PID 1 is the container's init: {lines:?}"
+    );
+
+    // Its filesystem, its working directory, and only stdio open.
+    let fs = run_ok(&agent, &path, json!({"command": ["sh", "-c", "pwd; ls /proc/self/fd; test -e /etc/debian_version && echo HOST-FILE"]})).await;
+    assert_eq!(
+        fs["stdout"], "/\n0\n1\n2\n3\n",
+        "fd 3 is ls's own directory handle: {fs}"
+    );
+
+    // Exit codes, stdout and stderr apart, stdin, env.
+    let result = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "read line; echo out:$line:$GREETING; echo err >&2; exit 3"],
+               "stdin": "typed\n", "env": {"GREETING": "hi"}}),
+    )
+    .await;
+    assert_eq!(result["exitCode"], 3);
+    assert_eq!(result["stdout"], "out:typed:hi\n");
+    assert_eq!(result["stderr"], "err\n");
+
+    // Binary output comes back as base64; big output is capped, not buffered.
+    let binary = run_ok(&agent, &path, json!({"command": ["printf", "\\377\\376"]})).await;
+    assert_eq!(
+        (binary["stdout"].as_str(), binary["stdoutEncoding"].as_str()),
+        (Some("//4="), Some("base64"))
+    );
+    let big = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["head", "-c", "5000000", "/dev/zero"], "outputLimitBytes": 1000}),
+    )
+    .await;
+    assert_eq!(big["exitCode"], 0);
+    assert_eq!(big["stdoutTruncated"], true);
+    assert_eq!(big["stdout"].as_str().unwrap().len(), 1000);
+
+    // A missing program is 127 with the reason, as a shell says.
+    let missing = run_ok(&agent, &path, json!({"command": ["no-such-tool"]})).await;
+    assert_eq!(missing["exitCode"], 127);
+    assert_eq!(
+        missing["error"],
+        "exec: \"no-such-tool\": executable file not found in $PATH"
+    );
+
+    // A deadline kills the command and everything it started.
+    let slow = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "sleep 4242 & sleep 4243"], "timeoutSeconds": 0.3}),
+    )
+    .await;
+    assert_eq!(slow["timedOut"], true);
+    assert_eq!(slow["exitCode"], Value::Null);
+    eventually(
+        "the timed-out commands to be gone",
+        Duration::from_secs(10),
+        || async {
+            let ps = run_ok(&agent, &path, json!({"command": ["ps"]})).await;
+            (!ps["stdout"].as_str().unwrap().contains("sleep 424")).then_some(())
+        },
+    )
+    .await;
+
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn namespace_subsets_and_profiles() {
+    let ns = test_namespace("run-subsets");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(
+        &ns,
+        "users",
+        vec![ContainerSpec::busybox("app").run_as_user(1000)],
+    );
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/users/run");
+    let target = agent.get_ok(&format!("/v1/targets/{ns}/users")).await;
+    let pid = target["pid"].as_u64().unwrap();
+
+    // Network only: the pod's eth0, the agent's filesystem.
+    let net = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "ip -4 -o addr show dev eth0; cat /etc/debian_version"], "namespaces": ["net"]}),
+    )
+    .await;
+    assert_eq!(net["exitCode"], 0, "{net}");
+    let out = net["stdout"].as_str().unwrap();
+    assert!(out.contains(&format!("inet {}/", eth0_ipv4(pid))), "{out}");
+    let full = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["cat", "/etc/debian_version"]}),
+    )
+    .await;
+    assert_eq!(
+        full["exitCode"], 1,
+        "the container has no such file: {full}"
+    );
+
+    // The container profile is the container's user and capabilities.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let cap_eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .to_string();
+    let me = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "id -u; grep CapEff /proc/self/status"]}),
+    )
+    .await;
+    assert_eq!(me["stdout"], format!("1000\n{cap_eff}\n"));
+    // The privileged profile is root with every capability.
+    let root = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "id -u; grep CapEff /proc/self/status"], "profile": "privileged"}),
+    )
+    .await;
+    let out = root["stdout"].as_str().unwrap();
+    assert!(out.starts_with("0\nCapEff:\t000001ff"), "{out}");
+
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn bad_runs_get_clear_errors() {
+    let ns = test_namespace("run-errors");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(
+        &ns,
+        "mixed",
+        vec![
+            ContainerSpec::distroless("server"),
+            ContainerSpec::busybox("stopped"),
+        ],
+    );
+    let pod = run_pod(&mut client, &spec, "test").await;
+    pod.stop(&mut client, "stopped", 10).await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/mixed/run?container=server");
+
+    // Distroless: no shell to run, said cleanly.
+    let sh = run_ok(&agent, &path, json!({"command": ["sh"]})).await;
+    assert_eq!(sh["exitCode"], 127);
+
+    for (body, message) in [
+        (
+            json!({"command": []}),
+            "command is empty: name a program to run",
+        ),
+        (
+            json!({"command": [""]}),
+            "command[0] is empty: name a program to run",
+        ),
+        (
+            json!({"command": ["ls", "a\u{0}b"]}),
+            "command contains a NUL byte",
+        ),
+        (
+            json!({"command": ["ls"], "namespaces": ["net", "time"]}),
+            "unknown namespace 'time'; choose from user, cgroup, ipc, uts, net, pid, mnt",
+        ),
+        (
+            json!({"command": ["ls"], "timeoutSeconds": 0}),
+            "timeoutSeconds must be more than 0 and at most 3600",
+        ),
+        (
+            json!({"command": ["ls"], "profile": "root"}),
+            "invalid run request: unknown variant `root`, expected `container` or `privileged` at line 1 column 34",
+        ),
+    ] {
+        let (code, result) = run(&agent, &path, body.clone()).await;
+        assert_eq!(code, 400, "{body}: {result}");
+        assert_status(&result, 400, "BadRequest");
+        assert_eq!(result["message"], message, "{body}");
+    }
+    let (code, result) = run(
+        &agent,
+        &format!("/v1/targets/{ns}/mixed/run?container=stopped"),
+        json!({"command": ["ls"]}),
+    )
+    .await;
+    assert_eq!(code, 409, "{result}");
+    assert_status(&result, 409, "Conflict");
+    let (code, result) = run(
+        &agent,
+        &format!("/v1/targets/{ns}/nope/run"),
+        json!({"command": ["ls"]}),
+    )
+    .await;
+    assert_eq!(code, 404, "{result}");
+
+    pod.remove(&mut client).await;
+}
