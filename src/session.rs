@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::enter::{self, EnterError, EnterRequest, Exit, Io, Stdio};
+use crate::enter::{self, EnterError, EnterRequest, Exit, Io};
 
 /// How long output is still collected after the command exits, for what its
 /// background children (which may keep the pipes open) already wrote.
@@ -87,7 +87,7 @@ pub async fn run_once(
     limits: RunLimits,
 ) -> Result<RunOutcome, EnterError> {
     let started = Instant::now();
-    let mut entered = enter::spawn(request, Stdio::Pipes).await?;
+    let mut entered = enter::spawn(request).await?;
     let Some(Io::Pipes {
         stdin: Some(mut input),
         stdout,

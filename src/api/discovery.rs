@@ -57,6 +57,12 @@ async fn core_v1_resources() -> axum::Json<Value> {
             "shortNames": ["po"],
             "categories": ["all"],
         }, {
+            "name": "pods/exec",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "PodExecOptions",
+            "verbs": ["create", "get"],
+        }, {
             "name": "namespaces",
             "singularName": "namespace",
             "namespaced": false,

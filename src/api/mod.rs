@@ -5,6 +5,7 @@
 
 mod discovery;
 mod error;
+mod exec;
 mod health;
 mod namespaces;
 mod native;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(namespaces::routes())
         .merge(native::routes())
         .merge(run::routes())
+        .merge(exec::routes())
         .merge(health::routes())
         .route("/", get(index))
         .fallback(not_found)

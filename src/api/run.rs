@@ -173,7 +173,7 @@ async fn run(state: AppState, wanted: TargetRef, body: Body) -> Result<Json<RunR
         profile: body.profile.unwrap_or_default(),
         argv: body.command.clone(),
         env: body.env.into_iter().collect(),
-        tty: false,
+        terminal: None,
     };
     let limits = RunLimits {
         timeout: std::time::Duration::from_secs_f64(timeout),

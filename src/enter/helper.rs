@@ -72,7 +72,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         .map_err(|e| setup(format!("failed to read the request: {e}")))?;
     let request: EnterRequest =
         serde_json::from_slice(&message).map_err(|e| setup(format!("malformed request: {e}")))?;
-    let expected_fds = if request.tty { 1 } else { 3 };
+    let expected_fds = if request.terminal.is_some() { 0 } else { 3 };
     if fds.len() != expected_fds || request.argv.is_empty() {
         return Err(setup("request without a command or with the wrong stdio"));
     }
@@ -91,8 +91,21 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         let _ = rustix::process::chdir("/");
     }
 
-    let child = spawn(&request, profile, fds)?;
-    report(control, &HelperEvent::Started { pid: child.id() });
+    let (stdio, master) = match request.terminal {
+        Some(size) => {
+            let uid = profile.credentials.as_ref().map(|c| c.uid);
+            let (master, slave) = open_terminal(size, uid)?;
+            (ChildStdio::Terminal(slave), Some(master))
+        }
+        None => (ChildStdio::Pipes(fds), None),
+    };
+    let child = spawn(&request, profile, stdio)?;
+    let started = serde_json::to_vec(&HelperEvent::Started { pid: child.id() })
+        .map_err(|e| setup(format!("encode: {e}")))?;
+    let master_fds: Vec<BorrowedFd<'_>> = master.iter().map(|m| m.as_fd()).collect();
+    protocol::send(control, &started, &master_fds)
+        .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
+    drop(master);
     supervise(control, child)
 }
 
@@ -231,31 +244,75 @@ fn enter_namespaces(
     Ok(flags)
 }
 
+/// A terminal from the `/dev/ptmx` visible now (the container's, once in its
+/// mount namespace), sized, its slave owned by the command's user.
+fn open_terminal(
+    size: super::TerminalSize,
+    uid: Option<u32>,
+) -> Result<(OwnedFd, OwnedFd), Failure> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let fail = |what: &str, e: rustix::io::Errno| {
+        setup(format!("failed to {what} a terminal in the container: {e}"))
+    };
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+        .map_err(|e| fail("open", e))?;
+    grantpt(&master).map_err(|e| fail("grant", e))?;
+    unlockpt(&master).map_err(|e| fail("unlock", e))?;
+    let name = ptsname(&master, Vec::new()).map_err(|e| fail("name", e))?;
+    let slave = open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail("open the slave of", e))?;
+    if let Some(uid) = uid {
+        rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(uid)), None)
+            .map_err(|e| fail("hand over", e))?;
+    }
+    let winsize = rustix::termios::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(&master, winsize).map_err(|e| fail("size", e))?;
+    Ok((master, slave))
+}
+
+/// The command's stdio: the agent's pipes, or a terminal.
+enum ChildStdio {
+    Pipes(Vec<OwnedFd>),
+    Terminal(OwnedFd),
+}
+
 /// Starts the command with the profile's identity, in its own session.
 fn spawn(
     request: &EnterRequest,
     profile: TargetProfile,
-    mut fds: Vec<OwnedFd>,
+    stdio: ChildStdio,
 ) -> Result<std::process::Child, Failure> {
+    let tty = matches!(stdio, ChildStdio::Terminal(_));
     let mut env = profile.env;
     for (key, value) in &request.env {
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));
     }
-    if request.tty && !env.iter().any(|(k, _)| k == "TERM") {
+    if tty && !env.iter().any(|(k, _)| k == "TERM") {
         env.push(("TERM".into(), "xterm".into()));
     }
-    let (stdin, stdout, stderr) = if request.tty {
-        let tty = fds.remove(0);
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map_err(|e| setup(format!("dup of the terminal failed: {e}")))
-        };
-        (dup(&tty)?, dup(&tty)?, tty)
-    } else {
-        let stderr = fds.remove(2);
-        let stdout = fds.remove(1);
-        (fds.remove(0), stdout, stderr)
+    let (stdin, stdout, stderr) = match stdio {
+        ChildStdio::Terminal(terminal) => {
+            let dup = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map_err(|e| setup(format!("dup of the terminal failed: {e}")))
+            };
+            (dup(&terminal)?, dup(&terminal)?, terminal)
+        }
+        ChildStdio::Pipes(mut fds) => {
+            let stderr = fds.remove(2);
+            let stdout = fds.remove(1);
+            (fds.remove(0), stdout, stderr)
+        }
     };
     let mut command = Command::new(&request.argv[0]);
     command
@@ -265,7 +322,7 @@ fn spawn(
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let identity = Identity::new(profile.credentials, request.tty);
+    let identity = Identity::new(profile.credentials, tty);
     super::sys::before_exec(&mut command, move || identity.apply());
     command.spawn().map_err(|err| {
         let program = &request.argv[0];

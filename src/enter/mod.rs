@@ -7,7 +7,7 @@
 //! multithreaded process and a PID namespace only applies to children. The
 //! helper:
 //!
-//! 1. receives an [`EnterRequest`] and the child's stdio over its control
+//! 1. receives an [`EnterRequest`] and the child's stdio pipes over its control
 //!    socket (fd 0, `SCM_RIGHTS`), never through argv or the environment;
 //! 2. opens a pidfd for the target and checks the process start time, so a
 //!    recycled PID is never entered (`pidfd_open(2)`);
@@ -15,7 +15,9 @@
 //!    (credentials, environment, cgroups, working directory), joins its
 //!    cgroups, then `setns(pidfd, flags)` into the chosen namespaces at once;
 //! 4. spawns the command (a child, so it is inside the PID namespace) in its own
-//!    session with the profile's credentials and only its stdio open;
+//!    session with the profile's credentials and only its stdio open; a
+//!    terminal is made from the container's own `/dev/ptmx` (its devpts, so
+//!    `tty` and `stty` work inside) and its master is sent back to the agent;
 //! 5. reports `started`/`exited`, or the error, back over the control socket,
 //!    and kills the command's process group when that socket closes.
 //!
@@ -29,7 +31,7 @@ mod sys;
 use serde::{Deserialize, Serialize};
 
 pub use helper::main as helper_main;
-pub use spawn::{EnterError, Entered, Exit, Io, Pty, Stdio, spawn};
+pub use spawn::{EnterError, Entered, Exit, Io, Pty, spawn};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
@@ -157,8 +159,16 @@ pub struct EnterRequest {
     pub argv: Vec<String>,
     /// Variables added to (or replacing in) the target's environment.
     pub env: Vec<(String, String)>,
-    /// The command's stdio is one terminal (one fd) instead of three.
-    pub tty: bool,
+    /// Run on a terminal of this size, made inside the container, instead of
+    /// three pipes from the agent.
+    pub terminal: Option<TerminalSize>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub cols: u16,
+    pub rows: u16,
 }
 
 #[cfg(test)]

@@ -12,15 +12,6 @@ use tokio::net::unix::pipe;
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::{EnterRequest, HELPER_ARG};
 
-/// How the command's stdio is wired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
-    /// Three pipes: stdin, stdout, stderr.
-    Pipes,
-    /// One terminal of this size (columns, rows).
-    Tty { cols: u16, rows: u16 },
-}
-
 /// Why a command could not be started or followed.
 #[derive(Debug, thiserror::Error)]
 pub enum EnterError {
@@ -77,8 +68,9 @@ pub struct Entered {
     helper: tokio::process::Child,
 }
 
-/// Starts `request` in its container and waits until it runs (or fails to).
-pub async fn spawn(request: &EnterRequest, stdio: Stdio) -> Result<Entered, EnterError> {
+/// Starts `request` in its container and waits until it runs (or fails to):
+/// with three pipes, or on a terminal when `request.terminal` is set.
+pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
     let (agent_end, helper_end) = socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -87,27 +79,19 @@ pub async fn spawn(request: &EnterRequest, stdio: Stdio) -> Result<Entered, Ente
     )
     .map_err(|e| io_error("create the helper's control socket")(e.into()))?;
 
-    let (io, child_fds) = match stdio {
-        Stdio::Pipes => {
-            let (stdin_rx, stdin_tx) = pipe_pair()?;
-            let (stdout_rx, stdout_tx) = pipe_pair()?;
-            let (stderr_rx, stderr_tx) = pipe_pair()?;
-            let io = Io::Pipes {
-                stdin: Some(
-                    pipe::Sender::from_owned_fd(stdin_tx).map_err(io_error("watch stdin"))?,
-                ),
-                stdout: pipe::Receiver::from_owned_fd(stdout_rx)
-                    .map_err(io_error("watch stdout"))?,
-                stderr: pipe::Receiver::from_owned_fd(stderr_rx)
-                    .map_err(io_error("watch stderr"))?,
-            };
-            (io, vec![stdin_rx, stdout_tx, stderr_tx])
-        }
-        Stdio::Tty { cols, rows } => {
-            let (pty, slave) = Pty::open()?;
-            pty.resize(cols, rows)?;
-            (Io::Tty(std::sync::Arc::new(pty)), vec![slave])
-        }
+    let (io, child_fds) = if request.terminal.is_some() {
+        // The helper makes the terminal inside the container and sends its master.
+        (None, Vec::new())
+    } else {
+        let (stdin_rx, stdin_tx) = pipe_pair()?;
+        let (stdout_rx, stdout_tx) = pipe_pair()?;
+        let (stderr_rx, stderr_tx) = pipe_pair()?;
+        let io = Io::Pipes {
+            stdin: Some(pipe::Sender::from_owned_fd(stdin_tx).map_err(io_error("watch stdin"))?),
+            stdout: pipe::Receiver::from_owned_fd(stdout_rx).map_err(io_error("watch stdout"))?,
+            stderr: pipe::Receiver::from_owned_fd(stderr_rx).map_err(io_error("watch stderr"))?,
+        };
+        (Some(io), vec![stdin_rx, stdout_tx, stderr_tx])
     };
     let message = serde_json::to_vec(request)
         .map_err(|e| io_error("encode the request")(io::Error::other(e)))?;
@@ -141,17 +125,21 @@ pub async fn spawn(request: &EnterRequest, stdio: Stdio) -> Result<Entered, Ente
     let control = super::sys::async_fd(agent_end).map_err(io_error("watch the control socket"))?;
     let mut entered = Entered {
         pid: 0,
-        io: Some(io),
+        io,
         control,
         helper,
     };
     match entered.next_event().await? {
-        HelperEvent::Started { pid } => {
+        (HelperEvent::Started { pid }, mut fds) => {
             entered.pid = pid;
+            if request.terminal.is_some() {
+                let master = fds.pop().ok_or(EnterError::HelperVanished)?;
+                entered.io = Some(Io::Tty(std::sync::Arc::new(Pty::from_master(master)?)));
+            }
             Ok(entered)
         }
-        HelperEvent::Failed { kind, message } => Err(EnterError::Failed { kind, message }),
-        HelperEvent::Exited { .. } | HelperEvent::Signaled { .. } => {
+        (HelperEvent::Failed { kind, message }, _) => Err(EnterError::Failed { kind, message }),
+        (HelperEvent::Exited { .. } | HelperEvent::Signaled { .. }, _) => {
             Err(EnterError::HelperVanished)
         }
     }
@@ -163,7 +151,7 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), EnterError> {
 }
 
 impl Entered {
-    async fn next_event(&mut self) -> Result<HelperEvent, EnterError> {
+    async fn next_event(&mut self) -> Result<(HelperEvent, Vec<OwnedFd>), EnterError> {
         loop {
             let mut guard = self
                 .control
@@ -174,9 +162,10 @@ impl Entered {
                 Ok(Ok((message, _))) if message.is_empty() => {
                     return Err(EnterError::HelperVanished);
                 }
-                Ok(Ok((message, _))) => {
-                    return serde_json::from_slice(&message)
-                        .map_err(|e| io_error("read the helper's report")(io::Error::other(e)));
+                Ok(Ok((message, fds))) => {
+                    let event = serde_json::from_slice(&message)
+                        .map_err(|e| io_error("read the helper's report")(io::Error::other(e)))?;
+                    return Ok((event, fds));
                 }
                 Ok(Err(e)) => return Err(io_error("read from the helper")(e)),
                 Err(_would_block) => continue,
@@ -187,7 +176,7 @@ impl Entered {
     /// Waits for the command to end. Cancel-safe: dropping the future (or the
     /// `Entered`) kills the command.
     pub async fn wait(&mut self) -> Result<Exit, EnterError> {
-        let exit = match self.next_event().await? {
+        let exit = match self.next_event().await?.0 {
             HelperEvent::Exited { code } => Exit::Code(code),
             HelperEvent::Signaled { signal } => Exit::Signal(signal),
             HelperEvent::Failed { kind, message } => {
@@ -207,25 +196,12 @@ pub struct Pty {
 }
 
 impl Pty {
-    /// A new pseudo-terminal: the master for the agent, the slave for the command.
-    fn open() -> Result<(Self, OwnedFd), EnterError> {
-        use rustix::fs::{Mode, OFlags};
-        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-        let err = |what| move |e: rustix::io::Errno| io_error(what)(e.into());
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .map_err(err("open a pseudo-terminal"))?;
-        grantpt(&master).map_err(err("grant the pseudo-terminal"))?;
-        unlockpt(&master).map_err(err("unlock the pseudo-terminal"))?;
-        let name = ptsname(&master, Vec::new()).map_err(err("name the pseudo-terminal"))?;
-        let slave = rustix::fs::open(
-            name.as_c_str(),
-            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(err("open the terminal"))?;
-        rustix::io::ioctl_fionbio(&master, true).map_err(err("configure the pseudo-terminal"))?;
-        let master = super::sys::async_fd(master).map_err(io_error("watch the pseudo-terminal"))?;
-        Ok((Self { master }, slave))
+    /// Wraps a terminal master the helper made inside the container.
+    fn from_master(master: OwnedFd) -> Result<Self, EnterError> {
+        rustix::io::ioctl_fionbio(&master, true)
+            .map_err(|e| io_error("configure the terminal")(e.into()))?;
+        let master = super::sys::async_fd(master).map_err(io_error("watch the terminal"))?;
+        Ok(Self { master })
     }
 
     /// Sets the terminal size; the command gets `SIGWINCH`.

@@ -1,0 +1,476 @@
+//! `kubectl exec` against the agent: the Kubernetes remote-command protocol over
+//! WebSocket, as the API server and kubelet speak it.
+//!
+//! Subprotocols `v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io` and
+//! their `base64.` text variants. Every frame starts with a channel: 0 stdin,
+//! 1 stdout, 2 stderr, 3 error/status, 4 resize (`{"Width":..,"Height":..}`),
+//! 255 close (v5: the client half-closes stdin). The first frame is an empty
+//! one on the lowest output channel, which tells the client the stream is up;
+//! the last is the status: `Success`, or `NonZeroExitCode` with an `ExitCode`
+//! cause (v4 and v5; older protocols get the message only).
+//!
+//! The target is resolved before the upgrade, so a wrong pod or container is
+//! an HTTP error with a `v1.Status`, never a 101 followed by a failure.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{ApiError, AppState};
+use crate::enter::{
+    self, EnterError, EnterRequest, Exit, Io, Profile, TerminalSize, parse_namespaces,
+};
+use crate::resolve::TargetRef;
+
+/// How long output is still forwarded after the command exits, for what its
+/// background children (which may keep stdout open) already wrote.
+const DRAIN: Duration = Duration::from_millis(200);
+/// Output read per frame.
+const CHUNK: usize = 64 * 1024;
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
+        get(exec).post(exec_post),
+    )
+}
+
+/// The subprotocols served, most preferred first.
+const PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+
+/// The negotiated protocol's framing.
+#[derive(Debug, Clone, Copy)]
+struct Framing {
+    /// Text frames with an ASCII channel digit and base64 data.
+    base64: bool,
+    /// The status frame is a JSON `v1.Status` (v4, v5).
+    structured_status: bool,
+    /// The client may half-close stdin (v5).
+    close_channel: bool,
+}
+
+impl Framing {
+    fn of(protocol: &str) -> Self {
+        Self {
+            base64: protocol.contains("base64"),
+            structured_status: protocol.starts_with("v4.") || protocol.starts_with("v5."),
+            close_channel: protocol.starts_with("v5."),
+        }
+    }
+
+    fn frame(self, channel: u8, data: &[u8]) -> Message {
+        if self.base64 {
+            let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+            text.push(char::from(b'0' + channel));
+            BASE64.encode_string(data, &mut text);
+            Message::Text(Utf8Bytes::from(text))
+        } else {
+            let mut bytes = Vec::with_capacity(1 + data.len());
+            bytes.push(channel);
+            bytes.extend_from_slice(data);
+            Message::Binary(Bytes::from(bytes))
+        }
+    }
+
+    /// A client frame as (channel, data); `None` for a malformed one.
+    fn parse(self, message: Message) -> Option<(u8, Vec<u8>)> {
+        match message {
+            Message::Binary(bytes) => {
+                let (&channel, data) = bytes.split_first()?;
+                Some((channel, data.to_vec()))
+            }
+            Message::Text(text) if self.base64 => {
+                let (first, rest) = text.as_str().split_at_checked(1)?;
+                let channel = first.parse::<u8>().ok()?;
+                Some((channel, BASE64.decode(rest).ok()?))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The query of an exec request.
+#[derive(Debug, Default)]
+struct ExecOptions {
+    command: Vec<String>,
+    container: Option<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    namespaces: Option<Vec<String>>,
+    profile: Profile,
+}
+
+fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" | "True" => Ok(true),
+        "false" | "0" | "False" | "" => Ok(false),
+        other => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+impl ExecOptions {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut options = Self::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "command" => options.command.push(value.into_owned()),
+                "container" => {
+                    options.container = Some(value.into_owned()).filter(|c| !c.is_empty())
+                }
+                "stdin" | "input" => options.stdin = flag("stdin", &value)?,
+                "stdout" | "output" => options.stdout = flag("stdout", &value)?,
+                "stderr" | "error" => options.stderr = flag("stderr", &value)?,
+                "tty" => options.tty = flag("tty", &value)?,
+                "namespaces" => {
+                    options.namespaces = parse_namespaces(&value).map_err(ApiError::bad_request)?
+                }
+                "profile" => {
+                    options.profile = Profile::parse(&value).map_err(ApiError::bad_request)?
+                }
+                _ => {}
+            }
+        }
+        super::run::validate_command(&options.command)?;
+        if !(options.stdin || options.stdout || options.stderr) {
+            return Err(ApiError::bad_request(
+                "you must specify at least 1 of stdin, stdout, stderr",
+            ));
+        }
+        // With a terminal, stderr is the terminal too.
+        if options.tty {
+            options.stderr = false;
+        }
+        Ok(options)
+    }
+}
+
+/// `POST` is how SPDY clients ask (kubectl falls back to it when a WebSocket
+/// upgrade fails). Only WebSockets are served, but the request is checked the
+/// same way first, so the user sees the real problem (a wrong container, say)
+/// rather than a complaint about SPDY.
+async fn exec_post(
+    State(state): State<AppState>,
+    Path((namespace, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiError {
+    let options = match ExecOptions::parse(query.as_deref().unwrap_or("")) {
+        Ok(options) => options,
+        Err(err) => return err,
+    };
+    let wanted = TargetRef::Pod {
+        namespace,
+        pod,
+        container: options.container,
+    };
+    if let Err(err) = state.resolver.resolve(&wanted).await {
+        return err.into();
+    }
+    ApiError::bad_request(
+        "the nsdebug agent speaks the WebSocket remote-command protocols (v5/v4.channel.k8s.io), not SPDY; use kubectl 1.30 or newer",
+    )
+}
+
+async fn exec(
+    State(state): State<AppState>,
+    Path((namespace, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let options = ExecOptions::parse(query.as_deref().unwrap_or(""))?;
+    let upgrade = upgrade.map_err(|err| {
+        ApiError::bad_request(format!(
+            "exec needs a WebSocket upgrade: {}",
+            err.body_text()
+        ))
+    })?;
+    let wanted = TargetRef::Pod {
+        namespace,
+        pod,
+        container: options.container.clone(),
+    };
+    let target = state.resolver.resolve(&wanted).await?;
+    let permit = state.sessions.acquire()?;
+    let request = EnterRequest {
+        pid: target.pid,
+        start_time: target.process.start_time,
+        container_id: target.container_id.clone(),
+        namespaces: options.namespaces.clone(),
+        profile: options.profile,
+        argv: options.command.clone(),
+        env: Vec::new(),
+        terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
+    };
+    let upgrade = upgrade.protocols(PROTOCOLS.iter().copied());
+    let framing = Framing::of(
+        upgrade
+            .selected_protocol()
+            .and_then(|p| p.to_str().ok())
+            .unwrap_or("channel.k8s.io"),
+    );
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        session(socket, framing, request, options).await;
+        drop(permit);
+    }))
+}
+
+/// The status frame of a finished command.
+fn status_frame(
+    framing: Framing,
+    command: &[String],
+    exit: Result<Exit, &EnterError>,
+) -> Option<Message> {
+    let (code, message) = match exit {
+        Ok(exit) if exit.code() == 0 => {
+            return framing.structured_status.then(|| {
+                framing.frame(
+                    ERROR,
+                    json!({"metadata": {}, "status": "Success"})
+                        .to_string()
+                        .as_bytes(),
+                )
+            });
+        }
+        Ok(exit) => (
+            exit.code(),
+            format!(
+                "command terminated with non-zero exit code: error executing command {command:?}, exit code {}",
+                exit.code()
+            ),
+        ),
+        Err(err) => match super::exit_code_for(err) {
+            Ok(code) => (code, err.to_string()),
+            Err(api) => {
+                let status: Value = json!({"metadata": {}, "status": "Failure", "message": api.message(), "reason": "InternalError", "code": api.code().as_u16()});
+                let body = if framing.structured_status {
+                    status.to_string()
+                } else {
+                    api.message().to_string()
+                };
+                return Some(framing.frame(ERROR, body.as_bytes()));
+            }
+        },
+    };
+    let body = if framing.structured_status {
+        json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        })
+        .to_string()
+    } else {
+        message
+    };
+    Some(framing.frame(ERROR, body.as_bytes()))
+}
+
+async fn finish(
+    socket: &mut futures::stream::SplitSink<WebSocket, Message>,
+    status: Option<Message>,
+) {
+    if let Some(status) = status {
+        let _ = socket.send(status).await;
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: Utf8Bytes::from_static(""),
+        })))
+        .await;
+}
+
+/// Copies `reader` to the client as `channel` frames until end of file.
+async fn pump(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    channel: u8,
+    framing: Framing,
+    out: mpsc::Sender<Message>,
+) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 || out.send(framing.frame(channel, &buf[..n])).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Input for the command, in order.
+enum Input {
+    Data(Vec<u8>),
+    Close,
+}
+
+async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, options: ExecOptions) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let mut entered = match enter::spawn(&request).await {
+        Ok(entered) => entered,
+        Err(err) => {
+            // Say why where the user looks: kubectl prints only the exit code.
+            let channel = if options.tty || !options.stderr {
+                STDOUT
+            } else {
+                STDERR
+            };
+            if options.stdout || options.stderr || options.tty {
+                let line = format!("nsdebug: {err}\r\n");
+                let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
+            }
+            let status = status_frame(framing, &request.argv, Err(&err));
+            finish(&mut ws_tx, status).await;
+            return;
+        }
+    };
+    // The stream is up: an empty frame on the lowest channel the client reads.
+    let first = if options.stdout || options.tty {
+        STDOUT
+    } else if options.stderr {
+        STDERR
+    } else {
+        ERROR
+    };
+    if ws_tx.send(framing.frame(first, &[])).await.is_err() {
+        return;
+    }
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(8);
+    let (in_tx, mut in_rx) = mpsc::channel::<Input>(8);
+    let mut pty = None;
+    match entered.io.take() {
+        Some(Io::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        }) => {
+            if options.stdout {
+                tokio::spawn(pump(stdout, STDOUT, framing, out_tx.clone()));
+            }
+            if options.stderr {
+                tokio::spawn(pump(stderr, STDERR, framing, out_tx.clone()));
+            }
+            let mut stdin = stdin.filter(|_| options.stdin);
+            tokio::spawn(async move {
+                while let Some(input) = in_rx.recv().await {
+                    match (input, stdin.as_mut()) {
+                        (Input::Data(data), Some(pipe)) => {
+                            if pipe.write_all(&data).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Dropping the pipe is the command's end of file.
+                        (Input::Close, _) => stdin = None,
+                        (Input::Data(_), None) => {}
+                    }
+                }
+            });
+        }
+        Some(Io::Tty(terminal)) => {
+            let reader = terminal.clone();
+            let out = out_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n) = reader.read(&mut buf).await {
+                    if n == 0 || out.send(framing.frame(STDOUT, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let writer = terminal.clone();
+            tokio::spawn(async move {
+                while let Some(input) = in_rx.recv().await {
+                    if let Input::Data(data) = input
+                        && writer.write_all(&data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            pty = Some(terminal);
+        }
+        None => {}
+    }
+    drop(out_tx);
+
+    let wait = entered.wait();
+    tokio::pin!(wait);
+    let mut exit: Option<Result<Exit, EnterError>> = None;
+    let mut outputs_open = true;
+    let drain = tokio::time::sleep(Duration::from_secs(86400));
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            frame = out_rx.recv(), if outputs_open => match frame {
+                Some(frame) => if ws_tx.send(frame).await.is_err() { return },
+                None => outputs_open = false,
+            },
+            incoming = ws_rx.next() => match incoming {
+                Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
+                    let Some((channel, data)) = framing.parse(message) else {
+                        let _ = ws_tx.send(Message::Close(Some(CloseFrame {
+                            code: close_code::PROTOCOL,
+                            reason: Utf8Bytes::from_static("malformed frame: no channel"),
+                        }))).await;
+                        return;
+                    };
+                    match channel {
+                        STDIN => { let _ = in_tx.send(Input::Data(data)).await; }
+                        RESIZE => if let Some(pty) = &pty
+                            && let Ok(size) = serde_json::from_slice::<Value>(&data)
+                        {
+                            let width = size["Width"].as_u64().unwrap_or(80).min(u64::from(u16::MAX)) as u16;
+                            let height = size["Height"].as_u64().unwrap_or(24).min(u64::from(u16::MAX)) as u16;
+                            let _ = pty.resize(width, height);
+                        },
+                        CLOSE if framing.close_channel && data.first() == Some(&STDIN) => {
+                            let _ = in_tx.send(Input::Close).await;
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // The client closed or vanished: dropping `entered` kills the command.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            },
+            result = &mut wait, if exit.is_none() => {
+                exit = Some(result);
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+            },
+            _ = &mut drain, if exit.is_some() => outputs_open = false,
+        }
+        if let Some(result) = &exit
+            && !outputs_open
+        {
+            let status = status_frame(framing, &request.argv, result.as_ref().map(|e| *e));
+            finish(&mut ws_tx, status).await;
+            return;
+        }
+    }
+}
