@@ -117,7 +117,9 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
         .stdin(std::process::Stdio::from(helper_end))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
+        // Not kill_on_drop: killing the helper would leave the command's
+        // process group behind. Closing the control socket (dropping
+        // `Entered`) makes the helper kill the group and exit; tokio reaps it.
         .spawn()
         .map_err(io_error("start the enter helper"))?;
     rustix::io::ioctl_fionbio(&agent_end, true)
