@@ -15,6 +15,15 @@ step "system packages"
 # (apt-get update first, only when something is missing). The tests also use
 # nsenter (util-linux) and ip (iproute2), which the test bed installs too.
 bash hack/testbed.sh up >/dev/null
+# Clients the tests drive: tmux (kubectl exec -it), a venv with the Python
+# kubernetes client.
+if ! command -v tmux >/dev/null; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null
+fi
+if [[ ! -x target/pyclient/bin/python ]] || ! target/pyclient/bin/python -c 'import kubernetes' 2>/dev/null; then
+    python3 -m venv target/pyclient
+    target/pyclient/bin/pip install -q 'kubernetes>=31,<36'
+fi
 command -v kubectl >/dev/null || {
     echo "hack/test.sh: kubectl is missing; it ships with this machine image (Debian package 'kubectl')" >&2
     exit 1

@@ -1,0 +1,403 @@
+//! `kubectl exec` and `kubectl cp` against the agent, unmodified, plus the
+//! wire protocol as a raw WebSocket client sees it.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::testbed::{ContainerSpec, PodSpec, run_pod};
+use support::{Agent, eventually, test_namespace};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+
+fn exec_args<'a>(ns: &'a str, pod: &'a str, tail: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["exec", "-n", ns, pod];
+    args.extend_from_slice(tail);
+    args
+}
+
+/// Processes in the container whose command line contains `needle`.
+async fn container_ps(agent: &Agent, ns: &str, pod: &str, needle: &str) -> Vec<String> {
+    let result: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/targets/{ns}/{pod}/run?container=shell",
+            agent.url
+        ))
+        .json(&json!({"command": ["ps", "-o", "pid,args"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    result["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle) && !l.contains("ps -o"))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_exec_runs_commands_with_exit_codes_and_stdin() {
+    let ns = test_namespace("exec");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(
+        &ns,
+        "pair",
+        vec![
+            ContainerSpec::busybox("shell"),
+            ContainerSpec::distroless("server"),
+        ],
+    );
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+
+    let (code, out, err) =
+        agent.kubectl(&exec_args(&ns, "pair", &["-c", "shell", "--", "hostname"]));
+    assert_eq!((code, out.as_str()), (0, "pair\n"), "{err}");
+
+    let (code, out, err) = agent.kubectl(&exec_args(
+        &ns,
+        "pair",
+        &[
+            "-c",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 3",
+        ],
+    ));
+    assert_eq!(code, 3, "kubectl exits with the command's code: {err}");
+    assert_eq!(out, "to-out\n");
+    assert!(err.starts_with("to-err\n"), "{err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+
+    // stdin piped through `-i`, a megabyte of it, ending with end-of-file.
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut child = Command::new("kubectl")
+        .args([
+            "--server", &agent.url, "exec", "-i", "-n", &ns, "pair", "-c", "shell", "--", "md5sum",
+        ])
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).map(|_| data));
+    let output = child.wait_with_output().unwrap();
+    let data = writer.join().unwrap().unwrap();
+    assert!(output.status.success());
+    let local = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut md5| {
+            md5.stdin.take().unwrap().write_all(&data)?;
+            md5.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .next(),
+        String::from_utf8_lossy(&local.stdout)
+            .split_whitespace()
+            .next()
+    );
+
+    // Distroless: no shell, said cleanly, exit code 127.
+    let (code, _, err) = agent.kubectl(&exec_args(&ns, "pair", &["-c", "server", "--", "sh"]));
+    assert_eq!(code, 127);
+    assert!(
+        err.contains("nsdebug: exec: \"sh\": executable file not found in $PATH"),
+        "{err}"
+    );
+
+    // A wrong container is the API's error, before any stream.
+    let (code, _, err) = agent.kubectl(&exec_args(&ns, "pair", &["-c", "nope", "--", "ls"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "container \"nope\" not found in pod {ns}/pair; its containers are: server, shell"
+        )),
+        "{err}"
+    );
+
+    // A client that vanishes takes its command with it.
+    let mut kubectl = Command::new("kubectl")
+        .args([
+            "--server",
+            &agent.url,
+            "exec",
+            "-n",
+            &ns,
+            "pair",
+            "-c",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "sleep 5151 & sleep 5152",
+        ])
+        .env("KUBECONFIG", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the command to start", Duration::from_secs(20), || async {
+        (container_ps(&agent, &ns, "pair", "sleep 515").await.len() == 2).then_some(())
+    })
+    .await;
+    kubectl.kill().unwrap();
+    kubectl.wait().unwrap();
+    eventually(
+        "the command to be killed",
+        Duration::from_secs(20),
+        || async {
+            container_ps(&agent, &ns, "pair", "sleep 515")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn kubectl_cp_both_ways() {
+    let ns = test_namespace("cp");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "files", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("upload.bin");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&upload, &content).unwrap();
+
+    let dest = format!("{ns}/files:/tmp/upload.bin");
+    let (code, _, err) = agent.kubectl(&["cp", upload.to_str().unwrap(), &dest]);
+    assert_eq!(code, 0, "{err}");
+    let back = dir.path().join("back.bin");
+    let (code, _, err) = agent.kubectl(&["cp", &dest, back.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), content);
+
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn kubectl_exec_it_is_a_real_terminal() {
+    let ns = test_namespace("exec-tty");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "term", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let session = format!("nsdebug-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let command = format!(
+        "KUBECONFIG=/dev/null kubectl --server {} exec -it -n {ns} term -- sh; echo EXITED=$?; sleep 60",
+        agent.url
+    );
+    tmux(&["new-session", "-d", "-x", "100", "-y", "30", &command]);
+    /// Stops the tmux server however the test ends.
+    struct KillServer(String);
+    impl Drop for KillServer {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .status();
+        }
+    }
+    let _server = KillServer(session.clone());
+    let screen = |want: &'static str| {
+        let tmux = &tmux;
+        async move {
+            eventually(want, Duration::from_secs(20), || async {
+                let text = tmux(&["capture-pane", "-p"]);
+                text.contains(want).then_some(text)
+            })
+            .await
+        }
+    };
+    // capture-pane drops trailing blanks: the prompt "/ # " reads "/ #".
+    screen("/ #").await;
+    tmux(&["send-keys", "stty size; tty", "Enter"]);
+    let text = screen("30 100").await;
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the container's own terminal: {text}"
+    );
+    tmux(&["resize-window", "-x", "120", "-y", "40"]);
+    tmux(&["send-keys", "clear; stty size", "Enter"]);
+    screen("40 120").await;
+    tmux(&["send-keys", "exit 7", "Enter"]);
+    screen("EXITED=7").await;
+    pod.remove(&mut client).await;
+}
+
+/// A raw client: connect with `protocols`, return the socket and the one chosen.
+async fn connect(
+    agent: &Agent,
+    path_and_query: &str,
+    protocols: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+) {
+    let url = format!("{}{path_and_query}", agent.url.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocols).unwrap(),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let chosen = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (socket, chosen)
+}
+
+/// Every data frame until the server closes: (channel, bytes).
+async fn frames(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Vec<(u8, Vec<u8>)> {
+    use base64::Engine as _;
+    let mut seen = Vec::new();
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Binary(data) => seen.push((data[0], data[1..].to_vec())),
+            Message::Text(text) => {
+                let channel = text.as_bytes()[0] - b'0';
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(&text.as_str()[1..])
+                    .unwrap();
+                seen.push((channel, data));
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn wire_protocol_as_the_api_server_speaks_it() {
+    let ns = test_namespace("exec-wire");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "wire", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let path = format!("/api/v1/namespaces/{ns}/pods/wire/exec");
+
+    // v5 preferred; the first frame is an empty stdout frame; v4-style status.
+    let query = format!(
+        "{path}?command=sh&command=-c&command=cat%3B+exit+4&stdin=true&stdout=true&stderr=true"
+    );
+    let (mut socket, chosen) =
+        connect(&agent, &query, "v5.channel.k8s.io, v4.channel.k8s.io").await;
+    assert_eq!(chosen, "v5.channel.k8s.io");
+    socket
+        .send(Message::Binary(b"\x00piped".to_vec().into()))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Binary(vec![255, 0].into()))
+        .await
+        .unwrap();
+    let seen = frames(&mut socket).await;
+    assert_eq!(seen[0], (1, Vec::new()), "empty first frame on stdout");
+    let stdout: Vec<u8> = seen
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(stdout, b"piped");
+    let status: Value =
+        serde_json::from_slice(&seen.iter().find(|(c, _)| *c == 3).unwrap().1).unwrap();
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(
+        status["details"]["causes"][0],
+        json!({"reason": "ExitCode", "message": "4"})
+    );
+
+    // Success, on the base64 text variant, and a namespace subset.
+    let query = format!(
+        "{path}?command=sh&command=-c&command=ls+%2Fetc%2Fdebian_version&stdout=true&namespaces=net"
+    );
+    let (mut socket, chosen) = connect(&agent, &query, "v4.base64.channel.k8s.io").await;
+    assert_eq!(chosen, "v4.base64.channel.k8s.io");
+    let seen = frames(&mut socket).await;
+    let stdout: Vec<u8> = seen
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(
+        stdout, b"/etc/debian_version\n",
+        "the agent's filesystem with net only"
+    );
+    let status: Value =
+        serde_json::from_slice(&seen.iter().find(|(c, _)| *c == 3).unwrap().1).unwrap();
+    assert_eq!(status, json!({"metadata": {}, "status": "Success"}));
+
+    // The oldest protocol, as the node conformance test uses it: the error
+    // channel carries the message only.
+    let query = format!("{path}?command=false&stdout=true");
+    let (mut socket, chosen) = connect(&agent, &query, "channel.k8s.io").await;
+    assert_eq!(chosen, "channel.k8s.io");
+    let seen = frames(&mut socket).await;
+    let error = String::from_utf8(seen.iter().find(|(c, _)| *c == 3).unwrap().1.clone()).unwrap();
+    assert!(
+        error.starts_with("command terminated with non-zero exit code"),
+        "{error}"
+    );
+
+    // A frame without a channel closes the socket with a reason.
+    let query = format!("{path}?command=cat&stdin=true&stdout=true");
+    let (mut socket, _) = connect(&agent, &query, "v5.channel.k8s.io").await;
+    socket
+        .send(Message::Binary(Vec::new().into()))
+        .await
+        .unwrap();
+    let mut reason = String::new();
+    while let Some(Ok(message)) = socket.next().await {
+        if let Message::Close(Some(frame)) = message {
+            reason = frame.reason.to_string();
+            break;
+        }
+    }
+    assert_eq!(reason, "malformed frame: no channel");
+
+    // Errors before the upgrade are plain HTTP with a v1.Status.
+    let response = reqwest::get(format!("{}{path}?stdout=true", agent.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"], "command is empty: name a program to run");
+
+    pod.remove(&mut client).await;
+}
