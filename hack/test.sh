@@ -22,7 +22,7 @@ if ! command -v tmux >/dev/null; then
 fi
 if [[ ! -x target/pyclient/bin/python ]] || ! target/pyclient/bin/python -c 'import kubernetes' 2>/dev/null; then
     python3 -m venv target/pyclient
-    target/pyclient/bin/pip install -q 'kubernetes>=31,<36'
+    target/pyclient/bin/pip install -q 'kubernetes==37.0.2'
 fi
 command -v kubectl >/dev/null || {
     echo "hack/test.sh: kubectl is missing; it ships with this machine image (Debian package 'kubectl')" >&2

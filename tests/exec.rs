@@ -401,3 +401,79 @@ async fn wire_protocol_as_the_api_server_speaks_it() {
 
     pod.remove(&mut client).await;
 }
+
+#[tokio::test]
+async fn python_kubernetes_client_stream() {
+    let ns = test_namespace("exec-python");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "py", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let python = support::repo().join("target/pyclient/bin/python");
+    assert!(
+        python.exists(),
+        "run hack/test.sh: it makes the venv with the kubernetes client"
+    );
+    let output = Command::new(python)
+        .arg(support::repo().join("tests/clients/python_exec.py"))
+        .args([
+            &agent.url,
+            &ns,
+            "py",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        result,
+        json!({"stdout": "out\n", "stderr": "err\n", "exitCode": 3})
+    );
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn session_limit_answers_429() {
+    let ns = test_namespace("exec-limit");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "busy", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let socket = support::testbed_socket();
+    let agent = Agent::start_with(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--max-sessions",
+        "1",
+    ]);
+    let query =
+        format!("/api/v1/namespaces/{ns}/pods/busy/exec?command=sleep&command=30&stdout=true");
+    let (mut session, _) = connect(&agent, &query, "v5.channel.k8s.io").await;
+    // The empty first frame: the session is up and holds the only slot.
+    let first = session.next().await.unwrap().unwrap();
+    assert_eq!(first, Message::Binary(vec![1].into()));
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/targets/{ns}/busy/run", agent.url))
+        .json(&json!({"command": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["reason"], "TooManyRequests");
+    assert_eq!(
+        body["message"],
+        "the agent already runs its limit of 1 sessions; try again when one ends"
+    );
+    drop(session);
+    pod.remove(&mut client).await;
+}

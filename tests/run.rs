@@ -256,3 +256,67 @@ async fn bad_runs_get_clear_errors() {
 
     pod.remove(&mut client).await;
 }
+
+/// Open descriptors of process `pid`, and its children that are zombies.
+fn fds_and_zombies(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap();
+            let ppid: u32 = fields.next().unwrap().parse().unwrap();
+            state == "Z" && ppid == pid
+        })
+        .count();
+    (fds, zombies)
+}
+
+#[tokio::test]
+async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
+    let ns = test_namespace("run-leaks");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "churn", vec![ContainerSpec::busybox("main")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/churn/run");
+    // Warm up: connection pools, the inventory, the reactor.
+    for _ in 0..5 {
+        run_ok(&agent, &path, json!({"command": ["true"]})).await;
+    }
+    let (fds_before, _) = fds_and_zombies(agent.pid());
+    let mut runs = Vec::new();
+    for i in 0..200 {
+        let body = match i % 4 {
+            0 => json!({"command": ["echo", "hi"]}),
+            1 => json!({"command": ["sh", "-c", "sleep 30 & exit 1"]}),
+            2 => json!({"command": ["no-such-tool"]}),
+            _ => json!({"command": ["sleep", "10"], "timeoutSeconds": 0.05}),
+        };
+        runs.push(run(&agent, &path, body));
+        if runs.len() == 8 {
+            for (code, _) in futures::future::join_all(runs.drain(..)).await {
+                assert_eq!(code, 200);
+            }
+        }
+    }
+    futures::future::join_all(runs).await;
+    let (fds_after, zombies) =
+        eventually("helpers to be reaped", Duration::from_secs(10), || async {
+            let (fds, zombies) = fds_and_zombies(agent.pid());
+            (zombies == 0 && fds <= fds_before).then_some((fds, zombies))
+        })
+        .await;
+    assert!(
+        fds_after <= fds_before,
+        "{fds_before} descriptors before, {fds_after} after"
+    );
+    assert_eq!(zombies, 0);
+    pod.remove(&mut client).await;
+}

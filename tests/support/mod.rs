@@ -135,6 +135,11 @@ impl Agent {
         }
     }
 
+    /// The agent's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
