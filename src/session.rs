@@ -153,3 +153,79 @@ async fn capture(
     }
     captured
 }
+
+/// One event of a streamed run.
+#[derive(Debug)]
+pub enum StreamEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The end: `None` when the deadline passed and the command was killed.
+    Exit {
+        exit: Option<Exit>,
+        duration: Duration,
+    },
+}
+
+/// Runs `request`, sending its output as it comes. The command is killed when
+/// the receiver is dropped (the client went away) or the deadline passes.
+pub async fn run_streaming(
+    request: &EnterRequest,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> Result<tokio::sync::mpsc::Receiver<StreamEvent>, EnterError> {
+    let started = Instant::now();
+    let mut entered = enter::spawn(request).await?;
+    let Some(Io::Pipes {
+        stdin: Some(mut input),
+        stdout,
+        stderr,
+    }) = entered.io.take()
+    else {
+        unreachable!("a request without a terminal yields pipes");
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+    });
+    let forward = |mut reader: tokio::net::unix::pipe::Receiver,
+                   stdout: bool,
+                   tx: tokio::sync::mpsc::Sender<StreamEvent>| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            let chunk = buf[..n].to_vec();
+            let event = if stdout {
+                StreamEvent::Stdout(chunk)
+            } else {
+                StreamEvent::Stderr(chunk)
+            };
+            if n == 0 || tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    };
+    let out = tokio::spawn(forward(stdout, true, tx.clone()));
+    let err = tokio::spawn(forward(stderr, false, tx.clone()));
+    tokio::spawn(async move {
+        let exit = tokio::select! {
+            result = tokio::time::timeout(timeout, entered.wait()) => match result {
+                Ok(Ok(exit)) => Some(exit),
+                Ok(Err(_)) | Err(_) => None,
+            },
+            // The client is gone: end here, which kills the command.
+            _ = tx.closed() => return,
+        };
+        drop(entered);
+        let _ = tokio::time::timeout(DRAIN, async {
+            let _ = out.await;
+            let _ = err.await;
+        })
+        .await;
+        let _ = tx
+            .send(StreamEvent::Exit {
+                exit,
+                duration: started.elapsed(),
+            })
+            .await;
+    });
+    Ok(rx)
+}

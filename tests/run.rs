@@ -320,3 +320,76 @@ async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
     assert_eq!(zombies, 0);
     pod.remove(&mut client).await;
 }
+
+#[tokio::test]
+async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
+    let ns = test_namespace("run-stream");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "live", vec![ContainerSpec::busybox("main")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/live/run");
+
+    // A finished run: started, the chunks in order, exit.
+    let text = reqwest::Client::new()
+        .post(format!("{}{path}?stream=true", agent.url))
+        .json(&json!({"command": ["sh", "-c", "echo one; echo two >&2; exit 2"]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["type"], "started");
+    assert_eq!(events.first().unwrap()["target"]["pod"], "live");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["exitCode"].as_i64()),
+        (Some("exit"), Some(2))
+    );
+    let data = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["data"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(data("stdout"), "one\n");
+    assert_eq!(data("stderr"), "two\n");
+
+    // A long run: the first line arrives while the command still runs, and
+    // hanging up kills it.
+    let mut response = reqwest::Client::new()
+        .post(format!("{}{path}?stream=true", agent.url))
+        .json(
+            &json!({"command": ["sh", "-c", "echo first; exec sleep 6161"], "timeoutSeconds": 600}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\"first\\n\"") {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("stream ended before the first line");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("\"exit\""), "{seen}");
+    drop(response);
+    eventually(
+        "the streamed command to be killed",
+        Duration::from_secs(20),
+        || async {
+            let ps = run_ok(&agent, &path, json!({"command": ["ps"]})).await;
+            (!ps["stdout"].as_str().unwrap().contains("sleep 6161")).then_some(())
+        },
+    )
+    .await;
+    pod.remove(&mut client).await;
+}

@@ -4,16 +4,21 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::enter::Exit;
 use crate::enter::{EnterRequest, Profile, parse_namespaces};
 use crate::resolve::{Target, TargetRef};
-use crate::session::{self, Captured, RunLimits};
+use crate::session::{self, Captured, RunLimits, StreamEvent};
 
 /// Default and largest run time.
 const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
@@ -78,31 +83,45 @@ pub struct RunResult {
 #[derive(Debug, Default, Deserialize)]
 struct ContainerQuery {
     container: Option<String>,
+    /// Stream NDJSON events as the command runs instead of one JSON answer.
+    #[serde(default)]
+    stream: bool,
 }
 
 /// The JSON body, whatever Content-Type says (`curl -d` sends a form type).
 type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
+type QueryResult = Result<Query<ContainerQuery>, axum::extract::rejection::QueryRejection>;
+
+fn query(query: QueryResult) -> Result<ContainerQuery, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
 async fn run_in_pod(
     State(state): State<AppState>,
     Path((namespace, pod)): Path<(String, String)>,
-    Query(query): Query<ContainerQuery>,
+    q: QueryResult,
     body: Body,
-) -> Result<Json<RunResult>, ApiError> {
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
     let wanted = TargetRef::Pod {
         namespace,
         pod,
-        container: query.container.filter(|c| !c.is_empty()),
+        container: q.container.filter(|c| !c.is_empty()),
     };
-    run(state, wanted, body).await
+    run(state, wanted, q.stream, body).await
 }
 
 async fn run_in_container(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: QueryResult,
     body: Body,
-) -> Result<Json<RunResult>, ApiError> {
-    run(state, TargetRef::ContainerId(id), body).await
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    run(state, TargetRef::ContainerId(id), q.stream, body).await
 }
 
 /// Validates a caller's argv: a program, and no NUL byte anywhere.
@@ -121,7 +140,12 @@ pub fn validate_command(command: &[String]) -> Result<(), ApiError> {
     }
 }
 
-async fn run(state: AppState, wanted: TargetRef, body: Body) -> Result<Json<RunResult>, ApiError> {
+async fn run(
+    state: AppState,
+    wanted: TargetRef,
+    stream: bool,
+    body: Body,
+) -> Result<Response, ApiError> {
     let body = body.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let body: RunBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("invalid run request: {err}")))?;
@@ -175,15 +199,19 @@ async fn run(state: AppState, wanted: TargetRef, body: Body) -> Result<Json<RunR
         env: body.env.into_iter().collect(),
         terminal: None,
     };
+    let timeout = std::time::Duration::from_secs_f64(timeout);
+    if stream {
+        return streamed(target, &request, stdin, timeout, permit).await;
+    }
     let limits = RunLimits {
-        timeout: std::time::Duration::from_secs_f64(timeout),
+        timeout,
         output_bytes,
     };
     let outcome = session::run_once(&request, stdin, limits).await;
     drop(permit);
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(err) => return failed_to_start(target, err),
+        Err(err) => return failed_to_start(target, err).map(IntoResponse::into_response),
     };
     let (stdout, stdout_encoding) = encode(&outcome.stdout);
     let (stderr, stderr_encoding) = encode(&outcome.stderr);
@@ -191,7 +219,7 @@ async fn run(state: AppState, wanted: TargetRef, body: Body) -> Result<Json<RunR
         target,
         exit_code: outcome.exit.map(|e| e.code()),
         signal: match outcome.exit {
-            Some(crate::enter::Exit::Signal(signal)) => Some(signal),
+            Some(Exit::Signal(signal)) => Some(signal),
             _ => None,
         },
         timed_out: outcome.exit.is_none(),
@@ -203,7 +231,74 @@ async fn run(state: AppState, wanted: TargetRef, body: Body) -> Result<Json<RunR
         stderr_encoding,
         stderr_truncated: outcome.stderr.truncated,
         duration_ms: outcome.duration.as_secs_f64() * 1000.0,
-    }))
+    })
+    .into_response())
+}
+
+/// One line of a streamed run (`?stream=true`, `application/x-ndjson`).
+fn event_line(value: serde_json::Value) -> Result<Bytes, std::convert::Infallible> {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    Ok(Bytes::from(line))
+}
+
+fn chunk_event(stream: &str, data: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(data) {
+        Ok(text) => json!({"type": stream, "data": text}),
+        Err(_) => json!({"type": stream, "dataBase64": BASE64.encode(data)}),
+    }
+}
+
+/// A streamed run: `started`, then `stdout`/`stderr` chunks as they come, then
+/// `exit` (or `error` if the command could not start).
+async fn streamed(
+    target: Target,
+    request: &EnterRequest,
+    stdin: Vec<u8>,
+    timeout: std::time::Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Response, ApiError> {
+    let started = json!({"type": "started", "target": target});
+    let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
+        match session::run_streaming(request, stdin, timeout).await {
+            Ok(rx) => {
+                let body = tokio_stream_from(rx).map(move |event| {
+                    // The permit lives as long as the stream.
+                    let _held = &permit;
+                    event_line(match event {
+                        StreamEvent::Stdout(data) => chunk_event("stdout", &data),
+                        StreamEvent::Stderr(data) => chunk_event("stderr", &data),
+                        StreamEvent::Exit { exit, duration } => json!({
+                            "type": "exit",
+                            "exitCode": exit.map(|e| e.code()),
+                            "signal": match exit { Some(Exit::Signal(s)) => Some(s), _ => None },
+                            "timedOut": exit.is_none(),
+                            "durationMs": duration.as_secs_f64() * 1000.0,
+                        }),
+                    })
+                });
+                futures::stream::once(async move { event_line(started) })
+                    .chain(body)
+                    .boxed()
+            }
+            Err(err) => {
+                let code = super::exit_code_for(&err)?;
+                let error = json!({"type": "error", "exitCode": code, "message": err.to_string()});
+                futures::stream::iter([event_line(started), event_line(error)]).boxed()
+            }
+        };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(events),
+    )
+        .into_response())
+}
+
+/// The receiver as a stream of events.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<StreamEvent>,
+) -> impl futures::Stream<Item = StreamEvent> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// A command that never started: 127/126 like a shell when the program is
