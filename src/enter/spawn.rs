@@ -71,14 +71,6 @@ pub struct Entered {
 /// Starts `request` in its container and waits until it runs (or fails to):
 /// with three pipes, or on a terminal when `request.terminal` is set.
 pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
-    let (agent_end, helper_end) = socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| io_error("create the helper's control socket")(e.into()))?;
-
     let (io, child_fds) = if request.terminal.is_some() {
         // The helper makes the terminal inside the container and sends its master.
         (None, Vec::new())
@@ -106,25 +98,24 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
         });
     }
     let borrowed: Vec<_> = child_fds.iter().map(|fd| fd.as_fd()).collect();
-    // The socket buffer holds the request until the helper reads it.
-    protocol::send(agent_end.as_fd(), &message, &borrowed)
-        .map_err(io_error("send the request to the helper"))?;
+    let mut helper = pool::take()?;
+    if protocol::send(helper.control.as_fd(), &message, &borrowed).is_err() {
+        // An idle helper died (killed from outside): a fresh one, once.
+        helper = pool::start()?;
+        protocol::send(helper.control.as_fd(), &message, &borrowed)
+            .map_err(io_error("send the request to the helper"))?;
+    }
     drop(borrowed);
     drop(child_fds);
-
-    let helper = tokio::process::Command::new("/proc/self/exe")
-        .arg(HELPER_ARG)
-        .stdin(std::process::Stdio::from(helper_end))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        // Not kill_on_drop: killing the helper would leave the command's
-        // process group behind. Closing the control socket (dropping
-        // `Entered`) makes the helper kill the group and exit; tokio reaps it.
-        .spawn()
-        .map_err(io_error("start the enter helper"))?;
-    rustix::io::ioctl_fionbio(&agent_end, true)
+    // While this helper enters the container, start the next one.
+    pool::refill();
+    let pool::IdleHelper {
+        control,
+        process: helper,
+    } = helper;
+    rustix::io::ioctl_fionbio(&control, true)
         .map_err(|e| io_error("configure the control socket")(e.into()))?;
-    let control = super::sys::async_fd(agent_end).map_err(io_error("watch the control socket"))?;
+    let control = super::sys::async_fd(control).map_err(io_error("watch the control socket"))?;
     let mut entered = Entered {
         pid: 0,
         io,
@@ -143,6 +134,69 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
         (HelperEvent::Failed { kind, message }, _) => Err(EnterError::Failed { kind, message }),
         (HelperEvent::Exited { .. } | HelperEvent::Signaled { .. }, _) => {
             Err(EnterError::HelperVanished)
+        }
+    }
+}
+
+/// Helpers started ahead of need: exec'ing the agent binary and initialising
+/// it is most of what entering costs, so a few wait, blocked on their control
+/// socket, for the next request.
+mod pool {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// How many helpers wait at any time.
+    const IDLE: usize = 2;
+
+    static IDLE_HELPERS: Mutex<Vec<IdleHelper>> = Mutex::new(Vec::new());
+
+    /// A started helper that has not received its request yet.
+    pub struct IdleHelper {
+        pub control: OwnedFd,
+        pub process: tokio::process::Child,
+    }
+
+    /// A new helper process (`/proc/self/exe __enter`) with its control socket.
+    pub fn start() -> Result<IdleHelper, EnterError> {
+        let (control, helper_end) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| io_error("create the helper's control socket")(e.into()))?;
+        let process = tokio::process::Command::new("/proc/self/exe")
+            .arg(HELPER_ARG)
+            .stdin(std::process::Stdio::from(helper_end))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            // Not kill_on_drop: killing the helper would leave the command's
+            // process group behind. Closing the control socket (dropping
+            // `Entered`) makes the helper kill the group and exit; tokio reaps it.
+            .spawn()
+            .map_err(io_error("start the enter helper"))?;
+        Ok(IdleHelper { control, process })
+    }
+
+    /// A waiting helper, or a new one.
+    pub fn take() -> Result<IdleHelper, EnterError> {
+        let idle = IDLE_HELPERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(helper) => Ok(helper),
+            None => start(),
+        }
+    }
+
+    /// Tops the idle helpers up. A failure here is not the caller's: the
+    /// next `take` starts a helper itself and reports it.
+    pub fn refill() {
+        let mut idle = IDLE_HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+        while idle.len() < IDLE {
+            match start() {
+                Ok(helper) => idle.push(helper),
+                Err(_) => break,
+            }
         }
     }
 }
