@@ -37,7 +37,7 @@ use crate::resolve::TargetRef;
 /// background children (which may keep stdout open) already wrote.
 const DRAIN: Duration = Duration::from_millis(200);
 /// Output read per frame.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -315,10 +315,26 @@ async fn pump(
     framing: Framing,
     out: mpsc::Sender<Message>,
 ) {
-    let mut buf = vec![0u8; CHUNK];
-    while let Ok(n) = reader.read(&mut buf).await {
-        if n == 0 || out.send(framing.frame(channel, &buf[..n])).await.is_err() {
-            return;
+    if framing.base64 {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 || out.send(framing.frame(channel, &buf[..n])).await.is_err() {
+                return;
+            }
+        }
+        return;
+    }
+    // Binary frames are read in place behind their channel byte: no copy.
+    loop {
+        let mut frame = Vec::with_capacity(CHUNK + 1);
+        frame.push(channel);
+        match reader.read_buf(&mut frame).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if out.send(Message::Binary(Bytes::from(frame))).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
