@@ -477,3 +477,30 @@ async fn session_limit_answers_429() {
     drop(session);
     pod.remove(&mut client).await;
 }
+
+#[tokio::test]
+async fn session_ends_with_status_when_the_container_dies() {
+    let ns = test_namespace("exec-dies");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "mortal", vec![ContainerSpec::busybox("shell")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let agent = Agent::start();
+    let query =
+        format!("/api/v1/namespaces/{ns}/pods/mortal/exec?command=sleep&command=1000&stdout=true");
+    let (mut socket, _) = connect(&agent, &query, "v5.channel.k8s.io").await;
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::Binary(vec![1].into())
+    );
+    // The container stops: its PID namespace goes, and our command with it.
+    pod.stop(&mut client, "shell", 10).await;
+    let seen = frames(&mut socket).await;
+    let status: Value =
+        serde_json::from_slice(&seen.iter().find(|(c, _)| *c == 3).unwrap().1).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["message"], "137",
+        "killed by SIGKILL: {status}"
+    );
+    pod.remove(&mut client).await;
+}

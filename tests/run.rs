@@ -30,7 +30,11 @@ async fn run_ok(agent: &Agent, path: &str, body: Value) -> Value {
 async fn commands_run_inside_the_container() {
     let ns = test_namespace("run-inside");
     let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "box", vec![ContainerSpec::busybox("main")]);
+    let spec = PodSpec::new(
+        &ns,
+        "box",
+        vec![ContainerSpec::busybox("main").working_dir("/tmp")],
+    );
     let pod = run_pod(&mut client, &spec, "test").await;
     let agent = Agent::start();
     let path = format!("/v1/targets/{ns}/box/run");
@@ -58,10 +62,11 @@ async fn commands_run_inside_the_container() {
         "PID 1 is the container's init: {lines:?}"
     );
 
-    // Its filesystem, its working directory, and only stdio open.
+    // Its filesystem, its working directory (the container's, /tmp), and
+    // only stdio open.
     let fs = run_ok(&agent, &path, json!({"command": ["sh", "-c", "pwd; ls /proc/self/fd; test -e /etc/debian_version && echo HOST-FILE"]})).await;
     assert_eq!(
-        fs["stdout"], "/\n0\n1\n2\n3\n",
+        fs["stdout"], "/tmp\n0\n1\n2\n3\n",
         "fd 3 is ls's own directory handle: {fs}"
     );
 
@@ -391,5 +396,43 @@ async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
         },
     )
     .await;
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn namespace_files_path_for_kernels_without_pidfd_setns() {
+    let ns = test_namespace("run-nsfd");
+    let mut client = support::cri().await;
+    let spec = PodSpec::new(&ns, "old", vec![ContainerSpec::busybox("main")]);
+    let pod = run_pod(&mut client, &spec, "test").await;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            support::NODE_NAME,
+            "--cri-socket",
+        ])
+        .arg(support::testbed_socket())
+        .env("NSDEBUG_SETNS", "nsfd");
+    let agent = Agent::spawn_command(command);
+    let path = format!("/v1/targets/{ns}/old/run");
+    let result = run_ok(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "hostname; for n in pid mnt net; do readlink /proc/self/ns/$n; done"]}),
+    )
+    .await;
+    let ids = &result["target"]["namespaces"];
+    assert_eq!(
+        result["stdout"],
+        format!(
+            "old\npid:[{}]\nmnt:[{}]\nnet:[{}]\n",
+            ids["pid"], ids["mnt"], ids["net"]
+        ),
+        "{result}"
+    );
     pod.remove(&mut client).await;
 }

@@ -237,11 +237,66 @@ fn enter_namespaces(
             flags |= kind.flag;
         }
     }
-    if !flags.is_empty() {
-        rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags)
-            .map_err(|e| setup(format!("setns into the container's namespaces failed: {e}")))?;
+    if flags.is_empty() {
+        return Ok(flags);
     }
+    // `NSDEBUG_SETNS=nsfd` forces the path for kernels before 5.8, to test it.
+    let forced = std::env::var_os("NSDEBUG_SETNS").is_some_and(|v| v == "nsfd");
+    if !forced {
+        match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags) {
+            Ok(()) => return Ok(flags),
+            // Before Linux 5.8 setns(2) takes no pidfd: join one by one.
+            Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => {
+                return Err(setup(format!(
+                    "setns into the container's namespaces failed: {e}"
+                )));
+            }
+        }
+    }
+    enter_by_namespace_files(request, flags)?;
     Ok(flags)
+}
+
+/// Joins `flags` through `/proc/PID/ns/*` files, in the order of [`NAMESPACES`]:
+/// all files are opened first (the mount namespace hides the host's `/proc`),
+/// then the process is checked again, so a PID recycled meanwhile is refused.
+fn enter_by_namespace_files(
+    request: &EnterRequest,
+    flags: ThreadNameSpaceType,
+) -> Result<(), Failure> {
+    let mut files = Vec::new();
+    for kind in NAMESPACES.iter().filter(|k| flags.contains(k.flag)) {
+        let path = format!("/proc/{}/ns/{}", request.pid, kind.name);
+        let file = open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| setup(format!("failed to open {path}: {e}")))?;
+        files.push((kind, file));
+    }
+    match ProcRoot::new("/proc").identity(request.pid) {
+        Ok(now) if now.start_time == request.start_time => {}
+        _ => {
+            return Err(Failure {
+                kind: FailureKind::TargetGone,
+                message: format!(
+                    "the container's process {} exited while being entered",
+                    request.pid
+                ),
+            });
+        }
+    }
+    for (kind, file) in files {
+        rustix::thread::move_into_link_name_space(file.as_fd(), None).map_err(|e| {
+            setup(format!(
+                "setns into the container's {} namespace failed: {e}",
+                kind.name
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// A terminal from the `/dev/ptmx` visible now (the container's, once in its

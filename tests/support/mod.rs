@@ -85,6 +85,11 @@ impl Agent {
         Self::spawn(command)
     }
 
+    /// Starts an agent from a prepared `nsdebug serve` command.
+    pub fn spawn_command(command: Command) -> Self {
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("agent.log");

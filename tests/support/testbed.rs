@@ -72,6 +72,8 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// `securityContext.runAsUser`.
     pub run_as_user: Option<i64>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
 }
 
 impl ContainerSpec {
@@ -82,7 +84,13 @@ impl ContainerSpec {
             command: command.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
             run_as_user: None,
+            working_dir: None,
         }
+    }
+
+    pub fn working_dir(mut self, dir: &str) -> Self {
+        self.working_dir = Some(dir.into());
+        self
     }
 
     pub fn run_as_user(mut self, uid: i64) -> Self {
@@ -299,6 +307,7 @@ impl RunningPod {
                 ..Default::default()
             }),
             command: container.command.clone(),
+            working_dir: container.working_dir.clone().unwrap_or_default(),
             envs: container
                 .env
                 .iter()
