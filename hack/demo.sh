@@ -30,7 +30,11 @@ cat <<MSG
              curl -s ${url}/api/v1/namespaces/shop/pods/hello
   kubectl:   kubectl --server ${url} get pods -A -o wide
              kubectl --server ${url} get pod web -n shop -o yaml
-             kubectl --server ${url} get pods -A -l app=web
+             kubectl --server ${url} exec -it busybox -- sh
+             kubectl --server ${url} exec -n shop web -c logger -- ps
+  run API:   curl -s -XPOST ${url}/v1/targets/default/busybox/run -d '{"command":["ps"]}'
+             curl -s -XPOST ${url}/v1/targets/shop/hello/run -d '{"command":["cat","/proc/net/tcp"],"namespaces":["net"],"profile":"privileged"}'
+
   health:    curl -s ${url}/readyz
 
 MSG
