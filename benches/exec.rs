@@ -8,8 +8,10 @@
 //!     cargo bench --bench exec
 //! Results go to docs/benchmarks.md by hand.
 
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::testbed;
 
 use std::time::{Duration, Instant};
 
@@ -34,15 +36,6 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> Duration {
         ms(pick(0.99))
     );
     pick(0.5)
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 type Ws =
@@ -90,30 +83,9 @@ async fn main() {
     let container = pod.id("main").to_string();
     let pid = testbed::cri_pid(&mut client, &container).await;
 
-    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--cri-socket",
-        ])
-        .arg(&socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the agent");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(agent.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _agent = KillOnDrop(agent);
-    let url = line
-        .trim()
-        .trim_start_matches("nsdebug listening on ")
-        .to_string();
+    let agent =
+        support::Agent::start_with(&["--log", "warn", "--cri-socket", socket.to_str().unwrap()]);
+    let url = agent.url.clone();
     let http = reqwest::Client::new();
     let run_url = format!("{url}/v1/targets/{NAMESPACE}/{POD}/run");
 

@@ -7,8 +7,10 @@
 //! PODS (default 20) busybox pods are created in namespace `nsdebug-bench` and
 //! removed afterwards. Results go to docs/benchmarks.md by hand.
 
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::testbed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,30 +110,9 @@ async fn main() {
     summary("warm (in memory, identity re-checked)", warm);
 
     // Through HTTP: the agent binary, one keep-alive client.
-    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--cri-socket",
-        ])
-        .arg(&socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the agent");
-    let mut agent = KillOnDrop(agent);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(agent.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("nsdebug listening on ")
-        .to_string();
+    let agent =
+        support::Agent::start_with(&["--log", "warn", "--cri-socket", socket.to_str().unwrap()]);
+    let url = agent.url.clone();
     let http = reqwest::Client::new();
     let target_url = format!("{url}/v1/targets/{NAMESPACE}/bench-{}", pods / 2);
     let mut over_http = Vec::new();
@@ -156,14 +137,5 @@ async fn main() {
 
     for pod in created {
         pod.remove(&mut client).await;
-    }
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::enter::{self, EnterError, EnterRequest, Exit, Io};
+use tokio::net::unix::pipe::Receiver;
+
+use crate::enter::{self, EnterError, EnterRequest, Entered, Exit, Io};
 
 /// How long output is still collected after the command exits, for what its
 /// background children (which may keep the pipes open) already wrote.
@@ -80,13 +82,19 @@ pub struct RunLimits {
     pub output_bytes: usize,
 }
 
-/// Runs `request` to completion with `stdin` as its input.
-pub async fn run_once(
+/// Starts `request` on pipes and writes `stdin` to it in the background, so a
+/// command that fills its stdout before reading all its input cannot
+/// deadlock; the pipe closes after it (the command reads end of file).
+async fn start_with_input(
     request: &EnterRequest,
     stdin: Vec<u8>,
-    limits: RunLimits,
-) -> Result<RunOutcome, EnterError> {
-    let started = Instant::now();
+) -> Result<(Entered, Receiver, Receiver, tokio::task::JoinHandle<()>), EnterError> {
+    if request.terminal.is_some() {
+        return Err(EnterError::Io {
+            what: "run a one-shot command",
+            source: std::io::Error::other("one-shot commands run on pipes, not a terminal"),
+        });
+    }
     let mut entered = enter::spawn(request).await?;
     let Some(Io::Pipes {
         stdin: Some(mut input),
@@ -94,14 +102,22 @@ pub async fn run_once(
         stderr,
     }) = entered.io.take()
     else {
-        unreachable!("Stdio::Pipes yields pipes");
+        return Err(EnterError::HelperVanished);
     };
-    // Writing stdin must not block reading the outputs (a command may fill its
-    // stdout pipe before it reads all its input).
     let feeder = tokio::spawn(async move {
         let _ = input.write_all(&stdin).await;
-        // Dropping `input` closes the pipe: the command reads end of file.
     });
+    Ok((entered, stdout, stderr, feeder))
+}
+
+/// Runs `request` to completion with `stdin` as its input.
+pub async fn run_once(
+    request: &EnterRequest,
+    stdin: Vec<u8>,
+    limits: RunLimits,
+) -> Result<RunOutcome, EnterError> {
+    let started = Instant::now();
+    let (mut entered, stdout, stderr, feeder) = start_with_input(request, stdin).await?;
     let stop = CancellationToken::new();
     let out = tokio::spawn(capture(stdout, limits.output_bytes, stop.clone()));
     let err = tokio::spawn(capture(stderr, limits.output_bytes, stop.clone()));
@@ -174,20 +190,9 @@ pub async fn run_streaming(
     timeout: Duration,
 ) -> Result<tokio::sync::mpsc::Receiver<StreamEvent>, EnterError> {
     let started = Instant::now();
-    let mut entered = enter::spawn(request).await?;
-    let Some(Io::Pipes {
-        stdin: Some(mut input),
-        stdout,
-        stderr,
-    }) = entered.io.take()
-    else {
-        unreachable!("a request without a terminal yields pipes");
-    };
+    let (mut entered, stdout, stderr, _feeder) = start_with_input(request, stdin).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
-        let _ = input.write_all(&stdin).await;
-    });
-    let forward = |mut reader: tokio::net::unix::pipe::Receiver,
+    let forward = |mut reader: Receiver,
                    stdout: bool,
                    tx: tokio::sync::mpsc::Sender<StreamEvent>| async move {
         let mut buf = vec![0u8; 64 * 1024];

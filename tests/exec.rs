@@ -240,7 +240,9 @@ async fn kubectl_exec_it_is_a_real_terminal() {
     // capture-pane drops trailing blanks: the prompt "/ # " reads "/ #".
     screen("/ #").await;
     tmux(&["send-keys", "stty size; tty", "Enter"]);
-    let text = screen("30 100").await;
+    // `tty` answers after `stty`: once its line is on screen, both are.
+    let text = screen("/dev/pts/").await;
+    assert!(text.contains("30 100"), "the terminal's size: {text}");
     assert!(
         text.contains("/dev/pts/0"),
         "the container's own terminal: {text}"
