@@ -91,6 +91,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     );
 
     let sessions = crate::session::Sessions::new(config.max_sessions);
+    // Helpers waiting before the first request, so it pays no exec either.
+    crate::enter::refill_in_background();
     let app = api::router(AppState::new(inventory, &config.node_name, sessions));
     let shutdown = cancel.clone();
     let served = axum::serve(listener, app)

@@ -31,7 +31,7 @@ mod sys;
 use serde::{Deserialize, Serialize};
 
 pub use helper::main as helper_main;
-pub use spawn::{EnterError, Entered, Exit, Io, Pty, spawn};
+pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";

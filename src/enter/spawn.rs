@@ -115,9 +115,6 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
     }
     drop(borrowed);
     drop(child_fds);
-    // While this helper enters the container, start the next one, off this
-    // request's path.
-    tokio::task::spawn_blocking(pool::refill);
     let pool::IdleHelper {
         control,
         process: helper,
@@ -213,6 +210,21 @@ mod pool {
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), EnterError> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| io_error("create a pipe")(e.into()))
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // Replace the helper this session used once it is over, so starting
+        // the next one never competes with this command for the CPU.
+        refill_in_background();
+    }
+}
+
+/// Starts idle helpers up to the pool size, on a blocking thread.
+pub fn refill_in_background() {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn_blocking(pool::refill);
+    }
 }
 
 impl Entered {
