@@ -24,7 +24,7 @@ cat <<MSG
 
 ==> nsdebug agent on ${url}  (Ctrl-C to stop)
 
-  Browser:   ${url}/
+  Browser:   ${url}/            (web terminal: pick a container, get a shell)
   curl:      curl -s ${url}/v1/targets | python3 -m json.tool
              curl -s ${url}/v1/targets/shop/web            # the pod's default container
              curl -s ${url}/api/v1/namespaces/shop/pods/hello

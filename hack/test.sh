@@ -15,10 +15,17 @@ step "system packages"
 # (apt-get update first, only when something is missing). The tests also use
 # nsenter (util-linux) and ip (iproute2), which the test bed installs too.
 bash hack/testbed.sh up >/dev/null
-# Clients the tests drive: tmux (kubectl exec -it), a venv with the Python
-# kubernetes client.
-if ! command -v tmux >/dev/null; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null
+# Clients the tests drive: tmux (kubectl exec -it), Debian's Chromium with
+# playwright-core (the web terminal), a venv with the Python kubernetes client.
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v chromium >/dev/null || missing+=(chromium)
+if ((${#missing[@]})); then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+if [[ ! -d hack/web/node_modules/playwright-core ]]; then
+    (cd hack/web && npm ci --no-audit --no-fund >/dev/null)
 fi
 if [[ ! -x target/pyclient/bin/python ]] || ! target/pyclient/bin/python -c 'import kubernetes' 2>/dev/null; then
     python3 -m venv target/pyclient

@@ -109,6 +109,34 @@ impl ProcRoot {
             .any(|group| group.pathname.contains(container_id)))
     }
 
+    /// The first of `candidates` (absolute paths inside the container) that is
+    /// an executable file in the root filesystem of `pid`. Paths resolve inside
+    /// that root (`openat2(2)` `RESOLVE_IN_ROOT`): an absolute symlink in the
+    /// container never leads to the host's files.
+    pub fn executable_in_root<'a>(&self, pid: u32, candidates: &[&'a str]) -> Option<&'a str> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        let root = rustix::fs::open(
+            self.root.join(pid.to_string()).join("root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        candidates.iter().copied().find(|path| {
+            openat2(
+                &root,
+                *path,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            )
+            .and_then(|fd| rustix::fs::fstat(&fd))
+            .is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                    && st.st_mode & 0o111 != 0
+            })
+        })
+    }
+
     /// Inode numbers of the namespaces of `pid`.
     pub fn namespaces(&self, pid: u32) -> Result<NamespaceIds, ProcError> {
         let namespaces = self

@@ -67,6 +67,13 @@ async fn native_listing_matches_runtime_and_kernel() {
                 "{name}: {kind} namespace"
             );
         }
+        // The shell the web terminal will start, found inside the container's root.
+        let shell = if name == "shell" {
+            serde_json::json!("/bin/sh")
+        } else {
+            Value::Null
+        };
+        assert_eq!(container["shell"], shell, "{name}");
         pids.insert(name.to_string(), pid);
     }
     let (shell, server) = (pids["shell"], pids["server"]);

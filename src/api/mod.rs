@@ -14,12 +14,12 @@ mod pods;
 mod run;
 pub mod selector;
 mod table;
+mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{Method, Uri};
-use axum::routing::get;
 
 pub use error::ApiError;
 
@@ -88,8 +88,8 @@ pub fn router(state: AppState) -> Router {
         .merge(native::routes())
         .merge(run::routes())
         .merge(exec::routes())
+        .merge(ui::routes())
         .merge(health::routes())
-        .route("/", get(index))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -99,13 +99,6 @@ pub fn router(state: AppState) -> Router {
 fn label_selector(text: Option<&str>) -> Result<selector::Selector, ApiError> {
     selector::Selector::labels(text.unwrap_or(""))
         .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))
-}
-
-async fn index() -> &'static str {
-    "nsdebug agent\n\
-     Kubernetes API: /api/v1/pods, /api/v1/namespaces/{ns}/pods[/{pod}] (kubectl --server works)\n\
-     Native API:     /v1/targets, /v1/targets/{ns}/{pod}?container=C, /v1/containers/{id}\n\
-     Health:         /healthz, /readyz\n"
 }
 
 async fn not_found(uri: Uri) -> ApiError {

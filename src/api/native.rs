@@ -56,7 +56,20 @@ pub struct ContainerEntry {
     pub pid: Option<u32>,
     /// Inode numbers of `/proc/PID/ns/*`; `null` unless running.
     pub namespaces: Option<NamespaceIds>,
+    /// The shell found in the container's filesystem (`/bin/bash`, `/bin/sh`,
+    /// ...), `null` when it has none (distroless) or is not running.
+    pub shell: Option<&'static str>,
 }
+
+/// Shells looked for in a container, preferred first.
+pub const SHELLS: &[&str] = &[
+    "/bin/bash",
+    "/bin/sh",
+    "/bin/ash",
+    "/usr/bin/bash",
+    "/usr/bin/sh",
+    "/busybox/sh",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +129,7 @@ async fn list_targets(
                         restart_count: c.restart_count,
                         pid: live.map(|p| p.pid),
                         namespaces: live.and_then(|p| proc_root.namespaces(p.pid).ok()),
+                        shell: live.and_then(|p| proc_root.executable_in_root(p.pid, SHELLS)),
                     }
                 })
                 .collect(),

@@ -1,0 +1,303 @@
+// nsdebug web terminal: a container picker fed by the agent's own API, and
+// xterm.js terminals speaking the Kubernetes exec protocol (v5.channel.k8s.io)
+// to the agent. No framework, nothing fetched from the internet.
+import { Terminal } from "/ui/vendor/xterm.mjs";
+import { FitAddon } from "/ui/vendor/addon-fit.mjs";
+
+const STDIN = 0, STDOUT = 1, STDERR = 2, STATUS = 3, RESIZE = 4;
+const $ = (id) => document.getElementById(id);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+let listing = { pods: [] };
+const tabs = [];
+
+// ---- the picker ---------------------------------------------------------
+
+async function loadTargets() {
+  try {
+    const response = await fetch("/v1/targets");
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.message || response.statusText);
+    listing = body;
+    $("list-error").hidden = true;
+    $("node").textContent = `node ${body.node} · ${body.runtime.name} ${body.runtime.version} · ${body.pods.length} pods`;
+  } catch (err) {
+    $("list-error").textContent = `Cannot list containers: ${err.message}`;
+    $("list-error").hidden = false;
+  }
+  renderNamespaces();
+  renderTargets();
+}
+
+function renderNamespaces() {
+  const select = $("namespace");
+  const current = select.value;
+  const names = [...new Set(listing.pods.map((p) => p.namespace))].sort();
+  select.replaceChildren(new Option("all namespaces", ""), ...names.map((n) => new Option(n, n)));
+  select.value = names.includes(current) ? current : "";
+}
+
+function latestContainers(pod) {
+  // The newest instance of each container name.
+  const byName = new Map();
+  for (const c of pod.containers) {
+    const seen = byName.get(c.name);
+    if (!seen || c.attempt >= seen.attempt) byName.set(c.name, c);
+  }
+  return [...byName.values()];
+}
+
+function renderTargets() {
+  const ns = $("namespace").value;
+  const query = $("search").value.trim().toLowerCase();
+  const list = $("targets");
+  list.replaceChildren();
+  for (const pod of listing.pods) {
+    if (ns && pod.namespace !== ns) continue;
+    const containers = latestContainers(pod).filter((c) =>
+      !query || `${pod.namespace}/${pod.name}/${c.name}`.toLowerCase().includes(query));
+    if (!containers.length) continue;
+    const item = document.createElement("div");
+    item.className = "pod";
+    item.setAttribute("role", "listitem");
+    const name = document.createElement("div");
+    name.className = "pod-name";
+    name.textContent = pod.name;
+    const meta = document.createElement("div");
+    meta.className = "pod-meta";
+    meta.textContent = `${pod.namespace} · ${pod.podIP || "no IP"}`;
+    item.append(name, meta);
+    for (const c of containers) item.append(containerButton(pod, c));
+    list.append(item);
+  }
+  if (!list.children.length && $("list-error").hidden) {
+    const empty = document.createElement("p");
+    empty.className = "muted";
+    empty.style.padding = "0 12px";
+    empty.textContent = "No containers match.";
+    list.append(empty);
+  }
+}
+
+function containerButton(pod, c) {
+  const button = document.createElement("button");
+  button.className = "container";
+  button.type = "button";
+  button.disabled = c.state !== "running";
+  button.dataset.target = `${pod.namespace}/${pod.name}/${c.name}`;
+  const dot = document.createElement("span");
+  dot.className = `dot ${c.state}`;
+  const label = document.createElement("span");
+  label.className = "cname";
+  label.textContent = c.name;
+  const state = document.createElement("span");
+  state.className = "badge";
+  state.textContent = c.state + (c.restartCount ? ` · ${c.restartCount} restarts` : "");
+  button.append(dot, label, state);
+  if (c.state === "running") {
+    const shell = document.createElement("span");
+    shell.className = c.shell ? "badge" : "badge noshell";
+    shell.textContent = c.shell ? c.shell.split("/").pop() : "no shell";
+    shell.title = c.shell ? `shell: ${c.shell}` : "distroless: opens a debug shell";
+    button.append(shell);
+  }
+  button.title = `${pod.namespace}/${pod.name}: ${c.name} (${c.id.slice(0, 12)})`;
+  button.addEventListener("click", () => openTab(pod.namespace, pod.name, c.name));
+  return button;
+}
+
+// ---- terminals ------------------------------------------------------------
+
+function findContainer(ns, podName, name) {
+  const pod = listing.pods.find((p) => p.namespace === ns && p.name === podName && p.state === "ready")
+    || listing.pods.find((p) => p.namespace === ns && p.name === podName);
+  return pod && latestContainers(pod).find((c) => c.name === name);
+}
+
+function selectTab(tab) {
+  for (const t of tabs) {
+    const selected = t === tab;
+    t.tabEl.setAttribute("aria-selected", String(selected));
+    t.pane.hidden = !selected;
+  }
+  $("welcome").hidden = tabs.length > 0;
+  if (tab) {
+    location.hash = `#/${tab.ns}/${tab.pod}/${tab.container}`;
+    requestAnimationFrame(() => { tab.fit.fit(); tab.term.focus(); });
+  }
+}
+
+function closeTab(tab) {
+  tab.ws?.close();
+  tab.observer.disconnect();
+  tab.term.dispose();
+  tab.tabEl.remove();
+  tab.pane.remove();
+  tabs.splice(tabs.indexOf(tab), 1);
+  selectTab(tabs[tabs.length - 1]);
+  if (!tabs.length) history.replaceState(null, "", location.pathname);
+}
+
+function openTab(ns, pod, container) {
+  const tab = { ns, pod, container };
+  tab.tabEl = document.createElement("div");
+  tab.tabEl.className = "tab";
+  tab.tabEl.setAttribute("role", "tab");
+  const label = document.createElement("span");
+  label.className = "label";
+  label.textContent = `${pod}/${container}`;
+  label.title = `${ns}/${pod}/${container}`;
+  const close = document.createElement("button");
+  close.className = "close";
+  close.type = "button";
+  close.textContent = "×";
+  close.title = "Close";
+  close.addEventListener("click", (e) => { e.stopPropagation(); closeTab(tab); });
+  tab.tabEl.append(label, close);
+  tab.tabEl.addEventListener("click", () => selectTab(tab));
+  $("tabs").append(tab.tabEl);
+
+  tab.pane = $("pane-template").content.firstElementChild.cloneNode(true);
+  $("panes").append(tab.pane);
+  tab.term = new Terminal({
+    cursorBlink: true,
+    fontFamily: '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace',
+    fontSize: 14,
+    scrollback: 5000,
+    theme: { background: "#0b0e12", foreground: "#d8dee9", cursor: "#4fb3ff", selectionBackground: "#2f4a66" },
+  });
+  tab.fit = new FitAddon();
+  tab.term.loadAddon(tab.fit);
+  tab.term.open(tab.pane.querySelector(".terminal"));
+  tab.term.onData((data) => send(tab, STDIN, encoder.encode(data)));
+  tab.term.onResize(({ cols, rows }) => send(tab, RESIZE, encoder.encode(JSON.stringify({ Width: cols, Height: rows }))));
+  tab.observer = new ResizeObserver(() => tab.fit.fit());
+  tab.observer.observe(tab.pane.querySelector(".terminal"));
+  tab.pane.querySelector(".reconnect").addEventListener("click", () => connect(tab));
+  tab.pane.querySelector(".view").addEventListener("change", () => connect(tab));
+  tab.pane.querySelector(".profile").addEventListener("change", () => connect(tab));
+  tabs.push(tab);
+  selectTab(tab);
+  connect(tab);
+  return tab;
+}
+
+function send(tab, channel, bytes) {
+  if (!tab.ws || tab.ws.readyState !== WebSocket.OPEN) return;
+  const frame = new Uint8Array(bytes.length + 1);
+  frame[0] = channel;
+  frame.set(bytes, 1);
+  tab.ws.send(frame);
+}
+
+function banner(tab, text, ended) {
+  const el = tab.pane.querySelector(".banner");
+  el.hidden = !text;
+  el.className = ended ? "banner ended" : "banner";
+  el.replaceChildren();
+  if (!text) return;
+  const span = document.createElement("span");
+  span.textContent = text;
+  const again = document.createElement("button");
+  again.type = "button";
+  again.textContent = "Reconnect";
+  again.addEventListener("click", () => connect(tab));
+  el.append(span, again);
+}
+
+function statusLine(tab, text) {
+  tab.pane.querySelector(".status").textContent = text;
+}
+
+// The reason a target cannot be entered, from the agent's v1.Status, or null.
+async function preflight(tab) {
+  try {
+    const q = new URLSearchParams({ container: tab.container });
+    const response = await fetch(`/v1/targets/${encodeURIComponent(tab.ns)}/${encodeURIComponent(tab.pod)}?${q}`);
+    const body = await response.json();
+    if (!response.ok) return { message: `${body.reason || response.status}: ${body.message}` };
+    return { target: body };
+  } catch (err) {
+    return { message: `The agent does not answer: ${err.message}` };
+  }
+}
+
+async function connect(tab) {
+  tab.ws?.close();
+  tab.ws = null;
+  tab.exited = false;
+  banner(tab, "");
+  await loadTargets();
+  const check = await preflight(tab);
+  if (check.message) {
+    banner(tab, check.message);
+    statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · not connected`);
+    return;
+  }
+  const target = check.target;
+  const info = findContainer(tab.ns, tab.pod, tab.container);
+  const view = tab.pane.querySelector(".view").value;
+  const profile = tab.pane.querySelector(".profile").value;
+  const note = tab.pane.querySelector(".note");
+  let command, namespaces = view;
+  if (info?.shell && view === "") {
+    command = [info.shell];
+    note.textContent = "";
+  } else if (info?.shell) {
+    command = ["/bin/sh"];
+    note.textContent = "network only: the pod's network, the agent's files and processes";
+  } else {
+    // Distroless: the agent's own shell in the pod's network.
+    command = ["/bin/sh"];
+    namespaces = "net,ipc,uts";
+    note.textContent = `debug shell: this container has no shell; this is the agent's /bin/sh in the pod's network. The container's files are under /proc/${target.pid}/root`;
+  }
+  const q = new URLSearchParams({ container: tab.container, stdin: "true", stdout: "true", tty: "true", profile });
+  for (const arg of command) q.append("command", arg);
+  if (namespaces) q.set("namespaces", namespaces);
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${scheme}//${location.host}/api/v1/namespaces/${encodeURIComponent(tab.ns)}/pods/${encodeURIComponent(tab.pod)}/exec?${q}`;
+  tab.term.reset();
+  const ws = new WebSocket(url, ["v5.channel.k8s.io"]);
+  ws.binaryType = "arraybuffer";
+  tab.ws = ws;
+  const entered = namespaces ? namespaces.replaceAll(",", "+") : "all namespaces";
+  statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")} · connecting…`);
+  ws.addEventListener("open", () => {
+    statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")}`);
+    tab.fit.fit();
+    send(tab, RESIZE, encoder.encode(JSON.stringify({ Width: tab.term.cols, Height: tab.term.rows })));
+    tab.term.focus();
+  });
+  ws.addEventListener("message", (event) => {
+    const data = new Uint8Array(event.data);
+    if (!data.length) return;
+    if (data[0] === STDOUT || data[0] === STDERR) {
+      tab.term.write(data.subarray(1));
+    } else if (data[0] === STATUS && data.length > 1) {
+      tab.exited = true;
+      let status;
+      try { status = JSON.parse(decoder.decode(data.subarray(1))); } catch { status = { message: decoder.decode(data.subarray(1)) }; }
+      if (status.status === "Success") {
+        banner(tab, "The process exited with code 0.", true);
+      } else {
+        const code = status.details?.causes?.find((c) => c.reason === "ExitCode")?.message;
+        banner(tab, code !== undefined ? `The process exited with code ${code}.` : `The session failed: ${status.message}`, true);
+      }
+    }
+  });
+  ws.addEventListener("close", async () => {
+    if (tab.ws !== ws || tab.exited) return;
+    // The browser hides why an upgrade failed: ask the agent.
+    const again = await preflight(tab);
+    banner(tab, again.message || "The connection to the agent closed (the session limit may be reached, or the agent restarted).");
+  });
+}
+
+// ---- start ------------------------------------------------------------------
+
+$("namespace").addEventListener("change", renderTargets);
+$("search").addEventListener("input", renderTargets);
+await loadTargets();
+const route = location.hash.match(/^#\/([^/]+)\/([^/]+)\/([^/]+)$/);
+if (route) openTab(...route.slice(1).map(decodeURIComponent));

@@ -1,0 +1,122 @@
+// Drives the agent's web terminal in headless Chromium (Debian's package,
+// through playwright-core) as a person would, asserting what they would see
+// and keeping a screenshot of each step.
+//   node tests/browser/ui.mjs URL NAMESPACE SCREENSHOT_DIR
+// The namespace holds: shellpod (busybox, container "shell"), hello
+// (distroless, container "hello"), stopped (container "gone", exited).
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+
+const require = createRequire(new URL("../../hack/web/package.json", import.meta.url));
+const { chromium } = require("playwright-core");
+const [url, ns, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const errors = [];
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+page.on("console", (msg) => { if (msg.type() === "error") errors.push(msg.text()); });
+page.on("pageerror", (err) => errors.push(String(err)));
+let step = 0;
+const shot = async (name) => page.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-${name}.png` });
+const visiblePane = () => page.locator(".pane:not([hidden])");
+const screenText = () => visiblePane().locator(".xterm-rows").innerText();
+async function waitForScreen(pattern, what) {
+  await page.waitForFunction(
+    ([source, flags]) => {
+      const pane = document.querySelector(".pane:not([hidden]) .xterm-rows");
+      return pane && new RegExp(source, flags).test(pane.innerText);
+    },
+    [pattern.source, pattern.flags],
+    { timeout: 15000 },
+  ).catch(async (err) => {
+    await shot(`failed-${what}`);
+    throw new Error(`${what}: ${pattern} not on screen:\n${await screenText()}\n${err.message}`);
+  });
+}
+async function typeLine(text) {
+  await page.keyboard.type(text);
+  await page.keyboard.press("Enter");
+}
+
+// 1. The picker lists the pods with their states and shells.
+const started = Date.now();
+await page.goto(url);
+await page.locator(`[data-target="${ns}/shellpod/shell"]`).waitFor();
+const metrics = await page.evaluate(() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const resources = performance.getEntriesByType("resource");
+  return {
+    transferBytes: nav.transferSize + resources.reduce((sum, r) => sum + r.transferSize, 0),
+    decodedBytes: nav.decodedBodySize + resources.reduce((sum, r) => sum + r.decodedBodySize, 0),
+    loadMs: nav.loadEventEnd - nav.startTime,
+  };
+});
+await page.locator(`[data-target="${ns}/hello/hello"]`).waitFor();
+assert.match(await page.locator(`[data-target="${ns}/hello/hello"]`).innerText(), /no shell/);
+assert.ok(await page.locator(`[data-target="${ns}/stopped/gone"]`).isDisabled(), "a stopped container is not clickable");
+assert.match(await page.locator(`[data-target="${ns}/stopped/gone"]`).innerText(), /exited/);
+await shot("picker");
+
+// 2. A terminal in the busybox pod: hostname, ps, stty size, exit code.
+await page.locator(`[data-target="${ns}/shellpod/shell"]`).click();
+await waitForScreen(/\/ #/, "prompt");
+await typeLine("hostname");
+await waitForScreen(/hostname\s*\n\s*shellpod/, "hostname");
+await typeLine("ps -o pid,comm");
+await waitForScreen(/\d+ ps\b/, "ps");
+const ps = await screenText();
+const processes = ps.slice(ps.lastIndexOf("PID")).split("\n").filter((l) => /^\s*\d+ /.test(l));
+assert.ok(processes.length >= 3 && processes.length <= 5, `only the container's processes: ${processes}`);
+assert.match(processes[0], /^\s*1 /, "PID 1 is the container's init");
+assert.match(await visiblePane().locator(".status").innerText(), new RegExp(`${ns}/shellpod/shell · \\w{12} · pid \\d+ · all namespaces · container profile`));
+await shot("terminal");
+await typeLine("clear; stty size");
+await waitForScreen(/^\d+ \d+$/m, "stty size");
+const before = (await screenText()).match(/^(\d+) (\d+)$/m)[0];
+await page.setViewportSize({ width: 900, height: 560 });
+await typeLine("clear; stty size");
+await page.waitForFunction((old) => {
+  const m = document.querySelector(".pane:not([hidden]) .xterm-rows").innerText.match(/^(\d+) (\d+)$/m);
+  return m && m[0] !== old;
+}, before, { timeout: 15000 });
+const after = (await screenText()).match(/^(\d+) (\d+)$/m)[0];
+assert.notEqual(after, before, "stty size follows the window");
+await shot("resized");
+await typeLine("exit 3");
+await page.getByText("The process exited with code 3.").waitFor();
+await shot("exit-code");
+await page.setViewportSize({ width: 1280, height: 800 });
+
+// 3. The distroless pod: a debug shell, said so, with the container's files at hand.
+await page.locator(`[data-target="${ns}/hello/hello"]`).click();
+await page.getByText(/debug shell: this container has no shell/).waitFor();
+await waitForScreen(/[#$] *$/m, "debug prompt");
+const note = await visiblePane().locator(".note").innerText();
+const root = note.match(/under (\/proc\/\d+\/root)/)[1];
+await typeLine(`ls ${root}`);
+await waitForScreen(/root\s*\n.*\bhello\b/, "the container's files");
+await shot("distroless-debug-shell");
+
+// 4. Two tabs at once; switching keeps each session.
+assert.equal(await page.locator(".tab").count(), 2);
+
+// 5. Readable errors: an unknown pod in the URL, a stopped container.
+const errorsPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+errorsPage.on("pageerror", (err) => errors.push(String(err)));
+await errorsPage.goto(`${url}#/${ns}/no-such-pod/x`);
+await errorsPage.getByText(`NotFound: pod "no-such-pod" not found in namespace "${ns}" on this node`).waitFor();
+await errorsPage.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-unknown-pod.png` });
+await errorsPage.goto(`${url}#/${ns}/stopped/gone`);
+await errorsPage.reload();
+await errorsPage.getByText(`Conflict: container "gone" of pod ${ns}/stopped is not running (state: exited)`).waitFor();
+await errorsPage.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-stopped-container.png` });
+
+assert.deepEqual(errors, [], "no console errors");
+console.log(JSON.stringify({ ...metrics, firstPaintToPickerMs: Date.now() - started }));
+await browser.close();

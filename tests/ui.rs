@@ -1,0 +1,59 @@
+//! The web terminal in a real browser: headless Chromium driven by
+//! playwright-core (`tests/browser/ui.mjs`) against the agent on the test bed.
+//! Screenshots of every step land in `target/ui-screenshots/`.
+
+mod support;
+
+use std::process::Command;
+
+use support::testbed::{ContainerSpec, PodSpec, run_pod};
+use support::{Agent, test_namespace};
+
+#[tokio::test]
+async fn web_terminal_in_a_real_browser() {
+    let ns = test_namespace("ui");
+    let mut client = support::cri().await;
+    let shell = run_pod(
+        &mut client,
+        &PodSpec::new(&ns, "shellpod", vec![ContainerSpec::busybox("shell")]),
+        "test",
+    )
+    .await;
+    let hello = run_pod(
+        &mut client,
+        &PodSpec::new(&ns, "hello", vec![ContainerSpec::distroless("hello")]),
+        "test",
+    )
+    .await;
+    let stopped = run_pod(
+        &mut client,
+        &PodSpec::new(&ns, "stopped", vec![ContainerSpec::busybox("gone")]),
+        "test",
+    )
+    .await;
+    stopped.stop(&mut client, "gone", 10).await;
+    let agent = Agent::start();
+    let playwright = support::repo().join("hack/web/node_modules/playwright-core");
+    assert!(
+        playwright.exists(),
+        "run hack/test.sh: it installs playwright-core and Chromium"
+    );
+    let shots = support::repo().join("target/ui-screenshots");
+    let output = Command::new("node")
+        .arg(support::repo().join("tests/browser/ui.mjs"))
+        .args([&agent.url, &ns, shots.to_str().unwrap()])
+        .output()
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\nagent log:\n{}",
+        agent.log()
+    );
+    // Page weight and load time, for docs/benchmarks.md.
+    println!("ui metrics: {stdout}");
+    for pod in [shell, hello, stopped] {
+        pod.remove(&mut client).await;
+    }
+}
