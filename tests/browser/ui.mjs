@@ -88,6 +88,18 @@ await page.waitForFunction((old) => {
 const after = (await screenText()).match(/^(\d+) (\d+)$/m)[0];
 assert.notEqual(after, before, "stty size follows the window");
 await shot("resized");
+// A larger font: fewer columns and rows, and the shell is told.
+await visiblePane().locator("button.larger").click();
+await visiblePane().locator("button.larger").click();
+await typeLine("clear; stty size");
+await page.waitForFunction((old) => {
+  const m = document.querySelector(".pane:not([hidden]) .xterm-rows").innerText.match(/^(\d+) (\d+)$/m);
+  return m && m[0] !== old;
+}, after, { timeout: 15000 });
+const larger = (await screenText()).match(/^(\d+) (\d+)$/m);
+assert.ok(Number(larger[2]) < Number(after.split(" ")[1]), `fewer columns with a larger font: ${larger[0]} vs ${after}`);
+await visiblePane().locator("button.smaller").click();
+await visiblePane().locator("button.smaller").click();
 await typeLine("exit 3");
 await page.getByText("The process exited with code 3.").waitFor();
 await shot("exit-code");

@@ -162,7 +162,7 @@ function openTab(ns, pod, container) {
   tab.term = new Terminal({
     cursorBlink: true,
     fontFamily: '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace',
-    fontSize: 14,
+    fontSize: Number(localStorage.getItem("nsdebug.fontSize")) || 14,
     scrollback: 5000,
     theme: { background: "#0b0e12", foreground: "#d8dee9", cursor: "#4fb3ff", selectionBackground: "#2f4a66" },
   });
@@ -174,6 +174,15 @@ function openTab(ns, pod, container) {
   tab.observer = new ResizeObserver(() => tab.fit.fit());
   tab.observer.observe(tab.pane.querySelector(".terminal"));
   tab.pane.querySelector(".reconnect").addEventListener("click", () => connect(tab));
+  const zoom = (delta) => {
+    const size = Math.min(32, Math.max(8, tab.term.options.fontSize + delta));
+    tab.term.options.fontSize = size;
+    localStorage.setItem("nsdebug.fontSize", String(size));
+    tab.fit.fit(); // the terminal's new size reaches the shell as a resize
+    tab.term.focus();
+  };
+  tab.pane.querySelector(".smaller").addEventListener("click", () => zoom(-1));
+  tab.pane.querySelector(".larger").addEventListener("click", () => zoom(1));
   tab.pane.querySelector(".view").addEventListener("change", () => connect(tab));
   tab.pane.querySelector(".profile").addEventListener("change", () => connect(tab));
   tabs.push(tab);
