@@ -175,10 +175,8 @@ async fn kubectl_exec_runs_commands_with_exit_codes_and_stdin() {
 
 #[tokio::test]
 async fn kubectl_cp_both_ways() {
-    let ns = test_namespace("cp");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "files", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("cp", "files", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
     let upload = dir.path().join("upload.bin");
@@ -198,10 +196,8 @@ async fn kubectl_cp_both_ways() {
 
 #[tokio::test]
 async fn kubectl_exec_it_is_a_real_terminal() {
-    let ns = test_namespace("exec-tty");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "term", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("exec-tty", "term", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
     let session = format!("nsdebug-{}", std::process::id());
     let tmux = |args: &[&str]| {
@@ -306,10 +302,8 @@ async fn frames(
 
 #[tokio::test]
 async fn wire_protocol_as_the_api_server_speaks_it() {
-    let ns = test_namespace("exec-wire");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "wire", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("exec-wire", "wire", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
     let path = format!("/api/v1/namespaces/{ns}/pods/wire/exec");
 
@@ -406,10 +400,8 @@ async fn wire_protocol_as_the_api_server_speaks_it() {
 
 #[tokio::test]
 async fn python_kubernetes_client_stream() {
-    let ns = test_namespace("exec-python");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "py", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("exec-python", "py", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
     let python = support::repo().join("target/pyclient/bin/python");
     assert!(
@@ -445,10 +437,8 @@ async fn python_kubernetes_client_stream() {
 
 #[tokio::test]
 async fn session_limit_answers_429() {
-    let ns = test_namespace("exec-limit");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "busy", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("exec-limit", "busy", vec![ContainerSpec::busybox("shell")]).await;
     let socket = support::testbed_socket();
     let agent = Agent::start_with(&[
         "--cri-socket",
@@ -482,10 +472,8 @@ async fn session_limit_answers_429() {
 
 #[tokio::test]
 async fn session_ends_with_status_when_the_container_dies() {
-    let ns = test_namespace("exec-dies");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "mortal", vec![ContainerSpec::busybox("shell")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("exec-dies", "mortal", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
     let query =
         format!("/api/v1/namespaces/{ns}/pods/mortal/exec?command=sleep&command=1000&stdout=true");

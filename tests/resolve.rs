@@ -10,10 +10,8 @@ use support::{Agent, assert_status, test_namespace};
 
 #[tokio::test]
 async fn stop_and_restart_are_followed_without_restarting_the_agent() {
-    let ns = test_namespace("restart");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "app", vec![ContainerSpec::busybox("main")]);
-    let mut pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, mut pod) =
+        support::one_pod("restart", "app", vec![ContainerSpec::busybox("main")]).await;
     let agent = Agent::start();
     let path = format!("/v1/targets/{ns}/app");
 

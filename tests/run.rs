@@ -285,10 +285,8 @@ fn fds_and_zombies(pid: u32) -> (usize, usize) {
 
 #[tokio::test]
 async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
-    let ns = test_namespace("run-leaks");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "churn", vec![ContainerSpec::busybox("main")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("run-leaks", "churn", vec![ContainerSpec::busybox("main")]).await;
     let agent = Agent::start();
     let path = format!("/v1/targets/{ns}/churn/run");
     // Warm up: connection pools, the inventory, the reactor.
@@ -328,10 +326,8 @@ async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
 
 #[tokio::test]
 async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
-    let ns = test_namespace("run-stream");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "live", vec![ContainerSpec::busybox("main")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("run-stream", "live", vec![ContainerSpec::busybox("main")]).await;
     let agent = Agent::start();
     let path = format!("/v1/targets/{ns}/live/run");
 
@@ -401,10 +397,8 @@ async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
 
 #[tokio::test]
 async fn namespace_files_path_for_kernels_without_pidfd_setns() {
-    let ns = test_namespace("run-nsfd");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "old", vec![ContainerSpec::busybox("main")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("run-nsfd", "old", vec![ContainerSpec::busybox("main")]).await;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"));
     command
         .args([

@@ -8,8 +8,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::testbed::{ContainerSpec, PodSpec, run_pod};
-use support::{Agent, assert_status, eventually, repo, test_namespace};
+use support::testbed::ContainerSpec;
+use support::{Agent, assert_status, eventually, repo};
 
 fn testbed(action: &str) {
     let status = Command::new("bash")
@@ -32,10 +32,8 @@ impl Drop for RestartOnDrop {
 
 #[tokio::test]
 async fn runtime_outage_is_reported_and_recovered_from() {
-    let ns = test_namespace("outage");
-    let mut client = support::cri().await;
-    let spec = PodSpec::new(&ns, "steady", vec![ContainerSpec::busybox("main")]);
-    let pod = run_pod(&mut client, &spec, "test").await;
+    let (ns, mut client, pod) =
+        support::one_pod("outage", "steady", vec![ContainerSpec::busybox("main")]).await;
     let agent = Agent::start_with(&[
         "--cri-socket",
         support::testbed_socket().to_str().unwrap(),

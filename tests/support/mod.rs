@@ -258,6 +258,24 @@ pub fn eth0_ipv4(pid: u64) -> String {
         .to_string()
 }
 
+/// The usual start of a test: its own namespace, a CRI client, and one pod
+/// `pod` of `containers` running in that namespace.
+pub async fn one_pod(
+    test: &str,
+    pod: &str,
+    containers: Vec<testbed::ContainerSpec>,
+) -> (
+    String,
+    k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    testbed::RunningPod,
+) {
+    let ns = test_namespace(test);
+    let mut client = cri().await;
+    let spec = testbed::PodSpec::new(&ns, pod, containers);
+    let running = testbed::run_pod(&mut client, &spec, "test").await;
+    (ns, client, running)
+}
+
 /// A unique-per-test namespace so tests running at once never share pods.
 pub fn test_namespace(test: &str) -> String {
     format!("nsdebug-test-{test}")
