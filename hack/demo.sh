@@ -38,4 +38,7 @@ cat <<MSG
   health:    curl -s ${url}/readyz
 
 MSG
-exec target/release/nsdebug serve --cri-socket "$socket" --listen "127.0.0.1:${port}" --node-name "$(hostname)"
+# The local demo has no Kubernetes API server to check tokens with: plain HTTP
+# and no authentication, which the agent allows on loopback only.
+exec target/release/nsdebug serve --cri-socket "$socket" --listen "127.0.0.1:${port}" \
+    --insecure-http --auth none --node-name "$(hostname)"

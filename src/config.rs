@@ -35,11 +35,56 @@ pub enum Command {
 /// Flags of `nsdebug serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Plain HTTP without authentication is all there is
-    /// for now, so only loopback addresses are accepted (reach the agent
-    /// through `kubectl port-forward`). Port 0 picks a free port.
+    /// Address to listen on (HTTPS). Port 0 picks a free port. Reach a
+    /// loopback address through `kubectl port-forward`; any other address
+    /// needs TLS and Kubernetes authentication (the defaults).
     #[arg(long, env = "NSDEBUG_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: String,
+
+    /// TLS certificate chain (PEM), e.g. from a mounted Secret; reloaded when
+    /// it changes. Without it a self-signed certificate is generated at start.
+    #[arg(
+        long,
+        env = "NSDEBUG_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "NSDEBUG_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP instead of TLS: loopback only, for demos and local
+    /// debugging. kubectl sends no token over plain HTTP.
+    #[arg(long, env = "NSDEBUG_INSECURE_HTTP")]
+    pub insecure_http: bool,
+
+    /// Who may do what: `kube` checks every request's bearer token with a
+    /// TokenReview and its action with a SubjectAccessReview (the same RBAC
+    /// as `kubectl exec`); `none` lets everyone do everything and is refused
+    /// on anything but loopback.
+    #[arg(long, env = "NSDEBUG_AUTH", value_enum, default_value_t = AuthMode::Kube)]
+    pub auth: AuthMode,
+
+    /// Kubeconfig for the TokenReview/SubjectAccessReview calls; without it
+    /// the in-cluster service account is used (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "NSDEBUG_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// What a user needs besides `create pods/exec` to use the privileged
+    /// profile: VERB RESOURCE[/SUBRESOURCE] checked on this node's name.
+    #[arg(
+        long,
+        env = "NSDEBUG_PRIVILEGED_PERMISSION",
+        default_value = "create nodes/proxy"
+    )]
+    pub privileged_permission: String,
 
     /// CRI runtime socket. When absent, the well-known sockets of containerd,
     /// CRI-O, cri-dockerd, k3s/RKE2, MicroK8s and k0s are tried in turn under
@@ -98,15 +143,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// How requests are authenticated and authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    Kube,
+    None,
+}
+
 /// A flag combination that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--listen '{value}' is not an IP address and port (e.g. 127.0.0.1:7443 or [::1]:7443)")]
     ListenSyntax { value: String },
     #[error(
-        "--listen {addr} is not a loopback address: without TLS and authentication the agent only listens on loopback (127.0.0.1 or ::1); use kubectl port-forward to reach it"
+        "--listen {addr} is not a loopback address, and {what} is only allowed on loopback (127.0.0.1 or ::1); use kubectl port-forward to reach it"
     )]
-    ListenNotLoopback { addr: SocketAddr },
+    ListenNotLoopback {
+        addr: SocketAddr,
+        what: &'static str,
+    },
+    #[error(
+        "--privileged-permission '{value}' is not VERB RESOURCE[/SUBRESOURCE] (e.g. 'create nodes/proxy')"
+    )]
+    PrivilegedPermission { value: String },
     #[error("--proc-root '{path}' is not a procfs mount (it has no '1' directory)")]
     ProcRoot { path: PathBuf },
     #[error("--cri-socket '{path}' does not exist")]
@@ -119,6 +178,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None`: plain HTTP (`--insecure-http`).
+    pub tls: Option<crate::tls::CertSource>,
+    pub auth: AuthMode,
+    pub kubeconfig: Option<PathBuf>,
+    pub privileged_permission: Permission,
     pub cri_socket: Option<PathBuf>,
     pub host_root: PathBuf,
     pub node_name: String,
@@ -136,8 +200,24 @@ impl Config {
             value: args.listen.clone(),
         })?;
         if !listen.ip().is_loopback() {
-            return Err(ConfigError::ListenNotLoopback { addr: listen });
+            if args.insecure_http {
+                return Err(ConfigError::ListenNotLoopback {
+                    addr: listen,
+                    what: "--insecure-http",
+                });
+            }
+            if args.auth == AuthMode::None {
+                return Err(ConfigError::ListenNotLoopback {
+                    addr: listen,
+                    what: "--auth none",
+                });
+            }
         }
+        let privileged_permission = Permission::parse(&args.privileged_permission).ok_or(
+            ConfigError::PrivilegedPermission {
+                value: args.privileged_permission.clone(),
+            },
+        )?;
         if !args.proc_root.join("1").is_dir() {
             return Err(ConfigError::ProcRoot {
                 path: args.proc_root,
@@ -156,8 +236,18 @@ impl Config {
                 .filter(|name| !name.is_empty())
                 .ok_or(ConfigError::NodeName)?,
         };
+        let tls = (!args.insecure_http).then(|| match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::CertSource::Files { cert, key },
+            _ => crate::tls::CertSource::Generated {
+                names: certificate_names(&listen),
+            },
+        });
         Ok(Self {
             listen,
+            tls,
+            auth: args.auth,
+            kubeconfig: args.kubeconfig,
+            privileged_permission,
             cri_socket: args.cri_socket,
             host_root: args.host_root,
             node_name,
@@ -168,6 +258,55 @@ impl Config {
             log: args.log,
         })
     }
+}
+
+/// An RBAC permission: a verb on a resource, optionally a subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+}
+
+impl Permission {
+    /// `create nodes/proxy` -> verb `create`, resource `nodes`, subresource `proxy`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let (verb, target, None) = (words.next()?, words.next()?, words.next()) else {
+            return None;
+        };
+        let (resource, subresource) = match target.split_once('/') {
+            Some((r, s)) if !r.is_empty() && !s.is_empty() => (r, Some(s.to_string())),
+            Some(_) => return None,
+            None => (target, None),
+        };
+        Some(Self {
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+            subresource,
+        })
+    }
+}
+
+/// Names a generated certificate covers: localhost, loopback, the listen
+/// address and the pod's IP (`POD_IP`, set by the DaemonSet).
+fn certificate_names(listen: &SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let extra = [Some(listen.ip().to_string()), std::env::var("POD_IP").ok()];
+    for name in extra.into_iter().flatten() {
+        if !name.is_empty()
+            && !name.starts_with("0.0.0.0")
+            && name != "::"
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -191,10 +330,22 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_listen_is_refused() {
-        let err =
-            Config::from_args(serve_args(&["--listen", "0.0.0.0:7443"]).unwrap()).unwrap_err();
-        assert!(matches!(err, ConfigError::ListenNotLoopback { .. }));
+    fn non_loopback_listen_needs_tls_and_auth() {
+        // TLS and Kubernetes authentication (the defaults) may listen anywhere.
+        let ok = Config::from_args(
+            serve_args(&["--listen", "0.0.0.0:7443", "--node-name", "n"]).unwrap(),
+        )
+        .unwrap();
+        assert!(ok.tls.is_some());
+        for insecure in [&["--insecure-http"][..], &["--auth", "none"][..]] {
+            let mut args = vec!["--listen", "0.0.0.0:7443"];
+            args.extend_from_slice(insecure);
+            let err = Config::from_args(serve_args(&args).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::ListenNotLoopback { .. }),
+                "{insecure:?}"
+            );
+        }
         let err = Config::from_args(serve_args(&["--listen", "localhost"]).unwrap()).unwrap_err();
         assert!(matches!(err, ConfigError::ListenSyntax { .. }));
     }
@@ -205,5 +356,27 @@ mod tests {
         assert!(serve_args(&["--resync-interval", "0s"]).is_err());
         let args = serve_args(&["--cri-timeout", "250ms"]).unwrap();
         assert_eq!(args.cri_timeout, Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::Permission;
+
+    #[test]
+    fn permissions() {
+        let p = Permission::parse("create nodes/proxy").unwrap();
+        assert_eq!(
+            (
+                p.verb.as_str(),
+                p.resource.as_str(),
+                p.subresource.as_deref()
+            ),
+            ("create", "nodes", Some("proxy"))
+        );
+        assert_eq!(Permission::parse("get nodes").unwrap().subresource, None);
+        for bad in ["", "create", "create nodes/", "create /proxy", "a b c"] {
+            assert!(Permission::parse(bad).is_none(), "{bad:?}");
+        }
     }
 }

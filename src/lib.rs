@@ -9,6 +9,7 @@
 //! host's `/proc`. `config` parses flags once; `serve` wires the stages together.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod cri;
 pub mod enter;
@@ -17,6 +18,7 @@ pub mod process;
 pub mod resolve;
 pub mod serve;
 pub mod session;
+pub mod tls;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how every
 /// error is printed at the edge (logs, HTTP messages, the exit line).

@@ -8,12 +8,16 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::auth::{Auth, KubeAuth};
+use crate::config::{AuthMode, Config};
 use crate::cri::{self, CriClient, CriError};
 use crate::inventory::Inventory;
 use crate::process::ProcRoot;
@@ -31,6 +35,43 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up TLS")]
+    Tls(#[source] crate::tls::TlsError),
+    /// kube's own message already names every cause.
+    #[error(
+        "cannot reach the Kubernetes API for authentication (--auth kube); give --kubeconfig, run in a pod, or use --auth none on loopback: {0}"
+    )]
+    KubeConfig(String),
+    #[error("cannot read the kubeconfig '{path}'")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+}
+
+/// The client the agent reviews tokens and permissions with.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ServeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                ServeError::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|source| ServeError::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ServeError::KubeConfig(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| ServeError::KubeConfig(e.to_string()))
 }
 
 /// Logs to stderr, filtered by `filter` (`info`, `nsdebug=debug`, ...).
@@ -70,6 +111,22 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let snapshot = inventory.refresh().await.map_err(ServeError::Runtime)?;
     tracing::info!(pods = snapshot.pods.len(), node = %config.node_name, "inventory ready");
 
+    let cancel = CancellationToken::new();
+    let auth = match config.auth {
+        AuthMode::Kube => Auth::Kube(Box::new(KubeAuth::new(
+            kube_client(config.kubeconfig.as_deref()).await?,
+            &config.node_name,
+            config.privileged_permission.clone(),
+        ))),
+        AuthMode::None => Auth::None,
+    };
+    let tls = match &config.tls {
+        Some(source) => Some(TlsAcceptor::from(
+            crate::tls::server_config(source, cancel.clone()).map_err(ServeError::Tls)?,
+        )),
+        None => None,
+    };
+
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -77,12 +134,17 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The one line on stdout: scripts and tests read the bound address from it.
-    println!("nsdebug listening on http://{addr}");
+    println!("nsdebug listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
-    tracing::warn!(%addr, "serving plain HTTP without authentication: loopback only");
+    if tls.is_none() {
+        tracing::warn!(%addr, "serving plain HTTP (--insecure-http): loopback only, and kubectl sends no token over it");
+    }
+    if config.auth == AuthMode::None {
+        tracing::warn!(%addr, "NO AUTHENTICATION (--auth none): anyone who reaches this port is root in every container");
+    }
 
-    let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(
         inventory
@@ -93,20 +155,81 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let sessions = crate::session::Sessions::new(config.max_sessions);
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
-    let app = api::router(AppState::new(inventory, &config.node_name, sessions));
-    let shutdown = cancel.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        })
-        .await;
+    let app = api::router(AppState::new(inventory, &config.node_name, sessions, auth));
+    let connections = TaskTracker::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors and the like: keep serving the others.
+                    tracing::warn!(error = %err, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, peer, app).await,
+            }
+        });
+    }
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+    // Requests in flight get a moment; sessions end when the process does
+    // (their helpers see the agent go and kill the commands).
+    connections.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     tracing::info!("stopped");
-    served.map_err(ServeError::Serve)
+    Ok(())
 }
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long requests in flight may finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves HTTP/1.1 (with upgrades, for exec) on one connection.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: axum::Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -60,16 +60,23 @@ fn bad_configuration_exits_with_one_clear_line() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
     let cases: &[Case] = &[
         (
-            &["serve", "--listen", "0.0.0.0:7443"],
+            &["serve", "--listen", "0.0.0.0:7443", "--insecure-http"],
             &[],
             2,
-            "not a loopback address",
+            "--listen 0.0.0.0:7443 is not a loopback address, and --insecure-http is only allowed on loopback",
         ),
         (
             &["serve"],
-            &[("NSDEBUG_LISTEN", "10.1.2.3:80")],
+            &[("NSDEBUG_LISTEN", "10.1.2.3:80"), ("NSDEBUG_AUTH", "none")],
             2,
-            "--listen 10.1.2.3:80 is not a loopback address",
+            "--listen 10.1.2.3:80 is not a loopback address, and --auth none is only allowed on loopback",
+        ),
+        (&["serve", "--tls-cert", "/tmp/x.crt"], &[], 2, "--tls-key"),
+        (
+            &["serve", "--privileged-permission", "nodes"],
+            &[],
+            2,
+            "--privileged-permission 'nodes' is not VERB RESOURCE[/SUBRESOURCE]",
         ),
         (
             &["serve", "--listen", "localhost"],
@@ -109,7 +116,10 @@ fn bad_configuration_exits_with_one_clear_line() {
         assert!(!stdout.contains("listening"), "{args:?} listened: {stdout}");
     }
     // Our own configuration errors are exactly one line.
-    let (_, _, stderr) = run(&["serve", "--listen", "0.0.0.0:7443"], &[]);
+    let (_, _, stderr) = run(
+        &["serve", "--listen", "0.0.0.0:7443", "--insecure-http"],
+        &[],
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 

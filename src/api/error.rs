@@ -164,3 +164,20 @@ impl From<crate::session::TooManySessions> for ApiError {
         Self::too_many_requests(err.to_string())
     }
 }
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(err: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match err {
+            AuthError::Unauthenticated(reason) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                format!("Unauthorized: {reason}"),
+            ),
+            AuthError::Forbidden { message } => {
+                Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+            }
+            err @ AuthError::Unavailable(_) => Self::unavailable(crate::error_chain(&err)),
+        }
+    }
+}

@@ -178,6 +178,7 @@ impl ExecOptions {
 /// rather than a complaint about SPDY.
 async fn exec_post(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiError {
@@ -185,6 +186,14 @@ async fn exec_post(
         Ok(options) => options,
         Err(err) => return err,
     };
+    let privileged = options.profile == Profile::Privileged;
+    if let Err(err) = state
+        .auth
+        .authorize_exec(&user, &namespace, &pod, privileged)
+        .await
+    {
+        return err.into();
+    }
     let wanted = TargetRef::Pod {
         namespace,
         pod,
@@ -200,11 +209,19 @@ async fn exec_post(
 
 async fn exec(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let options = ExecOptions::parse(query.as_deref().unwrap_or(""))?;
+    // An exec upgrade arriving as GET is still `create pods/exec`, as the API
+    // server treats it; decided before the 101.
+    let privileged = options.profile == Profile::Privileged;
+    state
+        .auth
+        .authorize_exec(&user, &namespace, &pod, privileged)
+        .await?;
     let upgrade = upgrade.map_err(|err| {
         ApiError::bad_request(format!(
             "exec needs a WebSocket upgrade: {}",

@@ -37,15 +37,22 @@ pub struct AppState {
     /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
     pub node_name: Arc<str>,
     pub sessions: Sessions,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {
-    pub fn new(inventory: Arc<Inventory>, node_name: &str, sessions: Sessions) -> Self {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        node_name: &str,
+        sessions: Sessions,
+        auth: crate::auth::Auth,
+    ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
             inventory,
             node_name: node_name.into(),
             sessions,
+            auth: Arc::new(auth),
         }
     }
 }
@@ -90,9 +97,48 @@ pub fn router(state: AppState) -> Router {
         .merge(exec::routes())
         .merge(ui::routes())
         .merge(health::routes())
+        .route("/v1/whoami", axum::routing::get(whoami))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .with_state(state)
+}
+
+/// Paths anyone may read: the web page (it logs in by itself), health, version.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/healthz" | "/livez" | "/readyz" | "/version") || path.starts_with("/ui/")
+}
+
+/// Puts the caller's [`crate::auth::User`] on every request that needs one,
+/// or answers 401.
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let token = crate::auth::bearer_token(request.headers());
+    match state.auth.authenticate(token.as_deref()).await {
+        Ok(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// `GET /v1/whoami`: the caller as the agent sees them, and the auth mode.
+async fn whoami(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"user": user, "authMode": state.auth.mode()}))
 }
 
 /// A `labelSelector` query value, parsed with the API server's rules, or a 400.

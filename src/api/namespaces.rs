@@ -18,6 +18,7 @@ use serde_json::json;
 use super::pod_object::{time, with_type_meta};
 use super::table::{self, Column, ListOptions, ListQuery, Row, wants_table};
 use super::{ApiError, AppState};
+use crate::auth::Action;
 use crate::inventory::Snapshot;
 
 pub fn routes() -> Router<AppState> {
@@ -105,9 +106,14 @@ fn rows(found: Vec<(Namespace, i64)>) -> Vec<Row> {
 
 async fn list(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     headers: HeaderMap,
     query: ListQuery,
 ) -> Result<Response, ApiError> {
+    state
+        .auth
+        .authorize(&user, &Action::new("list", "namespaces"))
+        .await?;
     let options = ListOptions::parse(query)?;
     let include = options.include_object()?;
     let labels = super::label_selector(options.label_selector.as_deref())?;
@@ -139,10 +145,15 @@ async fn list(
 
 async fn get_one(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     headers: HeaderMap,
     Path(name): Path<String>,
     query: ListQuery,
 ) -> Result<Response, ApiError> {
+    state
+        .auth
+        .authorize(&user, &Action::new("get", "namespaces").name(&name))
+        .await?;
     let include = ListOptions::parse(query)?.include_object()?;
     let snapshot = state.inventory.refresh().await?;
     let created = namespaces(&snapshot)

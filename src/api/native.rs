@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
+use crate::auth::Action;
 use crate::inventory::{ContainerState, Pod};
 use crate::process::NamespaceIds;
 use crate::resolve::{Target, TargetRef};
@@ -92,9 +93,13 @@ fn query<T>(q: Q<T>) -> Result<T, ApiError> {
 
 async fn list_targets(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     q: Q<ListQuery>,
 ) -> Result<Json<TargetList>, ApiError> {
     let q = query(q)?;
+    let mut action = Action::new("list", "pods");
+    action.namespace = q.namespace.clone();
+    state.auth.authorize(&user, &action).await?;
     let labels = super::label_selector(q.label_selector.as_deref())?;
     let snapshot = state.inventory.refresh().await?;
     let proc_root = state.inventory.proc_root();
@@ -103,8 +108,8 @@ async fn list_targets(
         .iter()
         .filter(|pod| q.namespace.as_deref().is_none_or(|ns| pod.namespace == ns))
         .filter(|pod| {
-            let user = pod.user_labels();
-            labels.matches(|key| user.get(key).map(String::as_str))
+            let pod_labels = pod.user_labels();
+            labels.matches(|key| pod_labels.get(key).map(String::as_str))
         })
         .map(|pod: &Pod| PodEntry {
             namespace: pod.namespace.clone(),
@@ -144,10 +149,13 @@ async fn list_targets(
 
 async fn pod_target(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path((namespace, pod)): Path<(String, String)>,
     q: Q<TargetQuery>,
 ) -> Result<Json<Target>, ApiError> {
     let container = query(q)?.container.filter(|c| !c.is_empty());
+    let action = Action::new("get", "pods").namespace(&namespace).name(&pod);
+    state.auth.authorize(&user, &action).await?;
     let wanted = TargetRef::Pod {
         namespace,
         pod,
@@ -158,9 +166,13 @@ async fn pod_target(
 
 async fn container_target(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path(id): Path<String>,
 ) -> Result<Json<Target>, ApiError> {
-    Ok(Json(
-        state.resolver.resolve(&TargetRef::ContainerId(id)).await?,
-    ))
+    let target = state.resolver.resolve(&TargetRef::ContainerId(id)).await?;
+    let action = Action::new("get", "pods")
+        .namespace(&target.namespace)
+        .name(&target.pod);
+    state.auth.authorize(&user, &action).await?;
+    Ok(Json(target))
 }

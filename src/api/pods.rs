@@ -15,6 +15,7 @@ use super::pod_object;
 use super::selector::{POD_FIELDS, Selector};
 use super::table::{ListOptions, ListQuery, wants_table};
 use super::{ApiError, AppState};
+use crate::auth::Action;
 use crate::inventory::Pod;
 use crate::resolve;
 
@@ -25,27 +26,39 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod))
 }
 
-async fn list_all(state: State<AppState>, headers: HeaderMap, query: ListQuery) -> Response {
-    list(state, headers, None, query).await.into_response()
+async fn list_all(
+    state: State<AppState>,
+    user: axum::Extension<crate::auth::User>,
+    headers: HeaderMap,
+    query: ListQuery,
+) -> Response {
+    list(state, user, headers, None, query)
+        .await
+        .into_response()
 }
 
 async fn list_namespace(
     state: State<AppState>,
+    user: axum::Extension<crate::auth::User>,
     headers: HeaderMap,
     Path(namespace): Path<String>,
     query: ListQuery,
 ) -> Response {
-    list(state, headers, Some(namespace), query)
+    list(state, user, headers, Some(namespace), query)
         .await
         .into_response()
 }
 
 async fn list(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     headers: HeaderMap,
     namespace: Option<String>,
     query: ListQuery,
 ) -> Result<Response, ApiError> {
+    let mut action = Action::new("list", "pods");
+    action.namespace = namespace.clone();
+    state.auth.authorize(&user, &action).await?;
     let options = ListOptions::parse(query)?;
     let labels = super::label_selector(options.label_selector.as_deref())?;
     let fields = Selector::fields(options.field_selector.as_deref().unwrap_or(""), POD_FIELDS)
@@ -104,10 +117,13 @@ fn latest_sandboxes(pods: &[Pod]) -> Vec<&Pod> {
 
 async fn get_pod(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
     query: ListQuery,
 ) -> Result<Response, ApiError> {
+    let action = Action::new("get", "pods").namespace(&namespace).name(&name);
+    state.auth.authorize(&user, &action).await?;
     let options = ListOptions::parse(query)?;
     let include = options.include_object()?;
     let snapshot = state.inventory.refresh().await?;

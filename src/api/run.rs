@@ -101,6 +101,7 @@ fn query(query: QueryResult) -> Result<ContainerQuery, ApiError> {
 
 async fn run_in_pod(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path((namespace, pod)): Path<(String, String)>,
     q: QueryResult,
     body: Body,
@@ -111,17 +112,18 @@ async fn run_in_pod(
         pod,
         container: q.container.filter(|c| !c.is_empty()),
     };
-    run(state, wanted, q.stream, body).await
+    run(state, user, wanted, q.stream, body).await
 }
 
 async fn run_in_container(
     State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
     Path(id): Path<String>,
     q: QueryResult,
     body: Body,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    run(state, TargetRef::ContainerId(id), q.stream, body).await
+    run(state, user, TargetRef::ContainerId(id), q.stream, body).await
 }
 
 /// Validates a caller's argv: a program, and no NUL byte anywhere.
@@ -142,6 +144,7 @@ pub fn validate_command(command: &[String]) -> Result<(), ApiError> {
 
 async fn run(
     state: AppState,
+    user: crate::auth::User,
     wanted: TargetRef,
     stream: bool,
     body: Body,
@@ -187,8 +190,23 @@ async fn run(
         (None, None) => Vec::new(),
     };
 
+    let privileged = body.profile == Some(Profile::Privileged);
+    // By pod: authorized before anything about the pod is revealed. By
+    // container ID: the pod is known only once the ID is resolved.
+    if let TargetRef::Pod { namespace, pod, .. } = &wanted {
+        state
+            .auth
+            .authorize_exec(&user, namespace, pod, privileged)
+            .await?;
+    }
     let permit = state.sessions.acquire()?;
     let target = state.resolver.resolve(&wanted).await?;
+    if let TargetRef::ContainerId(_) = &wanted {
+        state
+            .auth
+            .authorize_exec(&user, &target.namespace, &target.pod, privileged)
+            .await?;
+    }
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,

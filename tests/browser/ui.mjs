@@ -61,6 +61,7 @@ await page.locator(`[data-target="${ns}/hello/hello"]`).waitFor();
 assert.match(await page.locator(`[data-target="${ns}/hello/hello"]`).innerText(), /no shell/);
 assert.ok(await page.locator(`[data-target="${ns}/stopped/gone"]`).isDisabled(), "a stopped container is not clickable");
 assert.match(await page.locator(`[data-target="${ns}/stopped/gone"]`).innerText(), /exited/);
+assert.ok(await page.locator("#auth").isVisible(), "the unauthenticated mode is announced");
 await shot("picker");
 
 // 2. A terminal in the busybox pod: hostname, ps, stty size, exit code.

@@ -2,6 +2,7 @@
 //! containerd started by `hack/testbed.sh`), the real agent binary, real HTTP.
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
 pub mod testbed;
 
 use std::io::{BufRead, BufReader};
@@ -65,8 +66,18 @@ impl Agent {
     }
 
     /// Starts `nsdebug serve` with `args` plus a free loopback port and the test
-    /// node name, and waits for the line announcing where it listens.
+    /// node name, in the loopback demo mode (plain HTTP, no authentication)
+    /// that every test but the security ones uses, and waits for the line
+    /// announcing where it listens.
     pub fn start_with(args: &[&str]) -> Self {
+        let mut all = vec!["--insecure-http", "--auth", "none"];
+        all.extend_from_slice(args);
+        Self::start_secure(&all)
+    }
+
+    /// Starts `nsdebug serve` with `args` and nothing else but a free loopback
+    /// port and the node name: TLS and Kubernetes authentication by default.
+    pub fn start_secure(args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
         command
             .arg("serve")
@@ -78,7 +89,11 @@ impl Agent {
     /// Starts `nsdebug serve` configured by environment variables only.
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
-        command.arg("serve").env("NSDEBUG_LISTEN", "127.0.0.1:0");
+        command
+            .arg("serve")
+            .env("NSDEBUG_LISTEN", "127.0.0.1:0")
+            .env("NSDEBUG_INSECURE_HTTP", "true")
+            .env("NSDEBUG_AUTH", "none");
         for (key, value) in env {
             command.env(key, value);
         }

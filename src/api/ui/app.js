@@ -305,7 +305,19 @@ async function connect(tab) {
 
 // ---- start ------------------------------------------------------------------
 
+async function whoami() {
+  try {
+    const response = await fetch("/v1/whoami");
+    const body = await response.json();
+    $("auth").hidden = body.authMode !== "none";
+    if (body.authMode !== "none") $("node").dataset.user = body.user.name;
+  } catch {
+    // The listing below reports an agent that does not answer.
+  }
+}
+
 $("namespace").addEventListener("change", renderTargets);
+await whoami();
 $("search").addEventListener("input", renderTargets);
 await loadTargets();
 const route = location.hash.match(/^#\/([^/]+)\/([^/]+)\/([^/]+)$/);

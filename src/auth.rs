@@ -1,0 +1,413 @@
+//! Who is asking, and may they: the same checks the API server makes before a
+//! `kubectl exec`. The caller's bearer token is reviewed with a `TokenReview`,
+//! each action with a `SubjectAccessReview`, both through the `kube` crate.
+//! Decisions are cached for a few seconds as the kubelet caches its webhook
+//! answers, never past the token's own expiry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+
+use crate::config::Permission;
+
+/// How long an answer is reused.
+const ALLOWED_TTL: Duration = Duration::from_secs(10);
+const DENIED_TTL: Duration = Duration::from_secs(5);
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct User {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// The identity of every caller with `--auth none`.
+    pub fn anonymous() -> Self {
+        Self {
+            name: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+}
+
+/// What a request wants to do, in RBAC terms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Action {
+    pub verb: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Action {
+    pub fn new(verb: &str, resource: &str) -> Self {
+        Self {
+            verb: verb.into(),
+            resource: resource.into(),
+            subresource: None,
+            namespace: None,
+            name: None,
+        }
+    }
+
+    pub fn subresource(mut self, subresource: &str) -> Self {
+        self.subresource = Some(subresource.into());
+        self
+    }
+
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn resource_path(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        }
+    }
+
+    /// The API server's wording of a refusal.
+    pub fn forbidden_message(&self, user: &User) -> String {
+        let object = match &self.name {
+            Some(name) => format!("{} \"{name}\"", self.resource),
+            None => self.resource.clone(),
+        };
+        let scope = match &self.namespace {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".into(),
+        };
+        format!(
+            "{object} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"\"{scope}",
+            user.name,
+            self.verb,
+            self.resource_path()
+        )
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Unauthorized: {0}")]
+    Unauthenticated(String),
+    #[error("{message}")]
+    Forbidden { message: String },
+    #[error("the Kubernetes API server could not review the request")]
+    Unavailable(#[source] kube::Error),
+}
+
+/// A decision for a user and an action, with when it stops being reused.
+type DecisionCache = HashMap<(String, Action), Cached<Result<(), String>>>;
+
+struct Cached<T> {
+    value: T,
+    until: Instant,
+}
+
+/// Authentication and authorization against the cluster.
+pub struct KubeAuth {
+    client: kube::Client,
+    node_name: String,
+    privileged: Permission,
+    tokens: Mutex<HashMap<String, Cached<Result<User, String>>>>,
+    decisions: Mutex<DecisionCache>,
+}
+
+/// The expiry (`exp`) of a JWT, if the token is one.
+fn token_expiry(token: &str) -> Option<Instant> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let exp = claims["exp"].as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)))
+}
+
+impl KubeAuth {
+    pub fn new(client: kube::Client, node_name: &str, privileged: Permission) -> Self {
+        Self {
+            client,
+            node_name: node_name.into(),
+            privileged,
+            tokens: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user `token` belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        if let Some(hit) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            && hit.until > Instant::now()
+        {
+            return hit.value.clone().map_err(AuthError::Unauthenticated);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let status = answer.status.unwrap_or_default();
+        let result = match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => Ok(User {
+                name: user.username.unwrap_or_default(),
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups.unwrap_or_default(),
+            }),
+            _ => Err(status
+                .error
+                .unwrap_or_else(|| "the token is not valid".into())),
+        };
+        let ttl = if result.is_ok() {
+            ALLOWED_TTL
+        } else {
+            DENIED_TTL
+        };
+        let mut until = Instant::now() + ttl;
+        if let Some(expiry) = token_expiry(token) {
+            until = until.min(expiry);
+        }
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.to_string(),
+                Cached {
+                    value: result.clone(),
+                    until,
+                },
+            );
+        result.map_err(AuthError::Unauthenticated)
+    }
+
+    /// Whether `user` may do `action`.
+    pub async fn authorize(&self, user: &User, action: &Action) -> Result<(), AuthError> {
+        let key = (user.name.clone(), action.clone());
+        if let Some(hit) = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && hit.until > Instant::now()
+        {
+            return hit
+                .value
+                .clone()
+                .map_err(|message| AuthError::Forbidden { message });
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.name.clone()),
+                uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
+                groups: Some(user.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(action.verb.clone()),
+                    group: Some(String::new()),
+                    version: Some("v1".into()),
+                    resource: Some(action.resource.clone()),
+                    subresource: action.subresource.clone(),
+                    namespace: action.namespace.clone(),
+                    name: action.name.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let status = answer.status.unwrap_or_default();
+        let result = if status.allowed {
+            Ok(())
+        } else {
+            let mut message = action.forbidden_message(user);
+            if let Some(reason) = status.reason.filter(|r| !r.is_empty()) {
+                message.push_str(&format!(": {reason}"));
+            }
+            Err(message)
+        };
+        let ttl = if result.is_ok() {
+            ALLOWED_TTL
+        } else {
+            DENIED_TTL
+        };
+        self.decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                Cached {
+                    value: result.clone(),
+                    until: Instant::now() + ttl,
+                },
+            );
+        result.map_err(|message| AuthError::Forbidden { message })
+    }
+
+    /// The extra right the privileged profile needs, on this node.
+    pub fn privileged_action(&self) -> Action {
+        let mut action =
+            Action::new(&self.privileged.verb, &self.privileged.resource).name(&self.node_name);
+        action.subresource = self.privileged.subresource.clone();
+        action
+    }
+}
+
+/// The agent's access control: the cluster's, or none (loopback demos).
+pub enum Auth {
+    Kube(Box<KubeAuth>),
+    None,
+}
+
+impl Auth {
+    /// The caller behind `token` (`None`: no token was sent).
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<User, AuthError> {
+        match (self, token) {
+            (Auth::None, _) => Ok(User::anonymous()),
+            (Auth::Kube(_), None) => Err(AuthError::Unauthenticated(
+                "no bearer token; send 'Authorization: Bearer TOKEN' (kubectl sends it only over https)".into(),
+            )),
+            (Auth::Kube(kube), Some(token)) => kube.authenticate(token).await,
+        }
+    }
+
+    pub async fn authorize(&self, user: &User, action: &Action) -> Result<(), AuthError> {
+        match self {
+            Auth::None => Ok(()),
+            Auth::Kube(kube) => kube.authorize(user, action).await,
+        }
+    }
+
+    /// `create pods/exec` on the pod, plus the privileged right when asked.
+    pub async fn authorize_exec(
+        &self,
+        user: &User,
+        namespace: &str,
+        pod: &str,
+        privileged: bool,
+    ) -> Result<(), AuthError> {
+        let exec = Action::new("create", "pods")
+            .subresource("exec")
+            .namespace(namespace)
+            .name(pod);
+        self.authorize(user, &exec).await?;
+        if privileged && let Auth::Kube(kube) = self {
+            kube.authorize(user, &kube.privileged_action()).await?;
+        }
+        Ok(())
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Auth::Kube(_) => "kube",
+            Auth::None => "none",
+        }
+    }
+}
+
+/// The bearer token of a request: the `Authorization` header, or the WebSocket
+/// subprotocol browsers use (`base64url.bearer.authorization.k8s.io.TOKEN`).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        return Some(token.to_string());
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix("base64url.bearer.authorization.k8s.io.")
+        })
+        .and_then(|encoded| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_messages_read_like_the_api_servers() {
+        let user = User {
+            name: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+        };
+        let action = Action::new("create", "pods")
+            .subresource("exec")
+            .namespace("default")
+            .name("web");
+        assert_eq!(
+            action.forbidden_message(&user),
+            "pods \"web\" is forbidden: User \"alice\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\""
+        );
+    }
+
+    #[test]
+    fn tokens_from_headers_and_subprotocols() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(
+            "sec-websocket-protocol",
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.c2VjcmV0"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(bearer_token(&headers).as_deref(), Some("secret"));
+        headers.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn jwt_expiry_caps_the_cache() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let payload = URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{}}}", now + 3));
+        let token = format!("e30.{payload}.sig");
+        let until = token_expiry(&token).unwrap();
+        assert!(until <= Instant::now() + Duration::from_secs(3));
+        assert_eq!(token_expiry("opaque-token"), None);
+    }
+}
