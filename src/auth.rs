@@ -18,10 +18,6 @@ use kube::api::{Api, PostParams};
 
 use crate::config::Permission;
 
-/// How long an answer is reused.
-const ALLOWED_TTL: Duration = Duration::from_secs(10);
-const DENIED_TTL: Duration = Duration::from_secs(5);
-
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {
@@ -125,6 +121,8 @@ struct Cached<T> {
 /// Authentication and authorization against the cluster.
 pub struct KubeAuth {
     client: kube::Client,
+    /// How long an answer is reused: allowed, denied (half as long).
+    ttl: Duration,
     node_name: String,
     privileged: Permission,
     tokens: Mutex<HashMap<String, Cached<Result<User, String>>>>,
@@ -145,9 +143,15 @@ fn token_expiry(token: &str) -> Option<Instant> {
 }
 
 impl KubeAuth {
-    pub fn new(client: kube::Client, node_name: &str, privileged: Permission) -> Self {
+    pub fn new(
+        client: kube::Client,
+        node_name: &str,
+        privileged: Permission,
+        ttl: Duration,
+    ) -> Self {
         Self {
             client,
+            ttl,
             node_name: node_name.into(),
             privileged,
             tokens: Mutex::new(HashMap::new()),
@@ -189,9 +193,9 @@ impl KubeAuth {
                 .unwrap_or_else(|| "the token is not valid".into())),
         };
         let ttl = if result.is_ok() {
-            ALLOWED_TTL
+            self.ttl
         } else {
-            DENIED_TTL
+            self.ttl / 2
         };
         let mut until = Instant::now() + ttl;
         if let Some(expiry) = token_expiry(token) {
@@ -259,9 +263,9 @@ impl KubeAuth {
             Err(message)
         };
         let ttl = if result.is_ok() {
-            ALLOWED_TTL
+            self.ttl
         } else {
-            DENIED_TTL
+            self.ttl / 2
         };
         self.decisions
             .lock()

@@ -77,6 +77,11 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// How long a TokenReview or an allowed SubjectAccessReview is reused
+    /// (refusals half as long), never past the token's own expiry.
+    #[arg(long, env = "NSDEBUG_AUTH_CACHE_TTL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+
     /// What a user needs besides `create pods/exec` to use the privileged
     /// profile: VERB RESOURCE[/SUBRESOURCE] checked on this node's name.
     #[arg(
@@ -182,6 +187,7 @@ pub struct Config {
     pub tls: Option<crate::tls::CertSource>,
     pub auth: AuthMode,
     pub kubeconfig: Option<PathBuf>,
+    pub auth_cache_ttl: Duration,
     pub privileged_permission: Permission,
     pub cri_socket: Option<PathBuf>,
     pub host_root: PathBuf,
@@ -247,6 +253,7 @@ impl Config {
             tls,
             auth: args.auth,
             kubeconfig: args.kubeconfig,
+            auth_cache_ttl: args.auth_cache_ttl,
             privileged_permission,
             cri_socket: args.cri_socket,
             host_root: args.host_root,

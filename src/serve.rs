@@ -117,6 +117,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             kube_client(config.kubeconfig.as_deref()).await?,
             &config.node_name,
             config.privileged_permission.clone(),
+            config.auth_cache_ttl,
         ))),
         AuthMode::None => Auth::None,
     };

@@ -333,3 +333,45 @@ async fn kube_auth_needs_an_api_server() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_decisions_expire() {
+    let users = vec![FakeUser {
+        token: "dana-token",
+        name: "dana",
+        groups: vec![],
+    }];
+    let rules = vec![rule("dana", "list", "pods", None)];
+    let api = FakeApiServer::start(users, rules).await;
+    let socket = support::testbed_socket();
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+        "--auth-cache-ttl",
+        "300ms",
+    ]);
+    let list = || {
+        call(
+            &agent,
+            reqwest::Method::GET,
+            "/api/v1/pods",
+            Some("dana-token"),
+            None,
+        )
+    };
+    assert_eq!(list().await.0, 200);
+    assert_eq!(list().await.0, 200);
+    assert_eq!(
+        api.reviews("TokenReview").len(),
+        1,
+        "the second request is answered from the cache"
+    );
+    assert_eq!(api.reviews("SubjectAccessReview").len(), 1);
+    // Expiry is the behaviour under test here: let the cache age past its TTL.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(list().await.0, 200);
+    assert_eq!(api.reviews("TokenReview").len(), 2, "expired: asked again");
+    assert_eq!(api.reviews("SubjectAccessReview").len(), 2);
+}
