@@ -167,7 +167,7 @@ impl Inventory {
     pub fn cached(&self) -> Arc<Snapshot> {
         self.current
             .read()
-            .expect("inventory lock poisoned")
+            .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
@@ -181,7 +181,7 @@ impl Inventory {
             return Ok(current);
         }
         let snapshot = Arc::new(self.take_snapshot().await?);
-        *self.current.write().expect("inventory lock poisoned") = snapshot.clone();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot.clone();
         Ok(snapshot)
     }
 
@@ -191,7 +191,7 @@ impl Inventory {
             tokio::try_join!(self.cri.list_pod_sandboxes(), self.cri.list_containers())?;
 
         let (known, known_ips) = {
-            let caches = self.caches.lock().expect("inventory cache poisoned");
+            let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
             (caches.statuses.clone(), caches.sandbox_ips.clone())
         };
 
@@ -221,7 +221,7 @@ impl Inventory {
 
         let mut by_sandbox: HashMap<String, Vec<Container>> = HashMap::new();
         {
-            let mut caches = self.caches.lock().expect("inventory cache poisoned");
+            let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
             caches.statuses = statuses
                 .iter()
                 .map(|(_, c)| {
