@@ -77,6 +77,16 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Audit events (audit.k8s.io/v1 JSON lines, one per decision and per
+    /// session): `-` for stdout, a file path to append to, or empty for none.
+    #[arg(
+        long,
+        env = "NSDEBUG_AUDIT_LOG",
+        value_name = "PATH",
+        default_value = "-"
+    )]
+    pub audit_log: String,
+
     /// How long a TokenReview or an allowed SubjectAccessReview is reused
     /// (refusals half as long), never past the token's own expiry.
     #[arg(long, env = "NSDEBUG_AUTH_CACHE_TTL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -188,6 +198,7 @@ pub struct Config {
     pub auth: AuthMode,
     pub kubeconfig: Option<PathBuf>,
     pub auth_cache_ttl: Duration,
+    pub audit_log: String,
     pub privileged_permission: Permission,
     pub cri_socket: Option<PathBuf>,
     pub host_root: PathBuf,
@@ -254,6 +265,7 @@ impl Config {
             auth: args.auth,
             kubeconfig: args.kubeconfig,
             auth_cache_ttl: args.auth_cache_ttl,
+            audit_log: args.audit_log,
             privileged_permission,
             cri_socket: args.cri_socket,
             host_root: args.host_root,

@@ -9,6 +9,7 @@
 //! host's `/proc`. `config` parses flags once; `serve` wires the stages together.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod cri;

@@ -35,6 +35,12 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot open the audit log '{path}'")]
+    Audit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up TLS")]
     Tls(#[source] crate::tls::TlsError),
     /// kube's own message already names every cause.
@@ -121,6 +127,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ))),
         AuthMode::None => Auth::None,
     };
+    let audit =
+        crate::audit::AuditLog::open(&config.audit_log).map_err(|source| ServeError::Audit {
+            path: config.audit_log.clone(),
+            source,
+        })?;
     let tls = match &config.tls {
         Some(source) => Some(TlsAcceptor::from(
             crate::tls::server_config(source, cancel.clone()).map_err(ServeError::Tls)?,
@@ -156,7 +167,13 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let sessions = crate::session::Sessions::new(config.max_sessions);
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
-    let app = api::router(AppState::new(inventory, &config.node_name, sessions, auth));
+    let app = api::router(AppState::new(
+        inventory,
+        &config.node_name,
+        sessions,
+        auth,
+        audit,
+    ));
     let connections = TaskTracker::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

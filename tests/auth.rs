@@ -90,11 +90,15 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
     ];
     let api = FakeApiServer::start(users, rules).await;
     let socket = support::testbed_socket();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.jsonl");
     let agent = Agent::start_secure(&[
         "--cri-socket",
         socket.to_str().unwrap(),
         "--kubeconfig",
         api.kubeconfig.to_str().unwrap(),
+        "--audit-log",
+        audit_log.to_str().unwrap(),
     ]);
     assert!(
         agent.url.starts_with("https://"),
@@ -305,6 +309,70 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
     let (code, _, err) = kubectl("stolen", &["get", "pods", "-n", &ns]);
     assert_eq!(code, Some(1));
     assert!(err.contains("Unauthorized"), "{err}");
+
+    // The audit trail, in the audit.k8s.io/v1 shape.
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let refused = events()
+        .into_iter()
+        .find(|e| e["objectRef"]["namespace"] == other.as_str())
+        .expect("the refusal is audited");
+    assert_eq!(refused["stage"], "ResponseComplete");
+    assert_eq!(refused["responseStatus"]["code"], 403);
+    assert_eq!(
+        refused["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    assert_eq!(refused["user"]["username"], "alice");
+    let run = events()
+        .into_iter()
+        .find(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == "alice"
+                && e["annotations"]["nsdebug.dev/command"] == "[\"hostname\"]"
+        })
+        .expect("alice's run is audited");
+    assert_eq!(run["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(run["kind"], "Event");
+    assert_eq!(run["verb"], "create");
+    assert_eq!(
+        run["objectRef"],
+        json!({"resource": "pods", "subresource": "exec", "namespace": ns, "name": "guarded", "apiVersion": "v1"})
+    );
+    assert_eq!(run["sourceIPs"], json!(["127.0.0.1"]));
+    assert_eq!(run["annotations"]["authorization.k8s.io/decision"], "allow");
+    assert_eq!(run["annotations"]["nsdebug.dev/container"], "shell");
+    assert_eq!(run["annotations"]["nsdebug.dev/exit-code"], "0");
+    assert_eq!(run["annotations"]["nsdebug.dev/stdout-bytes"], "8");
+    assert!(
+        events()
+            .iter()
+            .any(|e| e["auditID"] == run["auditID"] && e["stage"] == "ResponseStarted"),
+        "a started event with the same auditID"
+    );
+    // kubectl's session: its user agent, tty, exit code.
+    let session = support::eventually(
+        "kubectl's session in the audit log",
+        std::time::Duration::from_secs(10),
+        || {
+            let found = events().into_iter().find(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["userAgent"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("kubectl"))
+                    && e["annotations"]["nsdebug.dev/exit-code"] == "4"
+            });
+            async move { found }
+        },
+    )
+    .await;
+    assert_eq!(session["annotations"]["nsdebug.dev/tty"], "false");
+    assert_eq!(session["annotations"]["nsdebug.dev/output-bytes"], "8");
 
     pod.remove(&mut client).await;
 }

@@ -210,6 +210,7 @@ async fn exec_post(
 async fn exec(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -218,10 +219,8 @@ async fn exec(
     // An exec upgrade arriving as GET is still `create pods/exec`, as the API
     // server treats it; decided before the 101.
     let privileged = options.profile == Profile::Privileged;
-    state
-        .auth
-        .authorize_exec(&user, &namespace, &pod, privileged)
-        .await?;
+    let mut record =
+        super::authorize_exec_audited(&state, &user, &info, &namespace, &pod, privileged).await?;
     let upgrade = upgrade.map_err(|err| {
         ApiError::bad_request(format!(
             "exec needs a WebSocket upgrade: {}",
@@ -245,6 +244,31 @@ async fn exec(
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
     };
+    record
+        .note("container", &target.container)
+        .note("container-id", &target.container_id)
+        .note("pid", target.pid)
+        .note(
+            "command",
+            serde_json::to_string(&options.command).unwrap_or_default(),
+        )
+        .note("tty", options.tty)
+        .note(
+            "namespaces",
+            options
+                .namespaces
+                .as_ref()
+                .map(|n| n.join(","))
+                .unwrap_or_else(|| "all".into()),
+        )
+        .note("profile", options.profile.as_str());
+    let trail = SessionTrail {
+        record,
+        log: state.audit.clone(),
+        bytes_in: 0,
+        bytes_out: 0,
+        outcome: "client disconnected".into(),
+    };
     let upgrade = upgrade.protocols(PROTOCOLS.iter().copied());
     let framing = Framing::of(
         upgrade
@@ -253,7 +277,7 @@ async fn exec(
             .unwrap_or("channel.k8s.io"),
     );
     Ok(upgrade.on_upgrade(move |socket| async move {
-        session(socket, framing, request, options).await;
+        session(socket, framing, request, options, trail).await;
         drop(permit);
     }))
 }
@@ -362,7 +386,41 @@ enum Input {
     Close,
 }
 
-async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, options: ExecOptions) {
+/// The audit trail of one exec session: `ResponseStarted` once the command
+/// runs, `ResponseComplete` (with how it ended and the bytes each way) when
+/// the session is dropped, however it ends.
+struct SessionTrail {
+    record: crate::audit::AuditRecord,
+    log: std::sync::Arc<crate::audit::AuditLog>,
+    bytes_in: u64,
+    bytes_out: u64,
+    outcome: String,
+}
+
+impl SessionTrail {
+    fn started(&self) {
+        self.log.record(&self.record.event("ResponseStarted", 101));
+    }
+}
+
+impl Drop for SessionTrail {
+    fn drop(&mut self) {
+        let (bytes_in, bytes_out, outcome) = (self.bytes_in, self.bytes_out, self.outcome.clone());
+        self.record
+            .note("stdin-bytes", bytes_in)
+            .note("output-bytes", bytes_out)
+            .note("exit-code", outcome);
+        self.log.record(&self.record.event("ResponseComplete", 101));
+    }
+}
+
+async fn session(
+    socket: WebSocket,
+    framing: Framing,
+    request: EnterRequest,
+    options: ExecOptions,
+    mut trail: SessionTrail,
+) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let mut entered = match enter::spawn(&request).await {
         Ok(entered) => entered,
@@ -377,11 +435,16 @@ async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, opt
                 let line = format!("nsdebug: {err}\r\n");
                 let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
             }
+            trail.outcome = match super::exit_code_for(&err) {
+                Ok(code) => code.to_string(),
+                Err(_) => format!("failed: {err}"),
+            };
             let status = status_frame(framing, &request.argv, Err(&err));
             finish(&mut ws_tx, status).await;
             return;
         }
     };
+    trail.started();
     // The stream is up: an empty frame on the lowest channel the client reads.
     let first = if options.stdout || options.tty {
         STDOUT
@@ -461,7 +524,15 @@ async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, opt
     loop {
         tokio::select! {
             frame = out_rx.recv(), if outputs_open => match frame {
-                Some(frame) => if ws_tx.send(frame).await.is_err() { return },
+                Some(frame) => {
+                    let size = match &frame {
+                        Message::Binary(data) => data.len(),
+                        Message::Text(text) => text.len(),
+                        _ => 1,
+                    };
+                    trail.bytes_out += size.saturating_sub(1) as u64;
+                    if ws_tx.send(frame).await.is_err() { return }
+                }
                 None => outputs_open = false,
             },
             incoming = ws_rx.next() => match incoming {
@@ -474,7 +545,10 @@ async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, opt
                         return;
                     };
                     match channel {
-                        STDIN => { let _ = in_tx.send(Input::Data(data)).await; }
+                        STDIN => {
+                            trail.bytes_in += data.len() as u64;
+                            let _ = in_tx.send(Input::Data(data)).await;
+                        }
                         RESIZE => if let Some(pty) = &pty
                             && let Ok(size) = serde_json::from_slice::<Value>(&data)
                         {
@@ -501,6 +575,10 @@ async fn session(socket: WebSocket, framing: Framing, request: EnterRequest, opt
         if let Some(result) = &exit
             && !outputs_open
         {
+            trail.outcome = match result {
+                Ok(exit) => exit.code().to_string(),
+                Err(err) => format!("failed: {err}"),
+            };
             let status = status_frame(framing, &request.argv, result.as_ref().map(|e| *e));
             finish(&mut ws_tx, status).await;
             return;

@@ -38,6 +38,7 @@ pub struct AppState {
     pub node_name: Arc<str>,
     pub sessions: Sessions,
     pub auth: Arc<crate::auth::Auth>,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 impl AppState {
@@ -46,6 +47,7 @@ impl AppState {
         node_name: &str,
         sessions: Sessions,
         auth: crate::auth::Auth,
+        audit: crate::audit::AuditLog,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
@@ -53,6 +55,7 @@ impl AppState {
             node_name: node_name.into(),
             sessions,
             auth: Arc::new(auth),
+            audit: Arc::new(audit),
         }
     }
 }
@@ -159,4 +162,73 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "{method} is not supported on {}; the agent's Kubernetes API is read-only",
         uri.path()
     ))
+}
+
+/// Who sent a request and how, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub peer: Option<std::net::SocketAddr>,
+    pub user_agent: String,
+    pub uri: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            peer: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            user_agent: parts
+                .headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            uri: parts.uri.to_string(),
+        })
+    }
+}
+
+/// `create pods/exec` (and the privileged right) for `user` on the pod, with
+/// the decision written to the audit trail; the record goes on with the session.
+async fn authorize_exec_audited(
+    state: &AppState,
+    user: &crate::auth::User,
+    info: &RequestInfo,
+    namespace: &str,
+    pod: &str,
+    privileged: bool,
+) -> Result<crate::audit::AuditRecord, ApiError> {
+    let mut record = crate::audit::AuditRecord::exec(
+        user,
+        info.peer,
+        &info.user_agent,
+        &info.uri,
+        namespace,
+        pod,
+    );
+    match state
+        .auth
+        .authorize_exec(user, namespace, pod, privileged)
+        .await
+    {
+        Ok(()) => {
+            record.decision(true, "allowed");
+            Ok(record)
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            record.decision(false, err.message());
+            state
+                .audit
+                .record(&record.event("ResponseComplete", err.code().as_u16()));
+            Err(err)
+        }
+    }
 }

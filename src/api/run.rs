@@ -102,6 +102,7 @@ fn query(query: QueryResult) -> Result<ContainerQuery, ApiError> {
 async fn run_in_pod(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path((namespace, pod)): Path<(String, String)>,
     q: QueryResult,
     body: Body,
@@ -112,18 +113,27 @@ async fn run_in_pod(
         pod,
         container: q.container.filter(|c| !c.is_empty()),
     };
-    run(state, user, wanted, q.stream, body).await
+    run(state, user, info, wanted, q.stream, body).await
 }
 
 async fn run_in_container(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path(id): Path<String>,
     q: QueryResult,
     body: Body,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    run(state, user, TargetRef::ContainerId(id), q.stream, body).await
+    run(
+        state,
+        user,
+        info,
+        TargetRef::ContainerId(id),
+        q.stream,
+        body,
+    )
+    .await
 }
 
 /// Validates a caller's argv: a program, and no NUL byte anywhere.
@@ -145,6 +155,7 @@ pub fn validate_command(command: &[String]) -> Result<(), ApiError> {
 async fn run(
     state: AppState,
     user: crate::auth::User,
+    info: super::RequestInfo,
     wanted: TargetRef,
     stream: bool,
     body: Body,
@@ -193,20 +204,47 @@ async fn run(
     let privileged = body.profile == Some(Profile::Privileged);
     // By pod: authorized before anything about the pod is revealed. By
     // container ID: the pod is known only once the ID is resolved.
-    if let TargetRef::Pod { namespace, pod, .. } = &wanted {
-        state
-            .auth
-            .authorize_exec(&user, namespace, pod, privileged)
-            .await?;
-    }
+    let mut audit = match &wanted {
+        TargetRef::Pod { namespace, pod, .. } => Some(
+            super::authorize_exec_audited(&state, &user, &info, namespace, pod, privileged).await?,
+        ),
+        TargetRef::ContainerId(_) => None,
+    };
     let permit = state.sessions.acquire()?;
     let target = state.resolver.resolve(&wanted).await?;
-    if let TargetRef::ContainerId(_) = &wanted {
-        state
-            .auth
-            .authorize_exec(&user, &target.namespace, &target.pod, privileged)
-            .await?;
-    }
+    let mut audit = match audit.take() {
+        Some(record) => record,
+        None => {
+            super::authorize_exec_audited(
+                &state,
+                &user,
+                &info,
+                &target.namespace,
+                &target.pod,
+                privileged,
+            )
+            .await?
+        }
+    };
+    audit
+        .note("container", &target.container)
+        .note("container-id", &target.container_id)
+        .note("pid", target.pid)
+        .note(
+            "command",
+            serde_json::to_string(&body.command).unwrap_or_default(),
+        )
+        .note("tty", false)
+        .note(
+            "namespaces",
+            body.namespaces
+                .as_ref()
+                .map(|n| n.join(","))
+                .unwrap_or_else(|| "all".into()),
+        )
+        .note("profile", body.profile.unwrap_or_default().as_str())
+        .note("stdin-bytes", stdin.len());
+    state.audit.record(&audit.event("ResponseStarted", 200));
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,
@@ -219,7 +257,16 @@ async fn run(
     };
     let timeout = std::time::Duration::from_secs_f64(timeout);
     if stream {
-        return streamed(target, &request, stdin, timeout, permit).await;
+        return streamed(
+            target,
+            &request,
+            stdin,
+            timeout,
+            permit,
+            audit,
+            state.audit.clone(),
+        )
+        .await;
     }
     let limits = RunLimits {
         timeout,
@@ -229,8 +276,31 @@ async fn run(
     drop(permit);
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(err) => return failed_to_start(target, err).map(IntoResponse::into_response),
+        Err(err) => {
+            audit.note("error", &err);
+            let answer = failed_to_start(target, err);
+            let code = answer
+                .as_ref()
+                .map(|_| 200)
+                .unwrap_or_else(|e| e.code().as_u16());
+            if let Ok(Json(result)) = &answer {
+                audit.note("exit-code", result.exit_code.unwrap_or_default());
+            }
+            state.audit.record(&audit.event("ResponseComplete", code));
+            return answer.map(IntoResponse::into_response);
+        }
     };
+    audit
+        .note(
+            "exit-code",
+            outcome
+                .exit
+                .map(|e| e.code().to_string())
+                .unwrap_or_else(|| "timeout".into()),
+        )
+        .note("stdout-bytes", outcome.stdout.bytes.len())
+        .note("stderr-bytes", outcome.stderr.bytes.len());
+    state.audit.record(&audit.event("ResponseComplete", 200));
     let (stdout, stdout_encoding) = encode(&outcome.stdout);
     let (stderr, stderr_encoding) = encode(&outcome.stderr);
     Ok(Json(RunResult {
@@ -275,6 +345,8 @@ async fn streamed(
     stdin: Vec<u8>,
     timeout: std::time::Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
+    mut audit: crate::audit::AuditRecord,
+    log: std::sync::Arc<crate::audit::AuditLog>,
 ) -> Result<Response, ApiError> {
     let started = json!({"type": "started", "target": target});
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
@@ -286,13 +358,21 @@ async fn streamed(
                     event_line(match event {
                         StreamEvent::Stdout(data) => chunk_event("stdout", &data),
                         StreamEvent::Stderr(data) => chunk_event("stderr", &data),
-                        StreamEvent::Exit { exit, duration } => json!({
+                        StreamEvent::Exit { exit, duration } => {
+                            audit.note(
+                                "exit-code",
+                                exit.map(|e| e.code().to_string())
+                                    .unwrap_or_else(|| "timeout".into()),
+                            );
+                            log.record(&audit.event("ResponseComplete", 200));
+                            json!({
                             "type": "exit",
                             "exitCode": exit.map(|e| e.code()),
                             "signal": match exit { Some(Exit::Signal(s)) => Some(s), _ => None },
                             "timedOut": exit.is_none(),
                             "durationMs": duration.as_secs_f64() * 1000.0,
-                        }),
+                            })
+                        }
                     })
                 });
                 futures::stream::once(async move { event_line(started) })
