@@ -97,6 +97,32 @@ impl AuditRecord {
         self
     }
 
+    /// Notes what is entered: the target and the request's command, terminal,
+    /// namespaces and profile.
+    pub fn entering(
+        &mut self,
+        target: &crate::resolve::Target,
+        request: &crate::enter::EnterRequest,
+    ) -> &mut Self {
+        self.note("container", &target.container)
+            .note("container-id", &target.container_id)
+            .note("pid", target.pid)
+            .note(
+                "command",
+                serde_json::to_string(&request.argv).unwrap_or_default(),
+            )
+            .note("tty", request.terminal.is_some())
+            .note(
+                "namespaces",
+                request
+                    .namespaces
+                    .as_ref()
+                    .map(|n| n.join(","))
+                    .unwrap_or_else(|| "all".into()),
+            )
+            .note("profile", request.profile.as_str())
+    }
+
     /// Records the authorization decision the way the API server annotates it.
     pub fn decision(&mut self, allowed: bool, reason: &str) -> &mut Self {
         self.annotations.insert(

@@ -244,24 +244,7 @@ async fn exec(
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
     };
-    record
-        .note("container", &target.container)
-        .note("container-id", &target.container_id)
-        .note("pid", target.pid)
-        .note(
-            "command",
-            serde_json::to_string(&options.command).unwrap_or_default(),
-        )
-        .note("tty", options.tty)
-        .note(
-            "namespaces",
-            options
-                .namespaces
-                .as_ref()
-                .map(|n| n.join(","))
-                .unwrap_or_else(|| "all".into()),
-        )
-        .note("profile", options.profile.as_str());
+    record.entering(&target, &request);
     let trail = SessionTrail {
         record,
         log: state.audit.clone(),

@@ -226,25 +226,6 @@ async fn run(
             .await?
         }
     };
-    audit
-        .note("container", &target.container)
-        .note("container-id", &target.container_id)
-        .note("pid", target.pid)
-        .note(
-            "command",
-            serde_json::to_string(&body.command).unwrap_or_default(),
-        )
-        .note("tty", false)
-        .note(
-            "namespaces",
-            body.namespaces
-                .as_ref()
-                .map(|n| n.join(","))
-                .unwrap_or_else(|| "all".into()),
-        )
-        .note("profile", body.profile.unwrap_or_default().as_str())
-        .note("stdin-bytes", stdin.len());
-    state.audit.record(&audit.event("ResponseStarted", 200));
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,
@@ -255,6 +236,10 @@ async fn run(
         env: body.env.into_iter().collect(),
         terminal: None,
     };
+    audit
+        .entering(&target, &request)
+        .note("stdin-bytes", stdin.len());
+    state.audit.record(&audit.event("ResponseStarted", 200));
     let timeout = std::time::Duration::from_secs_f64(timeout);
     if stream {
         return streamed(
