@@ -144,6 +144,17 @@ async fn whoami(
     axum::Json(serde_json::json!({"user": user, "authMode": state.auth.mode()}))
 }
 
+/// A query string as axum extracted it: a malformed one becomes our 400
+/// `v1.Status` instead of axum's plain-text rejection.
+pub type QueryOf<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The parsed query, or a 400.
+fn query<T>(query: QueryOf<T>) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(value)| value)
+        .map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
 /// A `labelSelector` query value, parsed with the API server's rules, or a 400.
 fn label_selector(text: Option<&str>) -> Result<selector::Selector, ApiError> {
     selector::Selector::labels(text.unwrap_or(""))

@@ -1,7 +1,7 @@
 //! The native JSON API: everything on the node with host PIDs and namespace
 //! identities, and single-target resolution, for runbooks and tools.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -84,12 +84,7 @@ struct TargetQuery {
     container: Option<String>,
 }
 
-type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-fn query<T>(q: Q<T>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|err| ApiError::bad_request(err.body_text()))
-}
+use super::{QueryOf as Q, query};
 
 async fn list_targets(
     State(state): State<AppState>,

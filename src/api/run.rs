@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -91,13 +91,8 @@ struct ContainerQuery {
 /// The JSON body, whatever Content-Type says (`curl -d` sends a form type).
 type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
-type QueryResult = Result<Query<ContainerQuery>, axum::extract::rejection::QueryRejection>;
-
-fn query(query: QueryResult) -> Result<ContainerQuery, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|err| ApiError::bad_request(err.body_text()))
-}
+type QueryResult = super::QueryOf<ContainerQuery>;
+use super::query;
 
 async fn run_in_pod(
     State(state): State<AppState>,

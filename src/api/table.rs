@@ -4,7 +4,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::extract::Query;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,12 +24,12 @@ pub struct ListOptions {
 }
 
 /// The query string of a list or get request, as axum extracted it.
-pub type ListQuery = Result<Query<ListOptions>, axum::extract::rejection::QueryRejection>;
+pub type ListQuery = super::QueryOf<ListOptions>;
 
 impl ListOptions {
     /// The options of `query`, refusing what the agent cannot do.
     pub fn parse(query: ListQuery) -> Result<Self, ApiError> {
-        let Query(options) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+        let options = super::query(query)?;
         if options
             .watch
             .as_deref()
