@@ -81,11 +81,10 @@ async fn kubectl_exec_runs_commands_with_exit_codes_and_stdin() {
 
     // stdin piped through `-i`, a megabyte of it, ending with end-of-file.
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut child = Command::new("kubectl")
-        .args([
-            "--server", &agent.url, "exec", "-i", "-n", &ns, "pair", "-c", "shell", "--", "md5sum",
+    let mut child = agent
+        .kubectl_command(&[
+            "exec", "-i", "-n", &ns, "pair", "-c", "shell", "--", "md5sum",
         ])
-        .env("KUBECONFIG", "/dev/null")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -132,10 +131,8 @@ async fn kubectl_exec_runs_commands_with_exit_codes_and_stdin() {
     );
 
     // A client that vanishes takes its command with it.
-    let mut kubectl = Command::new("kubectl")
-        .args([
-            "--server",
-            &agent.url,
+    let mut kubectl = agent
+        .kubectl_command(&[
             "exec",
             "-n",
             &ns,
@@ -147,7 +144,6 @@ async fn kubectl_exec_runs_commands_with_exit_codes_and_stdin() {
             "-c",
             "sleep 5151 & sleep 5152",
         ])
-        .env("KUBECONFIG", "/dev/null")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

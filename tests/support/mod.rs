@@ -182,10 +182,11 @@ impl Agent {
         body
     }
 
-    /// Runs kubectl against the agent; returns (exit code, stdout, stderr).
-    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+    /// kubectl aimed at the agent, with no kubeconfig and its own cache.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
         let cache = self._dir.path().join("kube-cache");
-        let output = Command::new("kubectl")
+        let mut command = Command::new("kubectl");
+        command
             .args([
                 "--server",
                 &self.url,
@@ -193,7 +194,14 @@ impl Agent {
                 cache.to_str().unwrap(),
             ])
             .args(args)
-            .env("KUBECONFIG", "/dev/null")
+            .env("KUBECONFIG", "/dev/null");
+        command
+    }
+
+    /// Runs kubectl against the agent; returns (exit code, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self
+            .kubectl_command(args)
             .output()
             .expect("kubectl is installed");
         (
