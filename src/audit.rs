@@ -85,11 +85,6 @@ impl AuditRecord {
         }
     }
 
-    /// The session ID shared by this request's events.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Adds an `nsdebug.dev/KEY` annotation.
     pub fn note(&mut self, key: &str, value: impl ToString) -> &mut Self {
         self.annotations

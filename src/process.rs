@@ -8,7 +8,7 @@
 //! DaemonSets that mount the host's `/proc` elsewhere.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use procfs::process::Process;
 use serde::Serialize;
@@ -51,10 +51,6 @@ pub struct ProcRoot {
 impl ProcRoot {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.root
     }
 
     fn process(&self, pid: u32) -> Result<Process, ProcError> {

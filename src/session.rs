@@ -49,11 +49,6 @@ impl Sessions {
             .try_acquire_owned()
             .map_err(|_| TooManySessions { limit: self.limit })
     }
-
-    /// Sessions running now.
-    pub fn active(&self) -> usize {
-        self.limit - self.permits.available_permits()
-    }
 }
 
 /// Captured output of one stream.
