@@ -370,8 +370,29 @@ async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
 async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
     let (ns, mut client, pod) =
         support::one_pod("run-stream", "live", vec![ContainerSpec::busybox("main")]).await;
-    let agent = Agent::start();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.jsonl");
+    let agent = Agent::start_on_testbed(&["--audit-log", audit_log.to_str().unwrap()]);
     let path = format!("/v1/targets/{ns}/live/run");
+    // The audit events of the streamed run of `command`, once it completed.
+    let completed = |command: &'static str| {
+        let audit_log = audit_log.clone();
+        move || {
+            let audit_log = audit_log.clone();
+            async move {
+                std::fs::read_to_string(&audit_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                    .find(|e| {
+                        e["stage"] == "ResponseComplete"
+                            && e["annotations"]["nsdebug.dev/command"]
+                                .as_str()
+                                .is_some_and(|c| c.contains(command))
+                    })
+            }
+        }
+    };
 
     // A finished run: started, the chunks in order, exit.
     let text = reqwest::Client::new()
@@ -403,6 +424,14 @@ async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
     };
     assert_eq!(data("stdout"), "one\n");
     assert_eq!(data("stderr"), "two\n");
+    let done = eventually(
+        "the finished stream's audit event",
+        Duration::from_secs(10),
+        completed("echo one"),
+    )
+    .await;
+    assert_eq!(done["annotations"]["nsdebug.dev/exit-code"], "2");
+    assert_eq!(done["annotations"]["nsdebug.dev/output-bytes"], "8");
 
     // A long run: the first line arrives while the command still runs, and
     // hanging up kills it.
@@ -434,6 +463,17 @@ async fn streamed_runs_deliver_output_live_and_die_with_the_client() {
         },
     )
     .await;
+    // The client that hung up is in the audit trail too.
+    let abandoned = eventually(
+        "the abandoned stream's audit event",
+        Duration::from_secs(10),
+        completed("sleep 6161"),
+    )
+    .await;
+    assert_eq!(
+        abandoned["annotations"]["nsdebug.dev/exit-code"],
+        "client disconnected"
+    );
     pod.remove(&mut client).await;
 }
 

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
+use crate::audit::SessionTrail;
 use crate::enter::{
     self, EnterError, EnterRequest, Exit, Io, Profile, TerminalSize, parse_namespaces,
 };
@@ -245,13 +246,7 @@ async fn exec(
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
     };
     record.entering(&target, &request);
-    let trail = SessionTrail {
-        record,
-        log: state.audit.clone(),
-        bytes_in: 0,
-        bytes_out: 0,
-        outcome: "client disconnected".into(),
-    };
+    let trail = SessionTrail::new(record, state.audit.clone(), 101);
     let upgrade = upgrade.protocols(PROTOCOLS.iter().copied());
     let framing = Framing::of(
         upgrade
@@ -367,34 +362,6 @@ async fn pump(
 enum Input {
     Data(Vec<u8>),
     Close,
-}
-
-/// The audit trail of one exec session: `ResponseStarted` once the command
-/// runs, `ResponseComplete` (with how it ended and the bytes each way) when
-/// the session is dropped, however it ends.
-struct SessionTrail {
-    record: crate::audit::AuditRecord,
-    log: std::sync::Arc<crate::audit::AuditLog>,
-    bytes_in: u64,
-    bytes_out: u64,
-    outcome: String,
-}
-
-impl SessionTrail {
-    fn started(&self) {
-        self.log.record(&self.record.event("ResponseStarted", 101));
-    }
-}
-
-impl Drop for SessionTrail {
-    fn drop(&mut self) {
-        let (bytes_in, bytes_out, outcome) = (self.bytes_in, self.bytes_out, self.outcome.clone());
-        self.record
-            .note("stdin-bytes", bytes_in)
-            .note("output-bytes", bytes_out)
-            .note("exit-code", outcome);
-        self.log.record(&self.record.event("ResponseComplete", 101));
-    }
 }
 
 async fn session(

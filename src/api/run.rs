@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::audit::SessionTrail;
 use crate::enter::Exit;
 use crate::enter::{EnterRequest, Profile, parse_namespaces};
 use crate::resolve::{Target, TargetRef};
@@ -234,20 +235,12 @@ async fn run(
     audit
         .entering(&target, &request)
         .note("stdin-bytes", stdin.len());
-    state.audit.record(&audit.event("ResponseStarted", 200));
     let timeout = std::time::Duration::from_secs_f64(timeout);
     if stream {
-        return streamed(
-            target,
-            &request,
-            stdin,
-            timeout,
-            permit,
-            audit,
-            state.audit.clone(),
-        )
-        .await;
+        let trail = SessionTrail::new(audit, state.audit.clone(), 200);
+        return streamed(target, &request, stdin, timeout, permit, trail).await;
     }
+    state.audit.record(&audit.event("ResponseStarted", 200));
     let limits = RunLimits {
         timeout,
         output_bytes,
@@ -318,33 +311,40 @@ fn chunk_event(stream: &str, data: &[u8]) -> serde_json::Value {
 }
 
 /// A streamed run: `started`, then `stdout`/`stderr` chunks as they come, then
-/// `exit` (or `error` if the command could not start).
+/// `exit` (or `error` if the command could not start). The audit trail ends
+/// with the stream: at the exit, or when the client hangs up early.
 async fn streamed(
     target: Target,
     request: &EnterRequest,
     stdin: Vec<u8>,
     timeout: std::time::Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
-    mut audit: crate::audit::AuditRecord,
-    log: std::sync::Arc<crate::audit::AuditLog>,
+    mut trail: SessionTrail,
 ) -> Result<Response, ApiError> {
+    trail.bytes_in = stdin.len() as u64;
+    trail.started();
     let started = json!({"type": "started", "target": target});
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
         match session::run_streaming(request, stdin, timeout).await {
             Ok(rx) => {
                 let body = tokio_stream_from(rx).map(move |event| {
-                    // The permit lives as long as the stream.
+                    // The permit and the trail (whole, not just the fields
+                    // written here) live as long as the stream.
                     let _held = &permit;
+                    let trail = &mut trail;
                     event_line(match event {
-                        StreamEvent::Stdout(data) => chunk_event("stdout", &data),
-                        StreamEvent::Stderr(data) => chunk_event("stderr", &data),
+                        StreamEvent::Stdout(data) => {
+                            trail.bytes_out += data.len() as u64;
+                            chunk_event("stdout", &data)
+                        }
+                        StreamEvent::Stderr(data) => {
+                            trail.bytes_out += data.len() as u64;
+                            chunk_event("stderr", &data)
+                        }
                         StreamEvent::Exit { exit, duration } => {
-                            audit.note(
-                                "exit-code",
-                                exit.map(|e| e.code().to_string())
-                                    .unwrap_or_else(|| "timeout".into()),
-                            );
-                            log.record(&audit.event("ResponseComplete", 200));
+                            trail.outcome = exit
+                                .map(|e| e.code().to_string())
+                                .unwrap_or_else(|| "timeout".into());
                             json!({
                             "type": "exit",
                             "exitCode": exit.map(|e| e.code()),
@@ -360,7 +360,9 @@ async fn streamed(
                     .boxed()
             }
             Err(err) => {
+                trail.outcome = format!("failed: {err}");
                 let code = super::exit_code_for(&err)?;
+                trail.outcome = code.to_string();
                 let error = json!({"type": "error", "exitCode": code, "message": err.to_string()});
                 futures::stream::iter([event_line(started), event_line(error)]).boxed()
             }

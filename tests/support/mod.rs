@@ -56,13 +56,20 @@ impl Agent {
     /// Starts the agent on the test bed. The background resync is set to an hour
     /// so every change a test makes must be found by the on-demand path.
     pub fn start() -> Self {
+        Self::start_on_testbed(&[])
+    }
+
+    /// [`Agent::start`] with more flags.
+    pub fn start_on_testbed(args: &[&str]) -> Self {
         let socket = testbed_socket();
-        Self::start_with(&[
+        let mut all = vec![
             "--cri-socket",
             socket.to_str().unwrap(),
             "--resync-interval",
             "1h",
-        ])
+        ];
+        all.extend_from_slice(args);
+        Self::start_with(&all)
     }
 
     /// Starts `nsdebug serve` with `args` plus a free loopback port and the test
