@@ -64,6 +64,26 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A `create` request on `object` (an audit `objectRef`).
+    pub fn new(
+        user: &User,
+        source: Option<SocketAddr>,
+        user_agent: &str,
+        uri: &str,
+        object: Value,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            received: Timestamp::now(),
+            user: user.clone(),
+            source,
+            user_agent: user_agent.into(),
+            uri: uri.into(),
+            object,
+            annotations: BTreeMap::new(),
+        }
+    }
+
     /// A `create pods/exec` request (exec or run) on `namespace/pod`.
     pub fn exec(
         user: &User,
@@ -73,16 +93,18 @@ impl AuditRecord {
         namespace: &str,
         pod: &str,
     ) -> Self {
-        Self {
-            id: uuid::Uuid::new_v4().to_string(),
-            received: Timestamp::now(),
-            user: user.clone(),
+        Self::new(
+            user,
             source,
-            user_agent: user_agent.into(),
-            uri: uri.into(),
-            object: json!({"resource": "pods", "subresource": "exec", "namespace": namespace, "name": pod, "apiVersion": "v1"}),
-            annotations: BTreeMap::new(),
-        }
+            user_agent,
+            uri,
+            json!({"resource": "pods", "subresource": "exec", "namespace": namespace, "name": pod, "apiVersion": "v1"}),
+        )
+    }
+
+    /// The `auditID` shared by the events of this request.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Adds an `nsdebug.dev/KEY` annotation.

@@ -130,7 +130,7 @@ pub struct KubeAuth {
 }
 
 /// The expiry (`exp`) of a JWT, if the token is one.
-fn token_expiry(token: &str) -> Option<Instant> {
+pub fn token_expiry(token: &str) -> Option<Instant> {
     let payload = token.split('.').nth(1)?;
     let claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
@@ -341,6 +341,81 @@ impl Auth {
     }
 }
 
+/// Failed authentications a client address gets before it must wait.
+const FREE_FAILURES: u32 = 5;
+/// The first wait; each further failure doubles it, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A client with no failure for this long starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Addresses remembered at most (the oldest are forgotten first).
+const MAX_TRACKED: usize = 10_000;
+
+/// Slows down token guessing: after [`FREE_FAILURES`] failed
+/// authentications from one address, it waits (exponentially longer) before
+/// its next attempt is even reviewed; a success forgets its failures.
+#[derive(Default)]
+pub struct FailureBackoff {
+    clients: Mutex<HashMap<std::net::IpAddr, Strikes>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    count: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl FailureBackoff {
+    /// `Err(wait)` while `ip` must wait.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match clients.get(&ip).and_then(|s| s.blocked_until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if clients.len() >= MAX_TRACKED && !clients.contains_key(&ip) {
+            clients.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
+            if clients.len() >= MAX_TRACKED
+                && let Some(oldest) = clients
+                    .iter()
+                    .min_by_key(|(_, s)| s.last)
+                    .map(|(ip, _)| *ip)
+            {
+                clients.remove(&oldest);
+            }
+        }
+        let strikes = clients.entry(ip).or_insert(Strikes {
+            count: 0,
+            last: now,
+            blocked_until: None,
+        });
+        if now.duration_since(strikes.last) >= FORGET_AFTER {
+            strikes.count = 0;
+        }
+        strikes.count += 1;
+        strikes.last = now;
+        if strikes.count >= FREE_FAILURES {
+            let doublings = (strikes.count - FREE_FAILURES).min(16);
+            let wait = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
+            strikes.blocked_until = Some(now + wait);
+        }
+    }
+
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
+    }
+}
+
 /// The bearer token of a request: the `Authorization` header, or the WebSocket
 /// subprotocol browsers use (`base64url.bearer.authorization.k8s.io.TOKEN`).
 pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
@@ -400,6 +475,33 @@ mod tests {
         assert_eq!(bearer_token(&headers).as_deref(), Some("secret"));
         headers.insert("authorization", "Bearer abc".parse().unwrap());
         assert_eq!(bearer_token(&headers).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn repeated_failures_make_an_address_wait_longer() {
+        let backoff = FailureBackoff::default();
+        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        let other: std::net::IpAddr = "10.0.0.8".parse().unwrap();
+        for _ in 0..FREE_FAILURES - 1 {
+            backoff.failed(ip);
+            assert!(backoff.check(ip).is_ok());
+        }
+        backoff.failed(ip);
+        let first = backoff.check(ip).unwrap_err();
+        assert!(
+            first <= FIRST_BACKOFF && first > FIRST_BACKOFF / 2,
+            "{first:?}"
+        );
+        backoff.failed(ip);
+        let second = backoff.check(ip).unwrap_err();
+        assert!(second > FIRST_BACKOFF, "doubles: {second:?}");
+        assert!(backoff.check(other).is_ok(), "other clients are not slowed");
+        backoff.succeeded(ip);
+        assert!(backoff.check(ip).is_ok(), "a success forgets");
+        for _ in 0..40 {
+            backoff.failed(ip);
+        }
+        assert!(backoff.check(ip).unwrap_err() <= MAX_BACKOFF);
     }
 
     #[test]

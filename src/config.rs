@@ -29,7 +29,53 @@ pub enum Command {
         nsdebug serve                                   # auto-discover the CRI socket, listen on 127.0.0.1:7443\n  \
         nsdebug serve --cri-socket /run/containerd/containerd.sock --listen 127.0.0.1:8080\n  \
         kubectl --server http://127.0.0.1:7443 get pods -A   # then use it like an API server")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+
+    /// Print a one-time link that logs a browser into the agent's web UI as
+    /// you (your Kubernetes token stays on the agent; the link works once and
+    /// expires in a minute).
+    #[command(after_help = "Examples:\n  \
+        kubectl -n nsdebug port-forward pod/nsdebug-abcde 7443 &\n  \
+        nsdebug login-link --insecure-skip-tls-verify            # token from your kubeconfig\n  \
+        nsdebug login-link --agent https://127.0.0.1:7443 --token \"$(kubectl create token my-sa)\"\n\n\
+        The token comes from --token, --token-file, $NSDEBUG_TOKEN, or the current kubeconfig user's \
+        token or tokenFile (exec-plugin users: pass --token).")]
+    LoginLink(LoginLinkArgs),
+}
+
+/// Flags of `nsdebug login-link`.
+#[derive(Debug, Args)]
+pub struct LoginLinkArgs {
+    /// The agent's URL (e.g. through `kubectl port-forward`).
+    #[arg(long, env = "NSDEBUG_AGENT", default_value = "https://127.0.0.1:7443")]
+    pub agent: String,
+
+    /// Your Kubernetes bearer token.
+    #[arg(
+        long,
+        env = "NSDEBUG_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// A file holding your Kubernetes bearer token.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Kubeconfig to take the token from when none is given (default:
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// PEM file of the CA that signed the agent's certificate.
+    #[arg(long, value_name = "PATH")]
+    pub certificate_authority: Option<PathBuf>,
+
+    /// Accept any certificate from the agent (its default certificate is
+    /// self-signed). Only through a trusted tunnel such as port-forward.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// Flags of `nsdebug serve`.
@@ -144,10 +190,69 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_MAX_SESSIONS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_sessions: u16,
 
+    /// Most sessions one user may have open at once; more get 429.
+    #[arg(long, env = "NSDEBUG_MAX_SESSIONS_PER_USER", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_sessions_per_user: u16,
+
+    /// An interactive session (exec, web terminal) is closed after this long
+    /// in any case.
+    #[arg(long, env = "NSDEBUG_MAX_SESSION_DURATION", value_name = "DURATION", default_value = "8h", value_parser = parse_duration)]
+    pub max_session_duration: Duration,
+
+    /// An interactive session with no input and no output for this long is
+    /// closed.
+    #[arg(long, env = "NSDEBUG_SESSION_IDLE_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+
+    /// Largest request body (run API) and WebSocket message accepted; larger
+    /// ones get 413 or close the session.
+    #[arg(long, env = "NSDEBUG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_request_bytes: u64,
+
+    /// Write a Kubernetes Event on the target pod when a session starts
+    /// (needs --auth kube, whose API server connection it uses, and RBAC
+    /// `create events`).
+    #[arg(long, env = "NSDEBUG_POD_EVENTS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_events: bool,
+
+    /// Record every terminal session (exec with tty, web terminal) as an
+    /// asciicast v2 file in this directory (`asciinema play FILE` replays
+    /// it). Output only: what is typed is not recorded unless it is echoed.
+    #[arg(long, env = "NSDEBUG_RECORD_DIR", value_name = "PATH")]
+    pub record_dir: Option<PathBuf>,
+
+    /// A recording stops growing at this size (the session goes on; the
+    /// file ends with a note saying it was cut).
+    #[arg(long, env = "NSDEBUG_RECORD_MAX_BYTES", value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub record_max_bytes: u64,
+
+    /// Recordings older than this are deleted (checked at start-up and hourly).
+    #[arg(long, env = "NSDEBUG_RECORD_RETENTION", value_name = "DURATION", default_value = "7days", value_parser = parse_duration)]
+    pub record_retention: Duration,
+
+    /// How long a one-time web UI login link (POST /v1/login-links) stays
+    /// valid.
+    #[arg(long, env = "NSDEBUG_LOGIN_LINK_TTL", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub login_link_ttl: Duration,
+
+    /// How long a web UI login lasts at most (never past the user's token).
+    #[arg(long, env = "NSDEBUG_UI_SESSION_TTL", value_name = "DURATION", default_value = "8h", value_parser = parse_duration)]
+    pub ui_session_ttl: Duration,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `nsdebug=debug`). Logs go to stderr.
     #[arg(long, env = "NSDEBUG_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .parse()
+        .map_err(|err| format!("not a size such as 1MiB or 500KB: {err}"))?;
+    if size.as_u64() == 0 {
+        return Err("must be more than zero".into());
+    }
+    Ok(size.as_u64())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -206,8 +311,22 @@ pub struct Config {
     pub proc_root: PathBuf,
     pub cri_timeout: Duration,
     pub resync_interval: Duration,
-    pub max_sessions: usize,
+    pub limits: Limits,
+    pub pod_events: bool,
+    pub recording: Option<crate::recording::RecordingConfig>,
+    pub login_link_ttl: Duration,
+    pub ui_session_ttl: Duration,
     pub log: String,
+}
+
+/// What one client and one session may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
+    pub max_session_duration: Duration,
+    pub session_idle_timeout: Duration,
+    pub max_request_bytes: usize,
 }
 
 impl Config {
@@ -273,7 +392,23 @@ impl Config {
             proc_root: args.proc_root,
             cri_timeout: args.cri_timeout,
             resync_interval: args.resync_interval,
-            max_sessions: usize::from(args.max_sessions),
+            limits: Limits {
+                max_sessions: usize::from(args.max_sessions),
+                max_sessions_per_user: usize::from(args.max_sessions_per_user),
+                max_session_duration: args.max_session_duration,
+                session_idle_timeout: args.session_idle_timeout,
+                max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
+            },
+            pod_events: args.pod_events,
+            recording: args
+                .record_dir
+                .map(|dir| crate::recording::RecordingConfig {
+                    dir,
+                    max_bytes: args.record_max_bytes,
+                    retention: args.record_retention,
+                }),
+            login_link_ttl: args.login_link_ttl,
+            ui_session_ttl: args.ui_session_ttl,
             log: args.log,
         })
     }
@@ -335,7 +470,8 @@ mod tests {
     fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
         let argv = ["nsdebug", "serve"].iter().chain(extra);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
+            Command::LoginLink(_) => unreachable!("parsed `serve`"),
         })
     }
 

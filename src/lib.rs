@@ -11,11 +11,15 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod cri;
 pub mod enter;
+pub mod events;
 pub mod inventory;
+pub mod login;
 pub mod process;
+pub mod recording;
 pub mod resolve;
 pub mod serve;
 pub mod session;

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     {
         return nsdebug::enter::helper_main();
     }
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => *args,
+        Command::LoginLink(args) => return login_link(args),
+    };
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {
@@ -35,6 +38,33 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(nsdebug::serve::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nsdebug: {}", nsdebug::error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn login_link(args: nsdebug::config::LoginLinkArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("nsdebug: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(nsdebug::client::login_link(&args)) {
+        Ok(link) => {
+            println!("{}", link.url);
+            eprintln!(
+                "nsdebug: one-time login link for {}, valid for {}s",
+                link.user, link.expires_in_seconds
+            );
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("nsdebug: {}", nsdebug::error_chain(&err));
             ExitCode::FAILURE

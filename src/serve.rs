@@ -41,6 +41,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create the recording directory '{}'", path.display())]
+    Recording {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up TLS")]
     Tls(#[source] crate::tls::TlsError),
     /// kube's own message already names every cause.
@@ -118,15 +124,29 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     tracing::info!(pods = snapshot.pods.len(), node = %config.node_name, "inventory ready");
 
     let cancel = CancellationToken::new();
-    let auth = match config.auth {
-        AuthMode::Kube => Auth::Kube(Box::new(KubeAuth::new(
-            kube_client(config.kubeconfig.as_deref()).await?,
+    let kube = match config.auth {
+        AuthMode::Kube => Some(kube_client(config.kubeconfig.as_deref()).await?),
+        AuthMode::None => None,
+    };
+    let auth = match &kube {
+        Some(client) => Auth::Kube(Box::new(KubeAuth::new(
+            client.clone(),
             &config.node_name,
             config.privileged_permission.clone(),
             config.auth_cache_ttl,
         ))),
-        AuthMode::None => Auth::None,
+        None => Auth::None,
     };
+    let events =
+        crate::events::PodEvents::new(kube.filter(|_| config.pod_events), &config.node_name);
+    if let Some(recording) = &config.recording {
+        recording
+            .prepare()
+            .map_err(|source| ServeError::Recording {
+                path: recording.dir.clone(),
+                source,
+            })?;
+    }
     let audit =
         crate::audit::AuditLog::open(&config.audit_log).map_err(|source| ServeError::Audit {
             path: config.audit_log.clone(),
@@ -164,16 +184,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .keep_fresh(config.resync_interval, cancel.clone()),
     );
 
-    let sessions = crate::session::Sessions::new(config.max_sessions);
+    if let Some(recording) = &config.recording {
+        tasks.spawn(recording.clone().keep_pruned(cancel.clone()));
+    }
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
-    let app = api::router(AppState::new(
-        inventory,
-        &config.node_name,
-        sessions,
-        auth,
-        audit,
-    ));
+    let app = api::router(AppState::new(inventory, &config, auth, audit, events));
     let connections = TaskTracker::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -238,6 +254,7 @@ where
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -246,6 +263,8 @@ where
     }
 }
 
+/// Largest request head (request line and headers); larger gets 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 

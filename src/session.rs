@@ -5,7 +5,8 @@
 //! One-shot runs are collected here with an output cap, a deadline and a
 //! bounded drain, so no client can grow the agent's memory or hold it forever.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -20,34 +21,76 @@ use crate::enter::{self, EnterError, EnterRequest, Entered, Exit, Io};
 /// background children (which may keep the pipes open) already wrote.
 const DRAIN: Duration = Duration::from_millis(200);
 
-/// The agent-wide session limit.
+/// The session limits: agent-wide and per user.
 #[derive(Clone)]
 pub struct Sessions {
     permits: Arc<Semaphore>,
     limit: usize,
+    per_user_limit: usize,
+    per_user: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-/// Over the session limit.
+/// Over a session limit.
 #[derive(Debug, thiserror::Error)]
-#[error("the agent already runs its limit of {limit} sessions; try again when one ends")]
-pub struct TooManySessions {
-    pub limit: usize,
+pub enum TooManySessions {
+    #[error("the agent already runs its limit of {limit} sessions; try again when one ends")]
+    Agent { limit: usize },
+    #[error(
+        "user \"{user}\" already has {limit} sessions open on this agent, the most one user may have; close one first"
+    )]
+    User { user: String, limit: usize },
+}
+
+/// One session's place in the limits, given back when dropped.
+pub struct SessionPermit {
+    _agent: OwnedSemaphorePermit,
+    user: String,
+    per_user: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Sessions {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, per_user_limit: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            per_user_limit,
+            per_user: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// A slot for one session, held until the permit is dropped.
-    pub fn acquire(&self) -> Result<OwnedSemaphorePermit, TooManySessions> {
-        self.permits
+    /// A slot for one session of `user`, held until the permit is dropped.
+    pub fn acquire(&self, user: &str) -> Result<SessionPermit, TooManySessions> {
+        let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.get(user).copied().unwrap_or(0);
+        if count >= self.per_user_limit {
+            return Err(TooManySessions::User {
+                user: user.into(),
+                limit: self.per_user_limit,
+            });
+        }
+        let agent = self
+            .permits
             .clone()
             .try_acquire_owned()
-            .map_err(|_| TooManySessions { limit: self.limit })
+            .map_err(|_| TooManySessions::Agent { limit: self.limit })?;
+        counts.insert(user.into(), count + 1);
+        Ok(SessionPermit {
+            _agent: agent,
+            user: user.into(),
+            per_user: self.per_user.clone(),
+        })
     }
 }
 

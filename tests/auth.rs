@@ -360,6 +360,59 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
     assert_eq!(session["annotations"]["nsdebug.dev/tty"], "false");
     assert_eq!(session["annotations"]["nsdebug.dev/output-bytes"], "8");
 
+    // Each session wrote an Event on the pod, as `kubectl describe pod` shows.
+    let exec_event = support::eventually(
+        "the Event of kubectl's session",
+        std::time::Duration::from_secs(10),
+        || {
+            let found = api
+                .reviews("Event")
+                .into_iter()
+                .find(|e| e["action"] == "exec");
+            async move { found }
+        },
+    )
+    .await;
+    assert_eq!(
+        exec_event["involvedObject"],
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "guarded", "namespace": ns,
+               "uid": pod.spec.uid(), "fieldPath": "spec.containers{shell}"})
+    );
+    assert_eq!(exec_event["metadata"]["namespace"], ns.as_str());
+    assert_eq!(exec_event["reason"], "NsdebugSession");
+    assert_eq!(exec_event["type"], "Normal");
+    assert_eq!(
+        exec_event["source"],
+        json!({"component": "nsdebug", "host": support::NODE_NAME})
+    );
+    assert_eq!(exec_event["reportingComponent"], "nsdebug");
+    assert_eq!(
+        exec_event["message"],
+        format!(
+            "alice started an nsdebug exec session in container \"shell\" (profile container, audit ID {}): [\"sh\",\"-c\",\"hostname; exit 4\"]",
+            session["auditID"].as_str().unwrap()
+        )
+    );
+    // A privileged session stands out as a warning; refused ones wrote none.
+    let events = api.reviews("Event");
+    let privileged = events
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("profile privileged")
+        })
+        .expect("root's privileged run has an Event");
+    assert_eq!(privileged["type"], "Warning");
+    assert_eq!(privileged["action"], "run");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().starts_with("bob")),
+        "bob was refused: no Event"
+    );
+
     pod.remove(&mut client).await;
 }
 
@@ -428,4 +481,328 @@ async fn cached_decisions_expire() {
     assert_eq!(list().await.0, 200);
     assert_eq!(api.reviews("TokenReview").len(), 2, "expired: asked again");
     assert_eq!(api.reviews("SubjectAccessReview").len(), 2);
+}
+
+/// The users and rules of the web UI and limits tests.
+fn alice_and_bob(ns: &str) -> (Vec<FakeUser>, Vec<Rule>) {
+    let users = vec![
+        FakeUser {
+            token: "alice-token",
+            name: "alice",
+            groups: vec!["dev"],
+        },
+        FakeUser {
+            token: "bob-token",
+            name: "bob",
+            groups: vec!["dev"],
+        },
+    ];
+    let rules = ["alice", "bob"]
+        .into_iter()
+        .flat_map(|user| {
+            [
+                rule(user, "create", "pods/exec", Some(ns)),
+                rule(user, "get", "pods", Some(ns)),
+                rule(user, "list", "pods", Some(ns)),
+            ]
+        })
+        .collect();
+    (users, rules)
+}
+
+fn login_link_cli(agent: &Agent, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+        .args([
+            "login-link",
+            "--agent",
+            &agent.url,
+            "--insecure-skip-tls-verify",
+        ])
+        .args(args)
+        .env_remove("NSDEBUG_TOKEN")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_logins_carry_the_users_identity() {
+    let (ns, mut client, pod) =
+        support::one_pod("ui-login", "desk", vec![ContainerSpec::busybox("shell")]).await;
+    let (users, rules) = alice_and_bob(&ns);
+    let api = FakeApiServer::start(users, rules).await;
+    let socket = support::testbed_socket();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.jsonl");
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+        "--login-link-ttl",
+        "2s",
+    ]);
+    use reqwest::Method;
+    let login = |body: Value| call(&agent, Method::POST, "/v1/login", None, Some(body));
+
+    // The CLI mints a link with the user's token; it works once.
+    let (code, out, err) = login_link_cli(&agent, &["--token", "alice-token"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("one-time login link for alice, valid for 2s"),
+        "{err}"
+    );
+    let link = out.trim();
+    let code_in_link = link
+        .strip_prefix(&format!("{}/#login=", agent.url))
+        .unwrap_or_else(|| panic!("a link to the agent's page: {link}"));
+    let (status, answer) = login(json!({"code": code_in_link})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["user"]["name"], "alice");
+    let session = answer["session"].as_str().unwrap().to_string();
+    let (status, answer) = login(json!({"code": code_in_link})).await;
+    assert_eq!(status, 401, "a second use: {answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("used already"),
+        "{answer}"
+    );
+
+    // The session is alice, in every check.
+    let (status, me) = call(&agent, Method::GET, "/v1/whoami", Some(&session), None).await;
+    assert_eq!((status, me["user"]["name"].as_str()), (200, Some("alice")));
+    let agent = &agent;
+    let run = |path: String, token: String| async move {
+        call(
+            agent,
+            Method::POST,
+            &path,
+            Some(&token),
+            Some(json!({"command": ["hostname"]})),
+        )
+        .await
+    };
+    let (status, body) = run(format!("/v1/targets/{ns}/desk/run"), session.clone()).await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("desk\n")),
+        "{body}"
+    );
+    let (status, body) = run("/v1/targets/kube-system/etcd/run".into(), session.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("User \"alice\""),
+        "{body}"
+    );
+    // A UI session cannot mint links (they would outlive it).
+    let (status, _) = call(agent, Method::POST, "/v1/login-links", Some(&session), None).await;
+    assert_eq!(status, 403);
+
+    // A pasted token works as well; a wrong one does not.
+    let (status, answer) = login(json!({"token": "bob-token"})).await;
+    assert_eq!(
+        (status, answer["user"]["name"].as_str()),
+        (200, Some("bob"))
+    );
+    let (status, answer) = login(json!({"token": "stolen"})).await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, _) = login(json!({"nonsense": 1})).await;
+    assert_eq!(status, 400);
+
+    // Logging out ends the session.
+    let (status, _) = call(agent, Method::DELETE, "/v1/login", Some(&session), None).await;
+    assert_eq!(status, 200);
+    let (status, answer) = call(agent, Method::GET, "/v1/whoami", Some(&session), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        answer["message"].as_str().unwrap().contains("log in again"),
+        "{answer}"
+    );
+
+    // A link expires: the behaviour under test is time passing its TTL.
+    let (status, minted) = call(
+        agent,
+        Method::POST,
+        "/v1/login-links",
+        Some("alice-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    assert_eq!(minted["expiresInSeconds"], 2);
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let code = minted["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/#login=");
+    let (status, _) = login(json!({"code": code})).await;
+    assert_eq!(status, 401, "an expired link");
+
+    // The CLI's errors: a refused token, no token at all.
+    let (code, _, err) = login_link_cli(agent, &["--token", "stolen"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the agent refused (401)"), "{err}");
+    let (code, _, err) = login_link_cli(agent, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no token: pass --token"), "{err}");
+
+    // The logins are in the audit trail.
+    let audit = std::fs::read_to_string(&audit_log).unwrap();
+    let logins: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["objectRef"]["apiGroup"] == "nsdebug.dev")
+        .collect();
+    assert!(
+        logins.iter().any(|e| e["user"]["username"] == "alice"
+            && e["annotations"]["nsdebug.dev/login"] == "login link"),
+        "{logins:?}"
+    );
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_per_user_request_size_and_failed_logins() {
+    let (ns, mut client, pod) =
+        support::one_pod("limits", "busy", vec![ContainerSpec::busybox("shell")]).await;
+    let (users, rules) = alice_and_bob(&ns);
+    let api = FakeApiServer::start(users, rules).await;
+    let socket = support::testbed_socket();
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+        "--max-sessions-per-user",
+        "1",
+        "--max-request-bytes",
+        "4KiB",
+    ]);
+    let path = format!("{}/v1/targets/{ns}/busy/run", agent.url);
+    let hostname = json!({"command": ["hostname"]});
+
+    // alice holds her one session with a streamed run...
+    let mut held = https_client()
+        .post(format!("{path}?stream=true"))
+        .bearer_auth("alice-token")
+        .json(&json!({"command": ["sh", "-c", "echo held; exec sleep 600"], "timeoutSeconds": 600}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("held") {
+        let chunk = held.chunk().await.unwrap().expect("the stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // ...so her next one is refused, while bob is not held back by her.
+    let (code, body) = call(
+        &agent,
+        reqwest::Method::POST,
+        &path.replace(&agent.url, ""),
+        Some("alice-token"),
+        Some(hostname.clone()),
+    )
+    .await;
+    assert_eq!(code, 429, "{body}");
+    assert_status(&body, 429, "TooManyRequests");
+    assert_eq!(
+        body["message"],
+        "user \"alice\" already has 1 sessions open on this agent, the most one user may have; close one first"
+    );
+    let (code, body) = call(
+        &agent,
+        reqwest::Method::POST,
+        &path.replace(&agent.url, ""),
+        Some("bob-token"),
+        Some(hostname.clone()),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    drop(held);
+    support::eventually(
+        "alice's session to be given back",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (code, _) = call(
+                &agent,
+                reqwest::Method::POST,
+                &path.replace(&agent.url, ""),
+                Some("alice-token"),
+                Some(hostname.clone()),
+            )
+            .await;
+            (code == 200).then_some(())
+        },
+    )
+    .await;
+
+    // Oversized bodies and headers are refused with a clear status.
+    let big = json!({"command": ["echo", "x".repeat(8 * 1024)]});
+    let (code, body) = call(
+        &agent,
+        reqwest::Method::POST,
+        &path.replace(&agent.url, ""),
+        Some("alice-token"),
+        Some(big),
+    )
+    .await;
+    assert_eq!(code, 413, "{body}");
+    assert_status(&body, 413, "RequestEntityTooLarge");
+    let response = https_client()
+        .get(format!("{}/api/v1/pods", agent.url))
+        .bearer_auth("alice-token")
+        .header("X-Padding", "p".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 431);
+
+    // Guessing tokens: after five failures the address must wait, and the
+    // API server is not even asked meanwhile.
+    for _ in 0..5 {
+        let (code, _) = call(
+            &agent,
+            reqwest::Method::GET,
+            "/api/v1/pods",
+            Some("guess"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 401);
+    }
+    let reviews = api.reviews("TokenReview").len();
+    let response = https_client()
+        .get(format!("{}/api/v1/pods", agent.url))
+        .bearer_auth("alice-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many failed authentications from 127.0.0.1"),
+        "{body}"
+    );
+    assert_eq!(body["details"]["retryAfterSeconds"].as_u64(), Some(retry));
+    assert_eq!(
+        api.reviews("TokenReview").len(),
+        reviews,
+        "not reviewed while waiting"
+    );
+    pod.remove(&mut client).await;
 }

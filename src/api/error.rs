@@ -52,6 +52,14 @@ impl ApiError {
         err
     }
 
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            message,
+        )
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Conflict", message)
     }
@@ -88,6 +96,32 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
     }
 
+    pub fn header_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            message,
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+    }
+
+    /// Tells the client when to try again: `Retry-After` and the Status's
+    /// `details.retryAfterSeconds`, as the API server does.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let seconds = i32::try_from(wait.as_secs().max(1)).unwrap_or(i32::MAX);
+        self.details
+            .get_or_insert_with(Default::default)
+            .retry_after_seconds = Some(seconds);
+        self
+    }
+
     pub fn code(&self) -> StatusCode {
         self.code
     }
@@ -117,7 +151,20 @@ impl IntoResponse for ApiError {
             object.insert("kind".into(), "Status".into());
             object.insert("apiVersion".into(), "v1".into());
         }
-        (self.code, Json(body)).into_response()
+        let retry = self
+            .details
+            .as_ref()
+            .and_then(|d| d.retry_after_seconds)
+            .map(|s| s.to_string());
+        let mut response = (self.code, Json(body)).into_response();
+        if let Some(seconds) = retry
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds)
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

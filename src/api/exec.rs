@@ -32,6 +32,7 @@ use crate::audit::SessionTrail;
 use crate::enter::{
     self, EnterError, EnterRequest, Exit, Io, Profile, TerminalSize, parse_namespaces,
 };
+use crate::recording::Recording;
 use crate::resolve::TargetRef;
 
 /// How long output is still forwarded after the command exits, for what its
@@ -234,7 +235,7 @@ async fn exec(
         container: options.container.clone(),
     };
     let target = state.resolver.resolve(&wanted).await?;
-    let permit = state.sessions.acquire()?;
+    let permit = state.sessions.acquire(&user.name)?;
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,
@@ -246,8 +247,32 @@ async fn exec(
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
     };
     record.entering(&target, &request);
-    let trail = SessionTrail::new(record, state.audit.clone(), 101);
-    let upgrade = upgrade.protocols(PROTOCOLS.iter().copied());
+    let recording = match (&state.recording, &request.terminal) {
+        (Some(config), Some(size)) => {
+            let recording =
+                start_recording(config, &user, &target, &request, record.id(), *size).await?;
+            record.note("recording", recording.path().display());
+            Some(recording)
+        }
+        _ => None,
+    };
+    let event = state.events.prepare(&crate::events::SessionStart {
+        user: &user,
+        target: &target,
+        request: &request,
+        kind: "exec",
+        audit_id: record.id(),
+    });
+    let context = SessionContext {
+        trail: SessionTrail::new(record, state.audit.clone(), 101),
+        recording,
+        event,
+        limits: state.limits,
+    };
+    let upgrade = upgrade
+        .protocols(PROTOCOLS.iter().copied())
+        .max_message_size(state.limits.max_request_bytes)
+        .max_frame_size(state.limits.max_request_bytes);
     let framing = Framing::of(
         upgrade
             .selected_protocol()
@@ -255,9 +280,75 @@ async fn exec(
             .unwrap_or("channel.k8s.io"),
     );
     Ok(upgrade.on_upgrade(move |socket| async move {
-        session(socket, framing, request, options, trail).await;
+        session(socket, framing, request, options, context).await;
         drop(permit);
     }))
+}
+
+/// What a session carries besides its streams.
+struct SessionContext {
+    trail: SessionTrail,
+    recording: Option<Recording>,
+    /// The pod's Event, sent once the command runs.
+    event: Option<crate::events::PendingEvent>,
+    limits: crate::config::Limits,
+}
+
+/// Starts the asciicast recording of a terminal session; a configured
+/// recording that cannot be written refuses the session (fail closed).
+async fn start_recording(
+    config: &crate::recording::RecordingConfig,
+    user: &crate::auth::User,
+    target: &crate::resolve::Target,
+    request: &EnterRequest,
+    audit_id: &str,
+    size: TerminalSize,
+) -> Result<Recording, ApiError> {
+    let header = crate::recording::Header {
+        cols: size.cols,
+        rows: size.rows,
+        command: shell_words(&request.argv),
+        title: format!(
+            "{} in {}/{}/{} ({})",
+            user.name,
+            target.namespace,
+            target.pod,
+            target.container,
+            request.profile.as_str()
+        ),
+        name: format!(
+            "{}-{}-{}-{}",
+            target.namespace, target.pod, target.container, audit_id
+        ),
+    };
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || config.start(&header))
+        .await
+        .map_err(|err| ApiError::internal(&err))?
+        .map_err(|err| {
+            tracing::error!(error = %err, "cannot start a session recording");
+            ApiError::unavailable(format!(
+                "terminal sessions are recorded on this agent and the recording could not be started: {err}"
+            ))
+        })
+}
+
+/// `argv` as one line, quoted where needed, for the recording's header.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The status frame of a finished command.
@@ -369,8 +460,14 @@ async fn session(
     framing: Framing,
     request: EnterRequest,
     options: ExecOptions,
-    mut trail: SessionTrail,
+    context: SessionContext,
 ) {
+    let SessionContext {
+        mut trail,
+        recording,
+        event,
+        limits,
+    } = context;
     let (mut ws_tx, mut ws_rx) = socket.split();
     let mut entered = match enter::spawn(&request).await {
         Ok(entered) => entered,
@@ -395,6 +492,9 @@ async fn session(
         }
     };
     trail.started();
+    if let Some(event) = event {
+        event.send();
+    }
     // The stream is up: an empty frame on the lowest channel the client reads.
     let first = if options.stdout || options.tty {
         STDOUT
@@ -441,10 +541,17 @@ async fn session(
         Some(Io::Tty(terminal)) => {
             let reader = terminal.clone();
             let out = out_tx.clone();
+            let recording = recording.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; CHUNK];
                 while let Ok(n) = reader.read(&mut buf).await {
-                    if n == 0 || out.send(framing.frame(STDOUT, &buf[..n])).await.is_err() {
+                    if n == 0 {
+                        return;
+                    }
+                    if let Some(recording) = &recording {
+                        recording.output(&buf[..n]);
+                    }
+                    if out.send(framing.frame(STDOUT, &buf[..n])).await.is_err() {
                         return;
                     }
                 }
@@ -471,10 +578,42 @@ async fn session(
     let mut outputs_open = true;
     let drain = tokio::time::sleep(Duration::from_secs(86400));
     tokio::pin!(drain);
+    // The session's clock: closed at the maximum duration, or when nothing
+    // went either way for the idle timeout (checked when it could have run
+    // out, not reset on every frame).
+    let opened = tokio::time::Instant::now();
+    let closes_at = opened + limits.max_session_duration;
+    let mut active_at = opened;
+    let timer = tokio::time::sleep_until(closes_at.min(opened + limits.session_idle_timeout));
+    tokio::pin!(timer);
     loop {
         tokio::select! {
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                let idle_until = active_at + limits.session_idle_timeout;
+                let (why, outcome) = if now >= closes_at {
+                    (format!("the session reached its maximum duration of {}", humantime::format_duration(limits.max_session_duration)), "max duration")
+                } else if now >= idle_until {
+                    (format!("the session was idle for {}", humantime::format_duration(limits.session_idle_timeout)), "idle timeout")
+                } else {
+                    timer.as_mut().reset(closes_at.min(idle_until));
+                    continue;
+                };
+                trail.outcome = outcome.into();
+                let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
+                if options.stdout || options.stderr || options.tty {
+                    let line = format!("\r\nnsdebug: {why}; closing it\r\n");
+                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
+                }
+                let status = framing.structured_status.then(|| {
+                    framing.frame(ERROR, json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "message": why}).to_string().as_bytes())
+                }).or_else(|| Some(framing.frame(ERROR, why.as_bytes())));
+                finish(&mut ws_tx, status).await;
+                return;
+            },
             frame = out_rx.recv(), if outputs_open => match frame {
                 Some(frame) => {
+                    active_at = tokio::time::Instant::now();
                     let size = match &frame {
                         Message::Binary(data) => data.len(),
                         Message::Text(text) => text.len(),
@@ -496,6 +635,7 @@ async fn session(
                     };
                     match channel {
                         STDIN => {
+                            active_at = tokio::time::Instant::now();
                             trail.bytes_in += data.len() as u64;
                             let _ = in_tx.send(Input::Data(data)).await;
                         }
@@ -505,6 +645,9 @@ async fn session(
                             let width = size["Width"].as_u64().unwrap_or(80).min(u64::from(u16::MAX)) as u16;
                             let height = size["Height"].as_u64().unwrap_or(24).min(u64::from(u16::MAX)) as u16;
                             let _ = pty.resize(width, height);
+                            if let Some(recording) = &recording {
+                                recording.resize(width, height);
+                            }
                         },
                         CLOSE if framing.close_channel && data.first() == Some(&STDIN) => {
                             let _ = in_tx.send(Input::Close).await;

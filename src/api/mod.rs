@@ -7,6 +7,7 @@ mod discovery;
 mod error;
 mod exec;
 mod health;
+mod login;
 mod namespaces;
 mod native;
 pub mod pod_object;
@@ -37,25 +38,44 @@ pub struct AppState {
     /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
     pub node_name: Arc<str>,
     pub sessions: Sessions,
+    pub limits: crate::config::Limits,
     pub auth: Arc<crate::auth::Auth>,
     pub audit: Arc<crate::audit::AuditLog>,
+    pub events: crate::events::PodEvents,
+    pub recording: Option<crate::recording::RecordingConfig>,
+    pub logins: Arc<crate::login::Logins>,
+    pub backoff: Arc<crate::auth::FailureBackoff>,
+    /// Served over TLS (for the links the agent hands out).
+    pub tls: bool,
 }
 
 impl AppState {
     pub fn new(
         inventory: Arc<Inventory>,
-        node_name: &str,
-        sessions: Sessions,
+        config: &crate::config::Config,
         auth: crate::auth::Auth,
         audit: crate::audit::AuditLog,
+        events: crate::events::PodEvents,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
             inventory,
-            node_name: node_name.into(),
-            sessions,
+            node_name: config.node_name.as_str().into(),
+            sessions: Sessions::new(
+                config.limits.max_sessions,
+                config.limits.max_sessions_per_user,
+            ),
+            limits: config.limits,
             auth: Arc::new(auth),
             audit: Arc::new(audit),
+            events,
+            recording: config.recording.clone(),
+            logins: Arc::new(crate::login::Logins::new(
+                config.login_link_ttl,
+                config.ui_session_ttl,
+            )),
+            backoff: Arc::default(),
+            tls: config.tls.is_some(),
         }
     }
 }
@@ -100,9 +120,13 @@ pub fn router(state: AppState) -> Router {
         .merge(exec::routes())
         .merge(ui::routes())
         .merge(health::routes())
+        .merge(login::routes())
         .route("/v1/whoami", axum::routing::get(whoami))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.max_request_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -110,29 +134,103 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Paths anyone may read: the web page (it logs in by itself), health, version.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/healthz" | "/livez" | "/readyz" | "/version") || path.starts_with("/ui/")
+/// Paths anyone may use: the web page (it logs in by itself), its login,
+/// health, version.
+fn is_public(method: &Method, path: &str) -> bool {
+    matches!(path, "/" | "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/ui/")
+        || (path == "/v1/login" && method == Method::POST)
 }
 
+/// The largest request line plus headers taken (hyper's read buffer is the
+/// hard cap below it); more gets 431.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// Puts the caller's [`crate::auth::User`] on every request that needs one,
-/// or answers 401.
+/// or answers 401 (429 for an address that failed too often).
 async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if is_public(request.uri().path()) {
+    let head: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum::<usize>()
+        + request.uri().to_string().len();
+    if head > MAX_HEAD_BYTES {
+        return ApiError::header_too_large(format!(
+            "the request line and headers are {head} bytes; the agent takes at most {MAX_HEAD_BYTES}"
+        ))
+        .into_response();
+    }
+    if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let token = crate::auth::bearer_token(request.headers());
-    match state.auth.authenticate(token.as_deref()).await {
+    let token = match token {
+        Some(session) if session.starts_with(crate::login::SESSION_PREFIX) => {
+            match state.logins.session_token(&session) {
+                Some(token) => {
+                    request.extensions_mut().insert(login::UiSession(session));
+                    Some(token)
+                }
+                None => {
+                    return ApiError::unauthorized(
+                        "the web UI login has expired or was logged out; log in again",
+                    )
+                    .into_response();
+                }
+            }
+        }
+        other => other,
+    };
+    match authenticate_token(&state, peer, token.as_deref()).await {
         Ok(user) => {
             request.extensions_mut().insert(user);
+            if let Some(token) = token {
+                request.extensions_mut().insert(login::CallerToken(token));
+            }
             next.run(request).await
         }
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The owner of `token`, with failed attempts slowing down their address.
+async fn authenticate_token(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    token: Option<&str>,
+) -> Result<crate::auth::User, ApiError> {
+    if let Some(ip) = peer
+        && let Err(wait) = state.backoff.check(ip)
+    {
+        return Err(ApiError::too_many_requests(format!(
+            "too many failed authentications from {ip}; try again in {}s",
+            wait.as_secs().max(1)
+        ))
+        .retry_after(wait));
+    }
+    match state.auth.authenticate(token).await {
+        Ok(user) => {
+            if let Some(ip) = peer {
+                state.backoff.succeeded(ip);
+            }
+            Ok(user)
+        }
+        Err(err) => {
+            if let (Some(ip), crate::auth::AuthError::Unauthenticated(_)) = (peer, &err) {
+                state.backoff.failed(ip);
+            }
+            Err(err.into())
+        }
     }
 }
 

@@ -156,7 +156,16 @@ async fn run(
     stream: bool,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    let body = body.map_err(|err| {
+        if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the request body is larger than this agent's limit of {} bytes (--max-request-bytes)",
+                state.limits.max_request_bytes
+            ))
+        } else {
+            ApiError::bad_request(err.body_text())
+        }
+    })?;
     let body: RunBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("invalid run request: {err}")))?;
     validate_command(&body.command)?;
@@ -206,7 +215,7 @@ async fn run(
         ),
         TargetRef::ContainerId(_) => None,
     };
-    let permit = state.sessions.acquire()?;
+    let permit = state.sessions.acquire(&user.name)?;
     let target = state.resolver.resolve(&wanted).await?;
     let mut audit = match audit.take() {
         Some(record) => record,
@@ -235,6 +244,15 @@ async fn run(
     audit
         .entering(&target, &request)
         .note("stdin-bytes", stdin.len());
+    if let Some(event) = state.events.prepare(&crate::events::SessionStart {
+        user: &user,
+        target: &target,
+        request: &request,
+        kind: "run",
+        audit_id: audit.id(),
+    }) {
+        event.send();
+    }
     let timeout = std::time::Duration::from_secs_f64(timeout);
     if stream {
         let trail = SessionTrail::new(audit, state.audit.clone(), 200);
@@ -318,7 +336,7 @@ async fn streamed(
     request: &EnterRequest,
     stdin: Vec<u8>,
     timeout: std::time::Duration,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: crate::session::SessionPermit,
     mut trail: SessionTrail,
 ) -> Result<Response, ApiError> {
     trail.bytes_in = stdin.len() as u64;

@@ -1,7 +1,8 @@
-//! A small stand-in for the Kubernetes API server's review endpoints: the API
-//! server cannot run here, so its `TokenReview` and `SubjectAccessReview` are
-//! served from a table of users and RBAC-like rules, speaking the real JSON.
-//! Every review the agent sends is recorded, so tests check what was asked.
+//! A small stand-in for the Kubernetes API server's review and event
+//! endpoints: the API server cannot run here, so its `TokenReview` and
+//! `SubjectAccessReview` are served from a table of users and RBAC-like
+//! rules, and `Event`s are stored, speaking the real JSON. Every review and
+//! event the agent sends is recorded, so tests check what was asked.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -103,6 +104,52 @@ async fn access_review(State(t): State<Tables>, Json(review): Json<Value>) -> Js
     }))
 }
 
+/// `POST /api/v1/namespaces/{ns}/events`: validated as the API server does
+/// for the fields it requires, stored, and echoed with server-set metadata.
+async fn create_event(
+    State(t): State<Tables>,
+    axum::extract::Path(namespace): axum::extract::Path<String>,
+    Json(event): Json<Value>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode;
+    let invalid = |message: &str| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, "message": message}),
+            ),
+        )
+    };
+    if event["metadata"]["namespace"] != namespace.as_str()
+        || event["involvedObject"]["namespace"] != namespace.as_str()
+    {
+        return invalid("involvedObject.namespace: does not match event.namespace");
+    }
+    if event["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return invalid("metadata.name: Required value");
+    }
+    if event["reason"].as_str().unwrap_or_default().is_empty()
+        || event["source"]["component"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    {
+        return invalid("reason and source.component: Required value");
+    }
+    let mut stored = event.clone();
+    stored["metadata"]["uid"] = json!(format!("event-{}", t.reviews.lock().unwrap().len()));
+    stored["metadata"]["resourceVersion"] = json!("1");
+    t.reviews
+        .lock()
+        .unwrap()
+        .push(("Event".into(), stored.clone()));
+    (StatusCode::CREATED, Json(stored))
+}
+
 impl FakeApiServer {
     pub async fn start(users: Vec<FakeUser>, rules: Vec<Rule>) -> Self {
         let reviews = Arc::new(Mutex::new(Vec::new()));
@@ -120,6 +167,7 @@ impl FakeApiServer {
                 "/apis/authorization.k8s.io/v1/subjectaccessreviews",
                 post(access_review),
             )
+            .route("/api/v1/namespaces/{namespace}/events", post(create_event))
             .with_state(tables);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -141,7 +189,7 @@ impl FakeApiServer {
         }
     }
 
-    /// The reviews of `kind` received so far.
+    /// The reviews (or `Event`s) of `kind` received so far.
     pub fn reviews(&self, kind: &str) -> Vec<Value> {
         self.reviews
             .lock()

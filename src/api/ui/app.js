@@ -11,11 +11,81 @@ const decoder = new TextDecoder();
 let listing = { pods: [] };
 const tabs = [];
 
+// ---- login ----------------------------------------------------------------
+// The UI session token lives in this tab's sessionStorage and travels as a
+// bearer token: an Authorization header for fetch, the Kubernetes bearer
+// subprotocol for WebSockets. No cookie, so no other site can use it.
+
+const SESSION_KEY = "nsdebug.session";
+const session = () => sessionStorage.getItem(SESSION_KEY);
+
+function authHeaders() {
+  const token = session();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// fetch with the session; a 401 means the login is gone: ask for one.
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  if (response.status === 401) {
+    // Without a session there is nothing to explain: just ask.
+    const answer = await response.clone().json().catch(() => ({}));
+    showLogin(session() ? answer.message : "");
+  }
+  return response;
+}
+
+function bearerProtocol() {
+  const token = session();
+  if (!token) return [];
+  const encoded = btoa(token).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return [`base64url.bearer.authorization.k8s.io.${encoded}`];
+}
+
+function showLogin(message) {
+  $("login").hidden = false;
+  $("login-error").hidden = !message;
+  $("login-error").textContent = message || "";
+  $("login-token").focus();
+}
+
+// Exchanges a login link's code or a pasted token for a UI session.
+async function logIn(body) {
+  const response = await fetch("/v1/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    showLogin(answer.message || `login failed (${response.status})`);
+    return false;
+  }
+  sessionStorage.setItem(SESSION_KEY, answer.session);
+  $("login").hidden = true;
+  $("login-token").value = "";
+  return true;
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = $("login-token").value.trim();
+  if (!token) return showLogin("Paste a token first.");
+  if (await logIn({ token })) await start();
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("/v1/login", { method: "DELETE" });
+  sessionStorage.removeItem(SESSION_KEY);
+  for (const tab of tabs) tab.ws?.close();
+  showLogin("Logged out.");
+});
+
 // ---- the picker ---------------------------------------------------------
 
 async function loadTargets() {
   try {
-    const response = await fetch("/v1/targets");
+    const response = await api("/v1/targets");
     const body = await response.json();
     if (!response.ok) throw new Error(body.message || response.statusText);
     listing = body;
@@ -222,7 +292,7 @@ function statusLine(tab, text) {
 async function preflight(tab) {
   try {
     const q = new URLSearchParams({ container: tab.container });
-    const response = await fetch(`/v1/targets/${encodeURIComponent(tab.ns)}/${encodeURIComponent(tab.pod)}?${q}`);
+    const response = await api(`/v1/targets/${encodeURIComponent(tab.ns)}/${encodeURIComponent(tab.pod)}?${q}`);
     const body = await response.json();
     if (!response.ok) return { message: `${body.reason || response.status}: ${body.message}` };
     return { target: body };
@@ -267,7 +337,7 @@ async function connect(tab) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}/api/v1/namespaces/${encodeURIComponent(tab.ns)}/pods/${encodeURIComponent(tab.pod)}/exec?${q}`;
   tab.term.reset();
-  const ws = new WebSocket(url, ["v5.channel.k8s.io"]);
+  const ws = new WebSocket(url, ["v5.channel.k8s.io", ...bearerProtocol()]);
   ws.binaryType = "arraybuffer";
   tab.ws = ws;
   const entered = namespaces ? namespaces.replaceAll(",", "+") : "all namespaces";
@@ -305,20 +375,40 @@ async function connect(tab) {
 
 // ---- start ------------------------------------------------------------------
 
+// Who the agent takes us for; false when a login is needed first.
 async function whoami() {
   try {
-    const response = await fetch("/v1/whoami");
+    const response = await api("/v1/whoami");
+    if (!response.ok) return false;
     const body = await response.json();
     $("auth").hidden = body.authMode !== "none";
-    if (body.authMode !== "none") $("node").dataset.user = body.user.name;
+    const loggedIn = body.authMode !== "none";
+    $("user").hidden = !loggedIn;
+    $("user").textContent = loggedIn ? body.user.name : "";
+    $("logout").hidden = !(loggedIn && session());
+    return true;
   } catch {
     // The listing below reports an agent that does not answer.
+    return true;
   }
 }
 
+let started = false;
+async function start() {
+  if (!(await whoami())) return;
+  await loadTargets();
+  if (started) return;
+  started = true;
+  const route = location.hash.match(/^#\/([^/]+)\/([^/]+)\/([^/]+)$/);
+  if (route) openTab(...route.slice(1).map(decodeURIComponent));
+}
+
 $("namespace").addEventListener("change", renderTargets);
-await whoami();
 $("search").addEventListener("input", renderTargets);
-await loadTargets();
-const route = location.hash.match(/^#\/([^/]+)\/([^/]+)\/([^/]+)$/);
-if (route) openTab(...route.slice(1).map(decodeURIComponent));
+// A one-time login link: /#login=CODE. The code leaves the address bar at once.
+const link = location.hash.match(/^#login=([A-Za-z0-9]+)$/);
+if (link) {
+  history.replaceState(null, "", location.pathname);
+  await logIn({ code: link[1] });
+}
+if (!link || session()) await start();

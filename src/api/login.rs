@@ -1,0 +1,177 @@
+//! Web UI login routes; the model is described in [`crate::login`].
+//!
+//! - `POST /v1/login-links` (with the user's Kubernetes bearer token): a
+//!   one-time link, `201 {"url", "path", "expiresInSeconds"}`.
+//! - `POST /v1/login` with `{"code": "..."}` or `{"token": "..."}`: a UI
+//!   session, `200 {"session", "user", "expiresInSeconds"}`. Public: this
+//!   is how one gets in. Failures count towards the address's backoff.
+//! - `DELETE /v1/login` (with the session as bearer token): logs out.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState, RequestInfo};
+use crate::auth::{Auth, User};
+
+/// The caller's own Kubernetes token (for a UI session, the one behind it).
+#[derive(Clone)]
+pub struct CallerToken(pub String);
+
+/// The request came with a UI session token: this one.
+#[derive(Clone)]
+pub struct UiSession(pub String);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/login-links", post(mint_link))
+        .route("/v1/login", post(login).delete(logout))
+}
+
+fn no_login_needed(state: &AppState) -> Result<(), ApiError> {
+    match *state.auth {
+        Auth::None => Err(ApiError::bad_request(
+            "this agent runs without authentication (--auth none): no login is needed",
+        )),
+        Auth::Kube(_) => Ok(()),
+    }
+}
+
+fn audit_login(
+    state: &AppState,
+    user: &User,
+    info: &RequestInfo,
+    resource: &str,
+    code: u16,
+    how: &str,
+) {
+    let mut record = crate::audit::AuditRecord::new(
+        user,
+        info.peer,
+        &info.user_agent,
+        &info.uri,
+        json!({"apiGroup": "nsdebug.dev", "apiVersion": "v1", "resource": resource}),
+    );
+    record.note("login", how);
+    state.audit.record(&record.event("ResponseComplete", code));
+}
+
+async fn mint_link(
+    State(state): State<AppState>,
+    Extension(user): Extension<User>,
+    token: Option<Extension<CallerToken>>,
+    session: Option<Extension<UiSession>>,
+    info: RequestInfo,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_login_needed(&state)?;
+    if session.is_some() {
+        return Err(ApiError::forbidden(
+            "login links are minted with a Kubernetes token, not from a web UI session",
+        ));
+    }
+    let Some(Extension(CallerToken(token))) = token else {
+        return Err(ApiError::unauthorized("no bearer token"));
+    };
+    let (code, ttl) = state.logins.mint_link(&token);
+    audit_login(&state, &user, &info, "loginlinks", 201, "link minted");
+    let path = format!("/#login={code}");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if state.tls { "https" } else { "http" };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "kind": "LoginLink",
+            "url": format!("{scheme}://{host}{path}"),
+            "path": path,
+            "expiresInSeconds": ttl.as_secs(),
+            "user": user,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    code: Option<String>,
+    token: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    info: RequestInfo,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    no_login_needed(&state)?;
+    let body: LoginBody = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(format!(
+            "a login is {{\"code\": \"...\"}} (from a login link) or {{\"token\": \"...\"}}: {err}"
+        ))
+    })?;
+    let peer = info.peer.map(|p| p.ip());
+    let (token, how) = match (body.code, body.token) {
+        (Some(code), None) => {
+            if let Some(ip) = peer
+                && let Err(wait) = state.backoff.check(ip)
+            {
+                return Err(ApiError::too_many_requests(format!(
+                    "too many failed authentications from {ip}; try again in {}s",
+                    wait.as_secs().max(1)
+                ))
+                .retry_after(wait));
+            }
+            match state.logins.redeem(code.trim()) {
+                Some(token) => (token, "login link"),
+                None => {
+                    if let Some(ip) = peer {
+                        state.backoff.failed(ip);
+                    }
+                    return Err(ApiError::unauthorized(
+                        "this login link is not valid: it was used already, has expired, or was never issued; mint a new one",
+                    ));
+                }
+            }
+        }
+        (None, Some(token)) if !token.trim().is_empty() => (token.trim().to_string(), "token"),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either \"code\" (from a login link) or \"token\"",
+            ));
+        }
+    };
+    let user = super::authenticate_token(&state, peer, Some(&token)).await?;
+    let expiry = crate::auth::token_expiry(&token);
+    let (session, ttl) = state.logins.open_session(token, expiry);
+    audit_login(&state, &user, &info, "logins", 200, how);
+    Ok(Json(json!({
+        "kind": "Login",
+        "session": session,
+        "user": user,
+        "expiresInSeconds": ttl.as_secs(),
+    }))
+    .into_response())
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    session: Option<Extension<UiSession>>,
+) -> Result<Response, ApiError> {
+    let Some(Extension(UiSession(session))) = session else {
+        return Err(ApiError::bad_request(
+            "DELETE /v1/login ends a web UI session: send its session token as the bearer token",
+        ));
+    };
+    state.logins.close_session(&session);
+    Ok(
+        Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+            .into_response(),
+    )
+}
