@@ -15,10 +15,12 @@ step "system packages"
 # (apt-get update first, only when something is missing). The tests also use
 # nsenter (util-linux) and ip (iproute2), which the test bed installs too.
 bash hack/testbed.sh up >/dev/null
-# Clients the tests drive: tmux (kubectl exec -it), Debian's Chromium with
-# playwright-core (the web terminal), a venv with the Python kubernetes client.
+# Clients the tests drive: tmux (kubectl exec -it), asciinema (replays
+# recordings), Debian's Chromium with playwright-core (the web terminal), a
+# venv with the Python kubernetes client.
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
+command -v asciinema >/dev/null || missing+=(asciinema)
 command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     apt-get update -q >/dev/null

@@ -490,3 +490,228 @@ async fn session_ends_with_status_when_the_container_dies() {
     );
     pod.remove(&mut client).await;
 }
+
+/// The frames of one WebSocket exec of `command` on a terminal, after
+/// sending `input` frames (channel, data) once the stream is up.
+async fn tty_session(
+    agent: &Agent,
+    ns: &str,
+    pod: &str,
+    command: &[&str],
+    input: &[(u8, &[u8])],
+) -> Vec<(u8, Vec<u8>)> {
+    let mut query =
+        format!("/api/v1/namespaces/{ns}/pods/{pod}/exec?stdin=true&stdout=true&tty=true");
+    for word in command {
+        query.push_str("&command=");
+        query.extend(form_urlencoded::byte_serialize(word.as_bytes()));
+    }
+    let (mut socket, _) = connect(agent, &query, "v5.channel.k8s.io").await;
+    for (channel, data) in input {
+        let mut frame = vec![*channel];
+        frame.extend_from_slice(data);
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+    }
+    frames(&mut socket).await
+}
+
+fn stdout_of(frames: &[(u8, Vec<u8>)]) -> String {
+    frames
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn terminal_sessions_are_recorded_as_asciicasts() {
+    let (ns, mut client, pod) =
+        support::one_pod("exec-record", "rec", vec![ContainerSpec::busybox("shell")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = dir.path().join("recordings");
+    // An old recording, past the retention: deleted at start-up.
+    std::fs::create_dir(&recordings).unwrap();
+    let old = recordings.join("20200101T000000Z-old.cast");
+    std::fs::write(&old, "{}\n").unwrap();
+    let eight_days_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(eight_days_ago)
+        .unwrap();
+    let young = recordings.join("20991231T000000Z-young.cast");
+    std::fs::write(&young, "{}\n").unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let agent = Agent::start_on_testbed(&[
+        "--record-dir",
+        recordings.to_str().unwrap(),
+        "--record-max-bytes",
+        "8KiB",
+        "--record-retention",
+        "7days",
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+    ]);
+    eventually(
+        "the expired recording to be deleted",
+        Duration::from_secs(10),
+        || async { (!old.exists()).then_some(()) },
+    )
+    .await;
+    assert!(young.exists(), "a recording within the retention stays");
+
+    // A session: the terminal is resized, then a line typed.
+    let seen = tty_session(
+        &agent,
+        &ns,
+        "rec",
+        &["sh", "-c", "read word; stty size; echo recorded-$word-€"],
+        &[(4, br#"{"Width":100,"Height":30}"#), (0, b"hello\r")],
+    )
+    .await;
+    assert!(stdout_of(&seen).contains("recorded-hello-€"), "{seen:?}");
+    // The session's audit event is written as it closes.
+    let complete = eventually("the session's audit event", Duration::from_secs(10), || {
+        let found = std::fs::read_to_string(&audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["stage"] == "ResponseComplete");
+        async move { found }
+    })
+    .await;
+    let path = std::path::PathBuf::from(
+        complete["annotations"]["nsdebug.dev/recording"]
+            .as_str()
+            .expect("the audit event names the recording"),
+    );
+    assert_eq!(path.parent(), Some(recordings.as_path()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The file is complete once the session is; its writer may lag a little.
+    let text = eventually(
+        "the recording to be written",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            async move { text.contains("recorded-hello").then_some(text) }
+        },
+    )
+    .await;
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    assert!(
+        header["title"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{ns}/rec/shell"))
+    );
+    assert!(
+        text.contains(r#""r","100x30"]"#),
+        "the resize is recorded: {text}"
+    );
+    // asciinema itself replays it (on a terminal, which it insists on:
+    // util-linux's `script` provides one).
+    let replay = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command"])
+        .arg(format!("asciinema cat {}", path.display()))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{replay:?}");
+    let replayed = String::from_utf8_lossy(&replay.stdout);
+    assert!(replayed.contains("30 100"), "{replayed}");
+    assert!(replayed.contains("recorded-hello-€"), "{replayed}");
+
+    // A session printing more than the cap: the client gets everything, the
+    // recording stops at the cap and says so.
+    let seen = tty_session(
+        &agent,
+        &ns,
+        "rec",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 400 ]; do echo line-$i-0123456789abcdef; i=$((i+1)); done",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        stdout_of(&seen).contains("line-399-"),
+        "the client's output is whole"
+    );
+    let capped = eventually("the capped recording", Duration::from_secs(10), || {
+        let found = std::fs::read_dir(&recordings)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("recording stopped at its 8192 byte cap")
+            });
+        async move { found }
+    })
+    .await;
+    let size = std::fs::metadata(&capped).unwrap().len();
+    assert!(size <= 8192 + 200, "cap plus the closing note: {size}");
+    pod.remove(&mut client).await;
+}
+
+#[tokio::test]
+async fn idle_and_overlong_sessions_are_closed() {
+    let (ns, mut client, pod) =
+        support::one_pod("exec-idle", "idle", vec![ContainerSpec::busybox("shell")]).await;
+    let agent = Agent::start_on_testbed(&[
+        "--session-idle-timeout",
+        "1s",
+        "--max-session-duration",
+        "3s",
+    ]);
+    // Nothing typed, nothing printed: closed as idle.
+    let seen = tty_session(&agent, &ns, "idle", &["sh", "-c", "sleep 600"], &[]).await;
+    assert!(
+        stdout_of(&seen).contains("nsdebug: the session was idle for 1s; closing it"),
+        "{seen:?}"
+    );
+    let status: Value =
+        serde_json::from_slice(&seen.iter().find(|(c, _)| *c == 3).unwrap().1).unwrap();
+    assert_eq!(status["reason"], "Timeout");
+    // Busy, but past the maximum duration.
+    let seen = tty_session(
+        &agent,
+        &ns,
+        "idle",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        &[],
+    )
+    .await;
+    let out = stdout_of(&seen);
+    assert!(out.contains("tick"), "{out}");
+    assert!(
+        out.contains("nsdebug: the session reached its maximum duration of 3s; closing it"),
+        "{out}"
+    );
+    // Neither left its command behind.
+    eventually(
+        "the commands to be killed",
+        Duration::from_secs(10),
+        || async {
+            let ps = container_ps(&agent, &ns, "idle", "sleep").await;
+            ps.iter()
+                .all(|l| !l.contains("sleep 600") && !l.contains("sleep 0.2"))
+                .then_some(())
+        },
+    )
+    .await;
+    pod.remove(&mut client).await;
+}
