@@ -600,6 +600,17 @@ async fn web_ui_logins_carry_the_users_identity() {
         body["message"].as_str().unwrap().contains("User \"alice\""),
         "{body}"
     );
+    // The picker's listing shows the namespaces alice may list, and says so.
+    let (status, listing) = call(agent, Method::GET, "/v1/targets", Some(&session), None).await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["restricted"], true);
+    let namespaces: std::collections::BTreeSet<&str> = listing["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, [ns.as_str()].into());
     // A UI session cannot mint links (they would outlive it).
     let (status, _) = call(agent, Method::POST, "/v1/login-links", Some(&session), None).await;
     assert_eq!(status, 403);

@@ -6,6 +6,7 @@ mod support;
 
 use std::process::Command;
 
+use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
 use support::testbed::{ContainerSpec, PodSpec, run_pod};
 use support::{Agent, test_namespace};
 
@@ -56,4 +57,63 @@ async fn web_terminal_in_a_real_browser() {
     for pod in [shell, hello, stopped] {
         pod.remove(&mut client).await;
     }
+}
+
+// Multi-threaded: node runs as a blocking child while the fake API server,
+// on this runtime, answers the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_in_a_real_browser() {
+    let (ns, mut client, pod) =
+        support::one_pod("ui-login", "desk", vec![ContainerSpec::busybox("shell")]).await;
+    let users = vec![FakeUser {
+        token: "alice-token",
+        name: "alice",
+        groups: vec!["dev"],
+    }];
+    let rules = ["create pods/exec", "get pods", "list pods"]
+        .into_iter()
+        .map(|right| {
+            let (verb, resource) = right.split_once(' ').unwrap();
+            Rule {
+                user: "alice",
+                verb,
+                resource,
+                namespace: Some(ns.clone()),
+            }
+        })
+        .collect();
+    let api = FakeApiServer::start(users, rules).await;
+    let socket = support::testbed_socket();
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+    ]);
+    let minted = Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+        .args([
+            "login-link",
+            "--agent",
+            &agent.url,
+            "--insecure-skip-tls-verify",
+        ])
+        .args(["--token", "alice-token"])
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{minted:?}");
+    let link = String::from_utf8(minted.stdout).unwrap();
+    let shots = support::repo().join("target/ui-screenshots");
+    let output = Command::new("node")
+        .arg(support::repo().join("tests/browser/login.mjs"))
+        .args([&agent.url, link.trim(), &ns, shots.to_str().unwrap()])
+        .output()
+        .expect("node is installed");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        agent.log()
+    );
+    pod.remove(&mut client).await;
 }

@@ -25,6 +25,9 @@ pub fn routes() -> Router<AppState> {
 pub struct TargetList {
     pub node: String,
     pub runtime: crate::cri::RuntimeVersion,
+    /// Only the namespaces where the caller may list pods are shown (they
+    /// may not list pods cluster-wide).
+    pub restricted: bool,
     pub pods: Vec<PodEntry>,
 }
 
@@ -94,7 +97,19 @@ async fn list_targets(
     let q = query(q)?;
     let mut action = Action::new("list", "pods");
     action.namespace = q.namespace.clone();
-    state.auth.authorize(&user, &action).await?;
+    // Without a namespace, a user who may not list pods cluster-wide sees
+    // the namespaces where they may (the web UI's picker for a team).
+    let visible = match state.auth.authorize(&user, &action).await {
+        Ok(()) => None,
+        Err(crate::auth::AuthError::Forbidden { message }) if q.namespace.is_none() => {
+            let namespaces = listable_namespaces(&state, &user).await?;
+            if namespaces.is_empty() {
+                return Err(crate::auth::AuthError::Forbidden { message }.into());
+            }
+            Some(namespaces)
+        }
+        Err(err) => return Err(err.into()),
+    };
     let labels = super::label_selector(q.label_selector.as_deref())?;
     let snapshot = state.inventory.refresh().await?;
     let proc_root = state.inventory.proc_root();
@@ -102,6 +117,11 @@ async fn list_targets(
         .pods
         .iter()
         .filter(|pod| q.namespace.as_deref().is_none_or(|ns| pod.namespace == ns))
+        .filter(|pod| {
+            visible
+                .as_ref()
+                .is_none_or(|namespaces| namespaces.contains(&pod.namespace))
+        })
         .filter(|pod| {
             let pod_labels = pod.user_labels();
             labels.matches(|key| pod_labels.get(key).map(String::as_str))
@@ -138,8 +158,30 @@ async fn list_targets(
     Ok(Json(TargetList {
         node: state.node_name.to_string(),
         runtime: state.inventory.runtime().clone(),
+        restricted: visible.is_some(),
         pods,
     }))
+}
+
+/// The namespaces with pods on this node where `user` may list pods.
+async fn listable_namespaces(
+    state: &AppState,
+    user: &crate::auth::User,
+) -> Result<Vec<String>, ApiError> {
+    let snapshot = state.inventory.refresh().await?;
+    let mut namespaces: Vec<String> = snapshot.pods.iter().map(|p| p.namespace.clone()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let checks = namespaces.into_iter().map(|ns| async move {
+        let action = Action::new("list", "pods").namespace(&ns);
+        match state.auth.authorize(user, &action).await {
+            Ok(()) => Ok(Some(ns)),
+            Err(crate::auth::AuthError::Forbidden { .. }) => Ok(None),
+            Err(err) => Err(ApiError::from(err)),
+        }
+    });
+    let allowed = futures::future::try_join_all(checks).await?;
+    Ok(allowed.into_iter().flatten().collect())
 }
 
 async fn pod_target(

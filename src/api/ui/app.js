@@ -90,7 +90,8 @@ async function loadTargets() {
     if (!response.ok) throw new Error(body.message || response.statusText);
     listing = body;
     $("list-error").hidden = true;
-    $("node").textContent = `node ${body.node} · ${body.runtime.name} ${body.runtime.version} · ${body.pods.length} pods`;
+    const scope = body.restricted ? " in the namespaces you may list" : "";
+    $("node").textContent = `node ${body.node} · ${body.runtime.name} ${body.runtime.version} · ${body.pods.length} pods${scope}`;
   } catch (err) {
     $("list-error").textContent = `Cannot list containers: ${err.message}`;
     $("list-error").hidden = false;
