@@ -10,8 +10,14 @@ use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
 use support::testbed::{ContainerSpec, PodSpec, run_pod};
 use support::{Agent, test_namespace};
 
+/// Chromium aborts page loads and requests with ERR_NETWORK_CHANGED when
+/// network interfaces come and go, which creating a pod on the test bed does
+/// (its veth pair): the browser tests run one at a time, pods made first.
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn web_terminal_in_a_real_browser() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
     let ns = test_namespace("ui");
     let mut client = support::cri().await;
     let shell = run_pod(
@@ -63,6 +69,7 @@ async fn web_terminal_in_a_real_browser() {
 // on this runtime, answers the agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_login_in_a_real_browser() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
     let (ns, mut client, pod) =
         support::one_pod("ui-login", "desk", vec![ContainerSpec::busybox("shell")]).await;
     let users = vec![FakeUser {

@@ -30,7 +30,7 @@ async function api(path, options = {}) {
   if (response.status === 401) {
     // Without a session there is nothing to explain: just ask.
     const answer = await response.clone().json().catch(() => ({}));
-    showLogin(session() ? answer.message : "");
+    showLogin(session() ? answer.message : undefined);
   }
   return response;
 }
@@ -42,10 +42,13 @@ function bearerProtocol() {
   return [`base64url.bearer.authorization.k8s.io.${encoded}`];
 }
 
+// Shows the login form; `message` (when given) replaces the one shown.
 function showLogin(message) {
   $("login").hidden = false;
-  $("login-error").hidden = !message;
-  $("login-error").textContent = message || "";
+  if (message !== undefined) {
+    $("login-error").hidden = !message;
+    $("login-error").textContent = message;
+  }
   $("login-token").focus();
 }
 
@@ -77,7 +80,12 @@ $("login-form").addEventListener("submit", async (event) => {
 $("logout").addEventListener("click", async () => {
   await api("/v1/login", { method: "DELETE" });
   sessionStorage.removeItem(SESSION_KEY);
-  for (const tab of tabs) tab.ws?.close();
+  for (const tab of tabs) {
+    // Detached first, so its close handler does not report a lost connection.
+    const ws = tab.ws;
+    tab.ws = null;
+    ws?.close();
+  }
   showLogin("Logged out.");
 });
 
