@@ -17,7 +17,9 @@ step "system packages"
 bash hack/testbed.sh up >/dev/null
 # Clients the tests drive: tmux (kubectl exec -it), Debian's Chromium with
 # playwright-core (the web terminal), a venv with the Python kubernetes client.
+# The build links libseccomp (the container profile's seccomp filters).
 missing=()
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libseccomp-dev)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
