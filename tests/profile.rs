@@ -325,3 +325,46 @@ async fn terminal_sessions_run_under_the_filter_too() {
 
     pod.remove(&mut client).await;
 }
+
+#[tokio::test]
+async fn a_filter_that_forbids_a_later_step_is_named() {
+    // Forbids prctl(PR_SET_PDEATHSIG): runc's exec never calls it after
+    // installing the filter, nsdebug's child does (credential changes clear
+    // it). Without no_new_privs the filter goes in first, so it stops that step.
+    let profiles = tempfile::tempdir().unwrap();
+    let file = profiles.path().join("deny-pdeathsig.json");
+    std::fs::write(
+        &file,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["prctl"], "action": "SCMP_ACT_ERRNO",
+                          "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#,
+    )
+    .unwrap();
+    let (ns, mut client, pod) = support::one_pod(
+        "profile-step",
+        "strict",
+        vec![ContainerSpec::busybox("app").seccomp(SeccompProfile::Localhost(file))],
+    )
+    .await;
+    let agent = Agent::start();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/targets/{ns}/strict/run", agent.url))
+        .json(&json!({"command": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let body: Value = response.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "failed to set the parent-death signal after installing the container's seccomp filter: Operation not permitted"
+        ),
+        "{body}"
+    );
+    assert!(message.contains("profile=privileged"), "{message}");
+    let (code, _, stderr) = sh(&agent, &ns, "strict", "privileged", "true").await;
+    assert_eq!(code, 0, "{stderr}");
+
+    pod.remove(&mut client).await;
+}

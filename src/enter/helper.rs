@@ -416,7 +416,14 @@ fn spawn(
         if let Ok(1) = rustix::io::read(&steps_read, &mut step)
             && let Some(step) = Step::from_byte(step[0])
         {
-            return setup(identity::failure_message(step, seccomp_first, &err));
+            let message = identity::failure_message(step, seccomp_first, &err);
+            // The container's own filter stops the profile: a refusal, not a fault.
+            let kind = if seccomp_first && step.follows_early_seccomp() {
+                FailureKind::Refused
+            } else {
+                FailureKind::Setup
+            };
+            return Failure { kind, message };
         }
         match err.kind() {
             std::io::ErrorKind::NotFound => Failure {

@@ -255,7 +255,7 @@ pub fn failure_message(step: Step, seccomp_first: bool, err: &std::io::Error) ->
     let what = step.describe();
     if seccomp_first && step.follows_early_seccomp() {
         format!(
-            "failed to {what} after installing the container's seccomp filter: {err}. The container does not set no_new_privs, so the filter is installed before the command's privileges are dropped (as runc does), and this filter seems not to allow that"
+            "failed to {what} after installing the container's seccomp filter: {err}. The container does not set no_new_privs, so the filter is installed before the command's privileges are dropped (as runc does), and this filter seems not to allow that; the privileged profile (profile=privileged) enters without it"
         )
     } else {
         format!("failed to {what} for the command: {err}")
