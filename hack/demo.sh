@@ -14,6 +14,11 @@ port=${NSDEBUG_DEMO_PORT:-7443}
 
 echo "==> node: private containerd with CNI and local images"
 socket=$(bash hack/testbed.sh up)
+if ! dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed'; then
+    echo "==> installing libseccomp-dev (the agent links libseccomp)"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libseccomp-dev >/dev/null
+fi
 echo "==> building nsdebug"
 cargo build --release --locked --bin nsdebug --example testbed
 echo "==> demo pods"

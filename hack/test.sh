@@ -18,7 +18,9 @@ bash hack/testbed.sh up >/dev/null
 # Clients the tests drive: tmux (kubectl exec -it), asciinema (replays
 # recordings), Debian's Chromium with playwright-core (the web terminal), a
 # venv with the Python kubernetes client.
+# The build links libseccomp (the container profile's seccomp filters).
 missing=()
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libseccomp-dev)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v asciinema >/dev/null || missing+=(asciinema)
 command -v chromium >/dev/null || missing+=(chromium)

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cri::{CriClient, CriError, RuntimeVersion};
+use crate::oci::RuntimeSpec;
 use crate::process::{ProcRoot, ProcessIdentity};
 
 /// How many status calls run at once during a refresh.
@@ -77,6 +78,9 @@ pub struct Container {
     pub annotations: HashMap<String, String>,
     /// The container's init process, pinned when the runtime reported it running.
     pub process: Option<ProcessIdentity>,
+    /// What an exec into it must apply (seccomp, rlimits, user, ...), from the
+    /// runtime's spec of the container.
+    pub runtime_spec: RuntimeSpec,
 }
 
 /// One pod sandbox and its containers.
@@ -295,6 +299,7 @@ impl Inventory {
                 crate::cri::ContainerStatus {
                     status: api::ContainerStatus::default(),
                     pid: None,
+                    runtime_spec: RuntimeSpec::NotReported,
                 }
             }
             Err(err) => return Err(err),
@@ -343,6 +348,7 @@ impl Inventory {
             labels: listed.labels,
             annotations: listed.annotations,
             process,
+            runtime_spec: answer.runtime_spec,
         };
         Ok(Some((listed.pod_sandbox_id, container)))
     }

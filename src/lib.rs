@@ -6,7 +6,8 @@
 //! `api` (HTTP routes and errors) -> `resolve` (what the user named -> a running
 //! container pinned to its process) -> `inventory` (the node's pods, kept fresh
 //! from) -> `cri` (the container runtime's gRPC API), with `process` reading the
-//! host's `/proc`. `config` parses flags once; `serve` wires the stages together.
+//! host's `/proc` and `oci` the part of a container's runtime spec that an
+//! exec applies. `config` parses flags once; `serve` wires the stages together.
 
 pub mod api;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod enter;
 pub mod events;
 pub mod inventory;
 pub mod login;
+pub mod oci;
 pub mod process;
 pub mod recording;
 pub mod resolve;

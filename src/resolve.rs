@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cri::CriError;
 use crate::inventory::{Container, ContainerState, Inventory, Pod, Snapshot};
+use crate::oci::RuntimeSpec;
 use crate::process::{NamespaceIds, ProcessIdentity};
 
 /// The annotation `kubectl` reads to choose a pod's container when none is named.
@@ -46,6 +47,17 @@ pub struct Target {
     pub process: ProcessIdentity,
     /// Inode numbers of `/proc/PID/ns/*`.
     pub namespaces: NamespaceIds,
+    /// What an exec must apply, from the runtime's spec of the container.
+    #[serde(skip)]
+    pub runtime_spec: RuntimeSpec,
+}
+
+impl Target {
+    /// The runtime spec an exec in `profile` needs: only the `container`
+    /// profile applies it.
+    pub fn runtime_spec_for(&self, profile: crate::enter::Profile) -> Option<RuntimeSpec> {
+        (profile == crate::enter::Profile::Container).then(|| self.runtime_spec.clone())
+    }
 }
 
 /// Why a lookup found no target.
@@ -154,6 +166,7 @@ impl Resolver {
             pid: process.pid,
             process,
             namespaces,
+            runtime_spec: container.runtime_spec.clone(),
         }))
     }
 }
@@ -284,6 +297,7 @@ mod tests {
             labels: HashMap::new(),
             annotations: HashMap::new(),
             process: None,
+            runtime_spec: crate::oci::RuntimeSpec::NotReported,
         }
     }
 

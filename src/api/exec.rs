@@ -245,6 +245,7 @@ async fn exec(
         argv: options.command.clone(),
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
+        runtime_spec: target.runtime_spec_for(options.profile),
     };
     record.entering(&target, &request);
     let recording = match (&state.recording, &request.terminal) {

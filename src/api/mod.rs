@@ -96,6 +96,11 @@ fn exit_code_for(err: &EnterError) -> Result<i32, ApiError> {
             kind: FailureKind::TargetGone,
             message,
         } => Err(ApiError::conflict(message.clone())),
+        // A refusal is about this target, not a fault: its reason is the answer.
+        EnterError::Failed {
+            kind: FailureKind::Refused,
+            message,
+        } => Err(ApiError::conflict(message.clone())),
         EnterError::Failed {
             kind: FailureKind::Setup,
             message,

@@ -240,6 +240,7 @@ async fn run(
         argv: body.command.clone(),
         env: body.env.into_iter().collect(),
         terminal: None,
+        runtime_spec: target.runtime_spec_for(body.profile.unwrap_or_default()),
     };
     audit
         .entering(&target, &request)

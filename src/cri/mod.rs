@@ -81,11 +81,13 @@ pub struct RuntimeVersion {
     pub api_version: String,
 }
 
-/// The status of one container, with the host PID of its init process when running.
+/// The status of one container, with the host PID of its init process when
+/// running and what its runtime spec says an exec must apply.
 #[derive(Debug, Clone)]
 pub struct ContainerStatus {
     pub status: api::ContainerStatus,
     pub pid: Option<u32>,
+    pub runtime_spec: crate::oci::RuntimeSpec,
 }
 
 /// A CRI v1 runtime service client bound to one socket.
@@ -173,7 +175,8 @@ impl CriClient {
             .containers)
     }
 
-    /// `ContainerStatus{verbose}`: the status plus the host PID of a running container.
+    /// `ContainerStatus{verbose}`: the status plus the host PID of a running
+    /// container and its runtime spec.
     pub async fn container_status(&self, container_id: &str) -> Result<ContainerStatus, CriError> {
         let answer = self
             .client
@@ -190,8 +193,13 @@ impl CriClient {
             container_id: container_id.to_string(),
             source,
         })?;
+        let runtime_spec = info::runtime_spec(&answer.info);
         let status = answer.status.unwrap_or_default();
-        Ok(ContainerStatus { status, pid })
+        Ok(ContainerStatus {
+            status,
+            pid,
+            runtime_spec,
+        })
     }
 
     /// `PodSandboxStatus`: the pod's IP addresses (primary first), empty for pods

@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -12,11 +13,13 @@ use rustix::process::{
     DumpableBehavior, Pid, PidfdFlags, Signal, kill_process_group, pidfd_open,
     set_dumpable_behavior,
 };
-use rustix::thread::{CapabilitySet, CapabilitySets, ThreadNameSpaceType};
+use rustix::thread::ThreadNameSpaceType;
 
+use super::confine::{ConfineError, Confinement, HostPaths};
+use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::{EnterRequest, NAMESPACES, Profile};
-use crate::process::{Credentials, ProcRoot, parse_environ};
+use crate::process::{ProcRoot, parse_environ};
 
 /// A failure to report: what kind, and the message for the user.
 struct Failure {
@@ -93,7 +96,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
 
     let (stdio, master) = match request.terminal {
         Some(size) => {
-            let uid = profile.credentials.as_ref().map(|c| c.uid);
+            let uid = profile.confinement.as_ref().map(|c| c.credentials.uid);
             let (master, slave) = open_terminal(size, uid)?;
             (ChildStdio::Terminal(slave), Some(master))
         }
@@ -138,7 +141,8 @@ fn pin_target(request: &EnterRequest) -> Result<OwnedFd, Failure> {
 
 /// What the helper reads from the target before entering it.
 struct TargetProfile {
-    credentials: Option<Credentials>,
+    /// What the `container` profile applies; `None` in the privileged one.
+    confinement: Option<Confinement>,
     env: Vec<(String, String)>,
     cwd: OwnedFd,
 }
@@ -146,12 +150,15 @@ struct TargetProfile {
 impl TargetProfile {
     fn read(request: &EnterRequest) -> Result<Self, Failure> {
         let dir = format!("/proc/{}", request.pid);
-        let credentials = match request.profile {
+        let confinement = match request.profile {
             Profile::Privileged => None,
             Profile::Container => {
-                let text = std::fs::read_to_string(format!("{dir}/status"))
-                    .map_err(|e| setup(format!("failed to read {dir}/status: {e}")))?;
-                Some(Credentials::from_status(&text).map_err(|e| setup(e.to_string()))?)
+                let spec = request.runtime_spec.clone().unwrap_or_default();
+                let host = HostPaths {
+                    proc: Path::new("/proc"),
+                    sys: Path::new("/sys"),
+                };
+                Some(Confinement::prepare(&spec, request.pid, &host).map_err(confine_failure)?)
             }
         };
         let environ = std::fs::read(format!("{dir}/environ"))
@@ -163,10 +170,26 @@ impl TargetProfile {
         )
         .map_err(|e| setup(format!("failed to open {dir}/cwd: {e}")))?;
         Ok(Self {
-            credentials,
+            confinement,
             env: parse_environ(&environ),
             cwd,
         })
+    }
+}
+
+/// A confinement that cannot be reproduced is a refusal that says why and
+/// what still works; failing to read the target is a setup error.
+fn confine_failure(err: ConfineError) -> Failure {
+    let chain = crate::error_chain(&err);
+    if err.is_refusal() {
+        Failure {
+            kind: FailureKind::Refused,
+            message: format!(
+                "the container profile cannot apply this container's confinement: {chain}; the privileged profile (profile=privileged) enters without it"
+            ),
+        }
+    } else {
+        setup(chain)
     }
 }
 
@@ -377,10 +400,31 @@ fn spawn(
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let identity = Identity::new(profile.credentials, tty);
+    // The child writes the number of a step that failed here (identity.rs).
+    let (steps_read, steps_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| setup(format!("failed to create a pipe: {e}")))?;
+    let identity = Identity::new(profile.confinement, tty, steps_write);
+    let seccomp_first = identity.seccomp_first();
     super::sys::before_exec(&mut command, move || identity.apply());
-    command.spawn().map_err(|err| {
+    let spawned = command.spawn();
+    // The closure holds the pipe's write end: dropping it leaves the child's
+    // copy, closed by now (it exec'd or exited before `spawn` returned).
+    drop(command);
+    spawned.map_err(|err| {
         let program = &request.argv[0];
+        let mut step = [0u8];
+        if let Ok(1) = rustix::io::read(&steps_read, &mut step)
+            && let Some(step) = Step::from_byte(step[0])
+        {
+            let message = identity::failure_message(step, seccomp_first, &err);
+            // The container's own filter stops the profile: a refusal, not a fault.
+            let kind = if seccomp_first && step.follows_early_seccomp() {
+                FailureKind::Refused
+            } else {
+                FailureKind::Setup
+            };
+            return Failure { kind, message };
+        }
         match err.kind() {
             std::io::ErrorKind::NotFound => Failure {
                 kind: FailureKind::NotFound,
@@ -393,83 +437,6 @@ fn spawn(
             _ => setup(format!("failed to start \"{program}\": {err}")),
         }
     })
-}
-
-/// The identity the command takes on between `fork` and `exec`.
-struct Identity {
-    credentials: Option<Credentials>,
-    groups: Vec<rustix::process::Gid>,
-    tty: bool,
-}
-
-impl Identity {
-    fn new(credentials: Option<Credentials>, tty: bool) -> Self {
-        let groups = credentials
-            .as_ref()
-            .map(|c| {
-                c.groups
-                    .iter()
-                    .map(|g| rustix::process::Gid::from_raw(*g))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            credentials,
-            groups,
-            tty,
-        }
-    }
-
-    /// Runs in the child after `fork`: a new session (the command's process
-    /// group is what the helper kills), the terminal, then the credentials.
-    fn apply(&self) -> std::io::Result<()> {
-        rustix::process::setsid()?;
-        if self.tty {
-            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-        }
-        if let Some(creds) = &self.credentials {
-            use rustix::process::{Gid, Uid};
-            use rustix::thread as t;
-            // The bounding set first, while CAP_SETPCAP is still held.
-            for bit in 0..64u32 {
-                let cap = CapabilitySet::from_bits_retain(1u64 << bit);
-                if creds.bounding & (1u64 << bit) == 0
-                    && t::capability_is_in_bounding_set(cap).unwrap_or(false)
-                {
-                    t::remove_capability_from_bounding_set(cap)?;
-                }
-            }
-            t::set_thread_groups(&self.groups)?;
-            t::set_keep_capabilities(true)?;
-            let gid = Gid::from_raw(creds.gid);
-            t::set_thread_res_gid(gid, gid, gid)?;
-            let uid = Uid::from_raw(creds.uid);
-            t::set_thread_res_uid(uid, uid, uid)?;
-            t::set_keep_capabilities(false)?;
-            t::set_capabilities(
-                None,
-                CapabilitySets {
-                    effective: CapabilitySet::from_bits_retain(creds.effective),
-                    permitted: CapabilitySet::from_bits_retain(creds.permitted),
-                    inheritable: CapabilitySet::from_bits_retain(creds.inheritable),
-                },
-            )?;
-            for bit in 0..64u32 {
-                if creds.ambient & (1u64 << bit) != 0 {
-                    t::configure_capability_in_ambient_set(
-                        CapabilitySet::from_bits_retain(1u64 << bit),
-                        true,
-                    )?;
-                }
-            }
-            if creds.no_new_privs {
-                t::set_no_new_privs(true)?;
-            }
-        }
-        // Credentials changes clear it (prctl(2)), so it is set last.
-        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-        Ok(())
-    }
 }
 
 /// Waits for the command, killing its process group if the agent hangs up.

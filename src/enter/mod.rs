@@ -12,10 +12,12 @@
 //! 2. opens a pidfd for the target and checks the process start time, so a
 //!    recycled PID is never entered (`pidfd_open(2)`);
 //! 3. makes itself non-dumpable, reads what the profile needs from the target
-//!    (credentials, environment, cgroups, working directory), joins its
-//!    cgroups, then `setns(pidfd, flags)` into the chosen namespaces at once;
+//!    and its runtime spec (credentials, rlimits, seccomp filter compiled to
+//!    BPF, LSM label, environment, cgroups, working directory; `confine`),
+//!    joins its cgroups, then `setns(pidfd, flags)` into the chosen namespaces
+//!    at once;
 //! 4. spawns the command (a child, so it is inside the PID namespace) in its own
-//!    session with the profile's credentials and only its stdio open; a
+//!    session with the profile's identity (`identity`) and only its stdio open; a
 //!    terminal is made from the container's own `/dev/ptmx` (its devpts, so
 //!    `tty` and `stty` work inside) and its master is sent back to the agent;
 //! 5. reports `started`/`exited`, or the error, back over the control socket,
@@ -23,12 +25,18 @@
 //!
 //! [`spawn`] is the agent's side of that conversation.
 
+mod confine;
 mod helper;
+mod identity;
+mod lsm;
 pub mod protocol;
+mod seccomp;
 mod spawn;
 mod sys;
 
 use serde::{Deserialize, Serialize};
+
+use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
 pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
@@ -113,13 +121,15 @@ pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// What `kubectl exec` gives: the container process's uid, gid,
-    /// supplementary groups, capability sets and no_new_privs, its environment
-    /// and its cgroups.
+    /// What `kubectl exec` gives: what the container's runtime spec applies to
+    /// an exec (uid, gid, supplementary groups, capability sets,
+    /// no_new_privs, rlimits, seccomp filter, AppArmor/SELinux label), the
+    /// environment and the cgroups of the container's process.
     #[default]
     Container,
-    /// Root with every capability, for strace, tcpdump and reading other
-    /// processes' memory. Environment and cgroups are still the container's.
+    /// Root with every capability and no seccomp filter, LSM label or
+    /// container rlimits, for strace, tcpdump and reading other processes'
+    /// memory. Environment and cgroups are still the container's.
     Privileged,
 }
 
@@ -162,6 +172,9 @@ pub struct EnterRequest {
     /// Run on a terminal of this size, made inside the container, instead of
     /// three pipes from the agent.
     pub terminal: Option<TerminalSize>,
+    /// What the runtime says an exec into the container applies; only sent
+    /// for the `container` profile (`None` there reads as not reported).
+    pub runtime_spec: Option<RuntimeSpec>,
 }
 
 /// A terminal's size in characters.

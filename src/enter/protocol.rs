@@ -48,6 +48,9 @@ pub enum FailureKind {
     TargetGone,
     /// Entering the container failed (setns, cgroups, credentials).
     Setup,
+    /// The `container` profile cannot reproduce the container's confinement
+    /// (its seccomp filter, say); the message says why.
+    Refused,
 }
 
 /// Sends one message with `fds` attached.

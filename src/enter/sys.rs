@@ -31,8 +31,10 @@ pub fn before_exec(
     // SAFETY: the documented hazard of `pre_exec` is code that relies on other
     // threads' state after `fork`; the helper has no other threads (it is
     // dispatched in `main` before any thread or runtime starts), and the hooks
-    // it passes only call rustix wrappers of `setsid`, `ioctl`, `prctl`,
-    // `setgroups`, `setres[ug]id` and `capset` on data prepared before `fork`.
+    // it passes (identity.rs) only call rustix wrappers of `setsid`, `ioctl`,
+    // `setrlimit`/`getrlimit`, `prctl`, `setgroups`, `setres[ug]id`, `capset`,
+    // `openat`/`write` and `seccomp` (`install_seccomp_filter`) on data
+    // prepared before `fork`.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(hook);
@@ -58,5 +60,70 @@ pub fn cloexec_from_3() -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Installs a classic BPF program as a seccomp filter of the calling thread
+/// (`seccomp(2)`, `SECCOMP_SET_MODE_FILTER` with `flags`); on kernels without
+/// `seccomp(2)` (before 3.17), through `prctl(PR_SET_SECCOMP)` when no flags
+/// are asked for. Only system calls, no allocation: usable after `fork`.
+pub fn install_seccomp_filter(
+    program: &[libc::sock_filter],
+    flags: libc::c_ulong,
+) -> io::Result<()> {
+    let Ok(len) = u16::try_from(program.len()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points to `len` initialised instructions borrowed from
+    // `program` for the whole call; the kernel copies the program and never
+    // writes through the pointer (`seccomp(2)`). The other arguments are integers.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) || flags != 0 {
+        return Err(err);
+    }
+    // SAFETY: as above: `fprog` is valid for the call and only read.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A system call with one integer argument, for tests that check what a
+/// seccomp filter lets through: `Err(errno)` when it fails.
+#[cfg(test)]
+pub fn raw_syscall_for_tests(number: libc::c_long, arg: libc::c_long) -> Result<libc::c_long, i32> {
+    // SAFETY: the tests pass only calls whose argument is a plain integer
+    // (`umask`, `getpriority`, `getpid`, `getppid`): no memory is read or written.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::syscall(number, arg) };
+    if result == -1 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(result)
     }
 }

@@ -74,6 +74,21 @@ pub struct ContainerSpec {
     pub run_as_user: Option<i64>,
     /// `workingDir`.
     pub working_dir: Option<String>,
+    /// `securityContext.seccompProfile`; `None` leaves it to the runtime (the
+    /// kubelet's default is `Unconfined` in the CRI when the pod names none).
+    pub seccomp: Option<SeccompProfile>,
+    /// `securityContext.allowPrivilegeEscalation: false`.
+    pub no_new_privs: bool,
+}
+
+/// A container's seccomp profile, as the kubelet passes it through the CRI.
+#[derive(Debug, Clone)]
+pub enum SeccompProfile {
+    /// The runtime's own default profile.
+    RuntimeDefault,
+    Unconfined,
+    /// A profile file on the node (`localhostProfile`, an absolute path in the CRI).
+    Localhost(PathBuf),
 }
 
 impl ContainerSpec {
@@ -85,7 +100,19 @@ impl ContainerSpec {
             env: Vec::new(),
             run_as_user: None,
             working_dir: None,
+            seccomp: None,
+            no_new_privs: false,
         }
+    }
+
+    pub fn seccomp(mut self, profile: SeccompProfile) -> Self {
+        self.seccomp = Some(profile);
+        self
+    }
+
+    pub fn no_new_privs(mut self) -> Self {
+        self.no_new_privs = true;
+        self
     }
 
     pub fn working_dir(mut self, dir: &str) -> Self {
@@ -104,6 +131,21 @@ impl ContainerSpec {
 
     pub fn distroless(name: &str) -> Self {
         Self::new(name, DISTROLESS_IMAGE, &[])
+    }
+}
+
+impl SeccompProfile {
+    fn to_cri(&self) -> cri::SecurityProfile {
+        use cri::security_profile::ProfileType;
+        let (kind, path) = match self {
+            Self::RuntimeDefault => (ProfileType::RuntimeDefault, String::new()),
+            Self::Unconfined => (ProfileType::Unconfined, String::new()),
+            Self::Localhost(path) => (ProfileType::Localhost, path.display().to_string()),
+        };
+        cri::SecurityProfile {
+            profile_type: kind as i32,
+            localhost_ref: path,
+        }
     }
 }
 
@@ -323,6 +365,8 @@ impl RunningPod {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(kubelet_namespaces()),
                     run_as_user: container.run_as_user.map(|value| cri::Int64Value { value }),
+                    seccomp: container.seccomp.as_ref().map(SeccompProfile::to_cri),
+                    no_new_privs: container.no_new_privs,
                     ..Default::default()
                 }),
                 ..Default::default()
