@@ -138,6 +138,7 @@ impl AuditRecord {
                     .unwrap_or_else(|| "all".into()),
             )
             .note("profile", request.profile.as_str())
+            .note("toolbox", request.toolbox.is_some())
     }
 
     /// Records the authorization decision the way the API server annotates it.

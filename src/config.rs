@@ -239,6 +239,17 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_UI_SESSION_TTL", value_name = "DURATION", default_value = "8h", value_parser = parse_duration)]
     pub ui_session_ttl: Duration,
 
+    /// The filesystem whose tools toolbox mode runs inside a target (its
+    /// bin, sbin, lib*, usr, etc and opt, read-only): the agent's own root
+    /// by default, where its image ships busybox, iproute2, tcpdump, ...
+    #[arg(
+        long,
+        env = "NSDEBUG_TOOLBOX_ROOT",
+        value_name = "PATH",
+        default_value = "/"
+    )]
+    pub toolbox_root: PathBuf,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `nsdebug=debug`). Logs go to stderr.
     #[arg(long, env = "NSDEBUG_LOG", default_value = "info")]
@@ -316,6 +327,7 @@ pub struct Config {
     pub recording: Option<crate::recording::RecordingConfig>,
     pub login_link_ttl: Duration,
     pub ui_session_ttl: Duration,
+    pub toolbox_root: PathBuf,
     pub log: String,
 }
 
@@ -409,6 +421,7 @@ impl Config {
                 }),
             login_link_ttl: args.login_link_ttl,
             ui_session_ttl: args.ui_session_ttl,
+            toolbox_root: args.toolbox_root,
             log: args.log,
         })
     }

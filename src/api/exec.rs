@@ -126,6 +126,7 @@ struct ExecOptions {
     tty: bool,
     namespaces: Option<Vec<String>>,
     profile: Profile,
+    toolbox: bool,
 }
 
 fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -151,6 +152,7 @@ impl ExecOptions {
                 "stdout" | "output" => options.stdout = flag("stdout", &value)?,
                 "stderr" | "error" => options.stderr = flag("stderr", &value)?,
                 "tty" => options.tty = flag("tty", &value)?,
+                "toolbox" => options.toolbox = flag("toolbox", &value)?,
                 "namespaces" => {
                     options.namespaces = parse_namespaces(&value).map_err(ApiError::bad_request)?
                 }
@@ -161,6 +163,7 @@ impl ExecOptions {
             }
         }
         super::run::validate_command(&options.command)?;
+        options.namespaces = super::toolbox_namespaces(options.toolbox, options.namespaces)?;
         if !(options.stdin || options.stdout || options.stderr) {
             return Err(ApiError::bad_request(
                 "you must specify at least 1 of stdin, stdout, stderr",
@@ -246,6 +249,7 @@ async fn exec(
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
         runtime_spec: target.runtime_spec_for(options.profile),
+        toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     record.entering(&target, &request);
     let recording = match (&state.recording, &request.terminal) {

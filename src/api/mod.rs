@@ -43,6 +43,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     pub events: crate::events::PodEvents,
     pub recording: Option<crate::recording::RecordingConfig>,
+    /// The filesystem whose tools toolbox mode runs (`--toolbox-root`).
+    pub toolbox_root: Arc<std::path::Path>,
     pub logins: Arc<crate::login::Logins>,
     pub backoff: Arc<crate::auth::FailureBackoff>,
     /// Served over TLS (for the links the agent hands out).
@@ -70,6 +72,7 @@ impl AppState {
             audit: Arc::new(audit),
             events,
             recording: config.recording.clone(),
+            toolbox_root: config.toolbox_root.as_path().into(),
             logins: Arc::new(crate::login::Logins::new(
                 config.login_link_ttl,
                 config.ui_session_ttl,
@@ -77,6 +80,27 @@ impl AppState {
             backoff: Arc::default(),
             tls: config.tls.is_some(),
         }
+    }
+}
+
+/// The namespaces of toolbox mode, or a 400 if the caller also chose some.
+pub fn toolbox_namespaces(
+    toolbox: bool,
+    namespaces: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    match (toolbox, namespaces) {
+        (false, namespaces) => Ok(namespaces),
+        (true, None) => Ok(Some(
+            crate::enter::TOOLBOX_NAMESPACES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+        )),
+        (true, Some(_)) => Err(ApiError::bad_request(format!(
+            "toolbox mode joins the {} namespaces (and runs the agent's tools, with the container's files at {}); it takes no namespaces of its own",
+            crate::enter::TOOLBOX_NAMESPACES.join(", "),
+            crate::enter::TOOLBOX_TARGET_DIR
+        ))),
     }
 }
 

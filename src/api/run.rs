@@ -54,6 +54,10 @@ pub struct RunBody {
     pub namespaces: Option<Vec<String>>,
     #[serde(default)]
     pub profile: Option<Profile>,
+    /// Run the agent's own tools in the target's net, pid, ipc, uts and
+    /// cgroup namespaces, with the container's files at `/target`.
+    #[serde(default)]
+    pub toolbox: bool,
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
     #[serde(default)]
@@ -185,6 +189,7 @@ async fn run(
         Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
         None => None,
     };
+    let namespaces = super::toolbox_namespaces(body.toolbox, namespaces)?;
     if body
         .env
         .keys()
@@ -241,6 +246,7 @@ async fn run(
         env: body.env.into_iter().collect(),
         terminal: None,
         runtime_spec: target.runtime_spec_for(body.profile.unwrap_or_default()),
+        toolbox: body.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     audit
         .entering(&target, &request)

@@ -18,7 +18,7 @@ use rustix::thread::ThreadNameSpaceType;
 use super::confine::{ConfineError, Confinement, HostPaths};
 use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
-use super::{EnterRequest, NAMESPACES, Profile};
+use super::{EnterRequest, NAMESPACES, Profile, toolbox};
 use crate::process::{ProcRoot, parse_environ};
 
 /// A failure to report: what kind, and the message for the user.
@@ -82,8 +82,25 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
 
     let target = pin_target(&request)?;
     let profile = TargetProfile::read(&request)?;
+    // Toolbox mode reads the pod's files while the host's /proc is at hand.
+    let pod_view = match &request.toolbox {
+        Some(_) => Some(
+            toolbox::PodView::read(Path::new("/proc"), request.pid)
+                .map_err(|e| setup(crate::error_chain(&e)))?,
+        ),
+        None => None,
+    };
     join_cgroups(request.pid)?;
     let entered = enter_namespaces(&request, &target)?;
+    let proc_mount = match (&request.toolbox, &pod_view) {
+        (Some(root), Some(view)) => Some(toolbox::enter(root, view).map_err(|e| {
+            setup(format!(
+                "failed to set up the toolbox: {}",
+                crate::error_chain(&e)
+            ))
+        })?),
+        _ => None,
+    };
     // Inside the container's mount namespace `/` is its root already
     // (`setns(2)`); start where its init process works.
     if entered.contains(ThreadNameSpaceType::MOUNT) {
@@ -102,7 +119,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         }
         None => (ChildStdio::Pipes(fds), None),
     };
-    let child = spawn(&request, profile, stdio)?;
+    let child = spawn(&request, profile, proc_mount, stdio)?;
     let started = serde_json::to_vec(&HelperEvent::Started { pid: child.id() })
         .map_err(|e| setup(format!("encode: {e}")))?;
     let master_fds: Vec<BorrowedFd<'_>> = master.iter().map(|m| m.as_fd()).collect();
@@ -367,10 +384,14 @@ enum ChildStdio {
 fn spawn(
     request: &EnterRequest,
     profile: TargetProfile,
+    proc_mount: Option<toolbox::ProcMount>,
     stdio: ChildStdio,
 ) -> Result<std::process::Child, Failure> {
     let tty = matches!(stdio, ChildStdio::Terminal(_));
-    let mut env = profile.env;
+    let mut env = match proc_mount {
+        Some(_) => toolbox::environment(profile.env),
+        None => profile.env,
+    };
     for (key, value) in &request.env {
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));
@@ -403,7 +424,7 @@ fn spawn(
     // The child writes the number of a step that failed here (identity.rs).
     let (steps_read, steps_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| setup(format!("failed to create a pipe: {e}")))?;
-    let identity = Identity::new(profile.confinement, tty, steps_write);
+    let identity = Identity::new(profile.confinement, tty, proc_mount, steps_write);
     let seccomp_first = identity.seccomp_first();
     super::sys::before_exec(&mut command, move || identity.apply());
     let spawned = command.spawn();

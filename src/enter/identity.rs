@@ -29,6 +29,7 @@ use super::confine::Confinement;
 pub enum Step {
     Session = 1,
     Terminal,
+    Proc,
     Rlimits,
     NoNewPrivs,
     Seccomp,
@@ -43,9 +44,10 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::Session,
         Step::Terminal,
+        Step::Proc,
         Step::Rlimits,
         Step::NoNewPrivs,
         Step::Seccomp,
@@ -68,6 +70,7 @@ impl Step {
         match self {
             Step::Session => "start a session",
             Step::Terminal => "take the terminal",
+            Step::Proc => "mount the target's /proc in the toolbox",
             Step::Rlimits => "set the container's resource limits",
             Step::NoNewPrivs => "set no_new_privs",
             Step::Seccomp => "install the container's seccomp filter",
@@ -91,6 +94,8 @@ impl Step {
 /// The identity the command takes on between `fork` and `exec`.
 pub struct Identity {
     tty: bool,
+    /// Toolbox mode: the procfs the command mounts first.
+    proc_mount: Option<super::toolbox::ProcMount>,
     /// `None` in the privileged profile.
     confinement: Option<Confinement>,
     groups: Vec<Gid>,
@@ -99,7 +104,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(confinement: Option<Confinement>, tty: bool, steps: OwnedFd) -> Self {
+    pub fn new(
+        confinement: Option<Confinement>,
+        tty: bool,
+        proc_mount: Option<super::toolbox::ProcMount>,
+        steps: OwnedFd,
+    ) -> Self {
         let groups = confinement
             .as_ref()
             .map(|c| {
@@ -112,6 +122,7 @@ impl Identity {
             .unwrap_or_default();
         Self {
             tty,
+            proc_mount,
             confinement,
             groups,
             steps,
@@ -138,6 +149,11 @@ impl Identity {
         if self.tty {
             let taken = rustix::process::ioctl_tiocsctty(rustix::stdio::stdin());
             self.step(Step::Terminal, taken.map_err(Into::into))?;
+        }
+        // The first process in the target's PID namespace mounts its procfs,
+        // while it still has the helper's privileges.
+        if let Some(proc) = &self.proc_mount {
+            self.step(Step::Proc, proc.mount())?;
         }
         if let Some(confinement) = &self.confinement {
             self.confine(confinement)?;

@@ -33,6 +33,7 @@ pub mod protocol;
 mod seccomp;
 mod spawn;
 mod sys;
+mod toolbox;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,7 @@ use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
 pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
+pub use toolbox::{NAMESPACES as TOOLBOX_NAMESPACES, TARGET_DIR as TOOLBOX_TARGET_DIR};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
@@ -175,6 +177,11 @@ pub struct EnterRequest {
     /// What the runtime says an exec into the container applies; only sent
     /// for the `container` profile (`None` there reads as not reported).
     pub runtime_spec: Option<RuntimeSpec>,
+    /// Toolbox mode: run the tools of this root (the agent's filesystem)
+    /// inside the target's namespaces; see [`toolbox`]. `namespaces` is then
+    /// [`toolbox::NAMESPACES`].
+    #[serde(default)]
+    pub toolbox: Option<std::path::PathBuf>,
 }
 
 /// A terminal's size in characters.

@@ -32,6 +32,7 @@ pub fn before_exec(
     // threads' state after `fork`; the helper has no other threads (it is
     // dispatched in `main` before any thread or runtime starts), and the hooks
     // it passes (identity.rs) only call rustix wrappers of `setsid`, `ioctl`,
+    // `mount` (the toolbox's /proc),
     // `setrlimit`/`getrlimit`, `prctl`, `setgroups`, `setres[ug]id`, `capset`,
     // `openat`/`write` and `seccomp` (`install_seccomp_filter`) on data
     // prepared before `fork`.
@@ -60,6 +61,18 @@ pub fn cloexec_from_3() -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves the calling process into a new mount namespace of its own
+/// (`unshare(2)` with `CLONE_NEWNS`), for the toolbox's private mounts.
+pub fn unshare_mount_namespace() -> rustix::io::Result<()> {
+    // SAFETY: `unshare_unsafe` is unsafe because `CLONE_FILES` can leave
+    // other threads with descriptors that are no longer shared; only
+    // `CLONE_NEWNS` is passed, and the helper is single-threaded.
+    #[allow(unsafe_code)]
+    unsafe {
+        rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)
     }
 }
 

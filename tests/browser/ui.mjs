@@ -106,15 +106,20 @@ await page.getByText("The process exited with code 3.").waitFor();
 await shot("exit-code");
 await page.setViewportSize({ width: 1280, height: 800 });
 
-// 3. The distroless pod: a debug shell, said so, with the container's files at hand.
+// 3. The distroless pod: the toolbox, said so, with the container's processes
+// and files at hand and nothing else's.
 await page.locator(`[data-target="${ns}/hello/hello"]`).click();
-await page.getByText(/debug shell: this container has no shell/).waitFor();
-await waitForScreen(/[#$] *$/m, "debug prompt");
-const note = await visiblePane().locator(".note").innerText();
-const root = note.match(/under (\/proc\/\d+\/root)/)[1];
-await typeLine(`ls ${root}`);
-await waitForScreen(/root\s*\n.*\bhello\b/, "the container's files");
-await shot("distroless-debug-shell");
+await page.getByText(/toolbox: this container has no shell/).waitFor();
+await waitForScreen(/[#$] *$/m, "toolbox prompt");
+await typeLine("ls /target; ps -e -o pid,comm");
+await waitForScreen(/\d+ ps\b/, "the container's files and processes");
+const toolbox = await screenText();
+assert.match(toolbox, /\bhello\b/, "the distroless binary under /target");
+const toolboxPs = toolbox.slice(toolbox.lastIndexOf("PID")).split("\n").filter((l) => /^\s*\d+ /.test(l));
+assert.match(toolboxPs[0], /^\s*1 hello/, `the pod's own init is PID 1: ${toolbox}`);
+assert.ok(toolboxPs.length <= 4, `only the pod's processes: ${toolboxPs}`);
+assert.match(await visiblePane().locator(".status").innerText(), /· toolbox ·/);
+await shot("distroless-toolbox");
 
 // 4. Two tabs at once; switching keeps each session.
 assert.equal(await page.locator(".tab").count(), 2);

@@ -177,7 +177,7 @@ function containerButton(pod, c) {
     const shell = document.createElement("span");
     shell.className = c.shell ? "badge" : "badge noshell";
     shell.textContent = c.shell ? c.shell.split("/").pop() : "no shell";
-    shell.title = c.shell ? `shell: ${c.shell}` : "distroless: opens a debug shell";
+    shell.title = c.shell ? `shell: ${c.shell}` : "distroless: opens the toolbox";
     button.append(shell);
   }
   button.title = `${pod.namespace}/${pod.name}: ${c.name} (${c.id.slice(0, 12)})`;
@@ -327,29 +327,33 @@ async function connect(tab) {
   const view = tab.pane.querySelector(".view").value;
   const profile = tab.pane.querySelector(".profile").value;
   const note = tab.pane.querySelector(".note");
-  let command, namespaces = view;
-  if (info?.shell && view === "") {
-    command = [info.shell];
-    note.textContent = "";
-  } else if (info?.shell) {
-    command = ["/bin/sh"];
+  let command = ["/bin/sh"], namespaces = "", toolbox = false;
+  if (!info?.shell && view === "") {
+    // Distroless: nothing to run inside, so the toolbox.
+    tab.pane.querySelector(".view").value = "toolbox";
+    toolbox = true;
+    note.textContent = "toolbox: this container has no shell; these are the agent's tools among its processes and network, its files at /target";
+  } else if (view === "toolbox") {
+    toolbox = true;
+    note.textContent = "toolbox: the agent's tools among the container's processes and network, its files at /target";
+  } else if (view === "net") {
+    namespaces = "net";
     note.textContent = "network only: the pod's network, the agent's files and processes";
   } else {
-    // Distroless: the agent's own shell in the pod's network.
-    command = ["/bin/sh"];
-    namespaces = "net,ipc,uts";
-    note.textContent = `debug shell: this container has no shell; this is the agent's /bin/sh in the pod's network. The container's files are under /proc/${target.pid}/root`;
+    command = [info.shell];
+    note.textContent = "";
   }
   const q = new URLSearchParams({ container: tab.container, stdin: "true", stdout: "true", tty: "true", profile });
   for (const arg of command) q.append("command", arg);
   if (namespaces) q.set("namespaces", namespaces);
+  if (toolbox) q.set("toolbox", "true");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}/api/v1/namespaces/${encodeURIComponent(tab.ns)}/pods/${encodeURIComponent(tab.pod)}/exec?${q}`;
   tab.term.reset();
   const ws = new WebSocket(url, ["v5.channel.k8s.io", ...bearerProtocol()]);
   ws.binaryType = "arraybuffer";
   tab.ws = ws;
-  const entered = namespaces ? namespaces.replaceAll(",", "+") : "all namespaces";
+  const entered = toolbox ? "toolbox" : namespaces ? namespaces.replaceAll(",", "+") : "all namespaces";
   statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")} · connecting…`);
   ws.addEventListener("open", () => {
     statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")}`);

@@ -1,0 +1,371 @@
+//! Toolbox mode: the agent's own tools run inside the target's network, PID,
+//! IPC, UTS and cgroup namespaces, so `ps`, `ss`, `ip`, `tcpdump` and
+//! `strace -p 1` work in a container that has none of them, with nothing
+//! of ours written into it.
+//!
+//! The helper builds a private filesystem view for the command (every step a
+//! mount in a mount namespace of its own, `unshare(2)` with `CLONE_NEWNS`, so
+//! neither the host nor the container sees any of it):
+//!
+//! | path | what |
+//! |---|---|
+//! | `/usr`, `/bin`, `/lib*`, `/sbin`, `/etc`, `/opt` | the toolbox root's (the agent's filesystem), bind-mounted **read-only**, `nosuid`, `nodev`: nothing in the container can change a tool that runs there |
+//! | `/proc` | a new procfs of the target's PID namespace (mounted by the command's process, the first one inside it) |
+//! | `/sys` | a sysfs of the target's network namespace, read-only |
+//! | `/dev` | `null`, `zero`, `full`, `random`, `urandom`, `tty` and a private `devpts` |
+//! | `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname` | the pod's, copied in, so name resolution is the pod's |
+//! | `/target` | the container's root with its volumes (a link to `/proc/PID/root` of its init) |
+//! | `/tmp`, `/root` | empty scratch space (tmpfs) |
+//!
+//! The new root replaces the old one with `pivot_root(2)` and the old one is
+//! detached, so nothing of the host's filesystem stays reachable (a `chroot`
+//! could be escaped with `CAP_SYS_CHROOT`, which containers often keep). The
+//! agent's own secrets (`/var`, `/run`, a service account token) are not
+//! among the directories shown.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
+/// The namespaces a toolbox command joins (never the mount namespace: the
+/// tools come from the agent; nor the user namespace).
+pub const NAMESPACES: &[&str] = &["ipc", "uts", "net", "pid", "cgroup"];
+
+/// The toolbox root's directories shown, read-only. Nothing else of the
+/// agent's filesystem is (no `/var`, `/run`, `/home`, service account token).
+const SHOWN: &[&str] = &[
+    "bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt",
+];
+
+/// The pod's files copied over the toolbox's own, at most this big each.
+const POD_FILES: &[&str] = &["etc/resolv.conf", "etc/hosts", "etc/hostname"];
+const MAX_POD_FILE: u64 = 64 * 1024;
+
+/// Where the container's root appears.
+pub const TARGET_DIR: &str = "/target";
+
+/// `PATH` of toolbox commands (the container's own would name its paths).
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why the toolbox view could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolboxError {
+    #[error("failed to {what}")]
+    Step {
+        what: String,
+        #[source]
+        source: rustix::io::Errno,
+    },
+    #[error("the toolbox root '{}' has none of the directories a toolbox needs (usr, bin, lib)", root.display())]
+    EmptyRoot { root: PathBuf },
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> ToolboxError {
+    let what = what.into();
+    move |source| ToolboxError::Step { what, source }
+}
+
+/// What the helper reads from the target before it enters anything: the
+/// pod's name-resolution files and the init process's PID inside its PID
+/// namespace.
+pub struct PodView {
+    files: Vec<(&'static str, Vec<u8>)>,
+    pid_inside: u32,
+}
+
+impl PodView {
+    /// Reads through `/proc/PID/root` with `openat2(RESOLVE_IN_ROOT)`, so a
+    /// symlink in the container cannot point the read at the host's files.
+    pub fn read(proc: &Path, pid: u32) -> Result<Self, ToolboxError> {
+        let root_path = proc.join(pid.to_string()).join("root");
+        let root = rustix::fs::open(
+            &root_path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(step(format!("open {}", root_path.display())))?;
+        let mut files = Vec::new();
+        for path in POD_FILES {
+            let Ok(fd) = rustix::fs::openat2(
+                &root,
+                *path,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) else {
+                continue;
+            };
+            let file = std::fs::File::from(fd);
+            let is_file = file.metadata().is_ok_and(|m| m.is_file());
+            let mut content = Vec::new();
+            if is_file
+                && std::io::Read::read_to_end(
+                    &mut std::io::Read::take(file, MAX_POD_FILE),
+                    &mut content,
+                )
+                .is_ok()
+            {
+                files.push((*path, content));
+            }
+        }
+        let status =
+            std::fs::read_to_string(proc.join(pid.to_string()).join("status")).unwrap_or_default();
+        // `NSpid:` lists the PID in each nested namespace, innermost last.
+        let pid_inside = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1);
+        Ok(Self { files, pid_inside })
+    }
+}
+
+/// What the command's process does after `fork`, in the target's PID
+/// namespace: mount the procfs of that namespace at `/proc`.
+pub struct ProcMount {
+    target: CString,
+}
+
+impl ProcMount {
+    /// Only system calls on data prepared before `fork`.
+    pub fn mount(&self) -> std::io::Result<()> {
+        rustix::mount::mount(
+            c"proc",
+            self.target.as_c_str(),
+            c"proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )
+        .map_err(Into::into)
+    }
+}
+
+/// Builds the toolbox view from `toolbox_root` and makes it the helper's
+/// root. Runs in the helper after it joined the target's namespaces (the
+/// sysfs it mounts is then the pod network's).
+pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxError> {
+    super::sys::unshare_mount_namespace().map_err(step("make a private mount namespace"))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(step("make the mounts private"))?;
+    // The new root: a tmpfs over /tmp, which every system has; only this
+    // mount namespace sees it.
+    let root = Path::new("/tmp");
+    rustix::mount::mount(
+        c"nsdebug-toolbox",
+        root,
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0755,size=16m",
+    )
+    .map_err(step("mount the toolbox's root"))?;
+    let mut shown = 0;
+    for name in SHOWN {
+        let source = toolbox_root.join(name);
+        let place = root.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&source) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            // A merged /usr: `/bin -> usr/bin`, kept as it is.
+            if let Ok(link) = std::fs::read_link(&source) {
+                rustix::fs::symlink(&link, &place)
+                    .map_err(step(format!("link {}", place.display())))?;
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        mkdir(&place)?;
+        rustix::mount::mount_bind_recursive(&source, &place)
+            .map_err(step(format!("bind {} into the toolbox", source.display())))?;
+        rustix::mount::mount_remount(
+            &place,
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+            c"",
+        )
+        .map_err(step(format!("make the toolbox's {name} read-only")))?;
+        if *name != "etc" {
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        return Err(ToolboxError::EmptyRoot {
+            root: toolbox_root.into(),
+        });
+    }
+    make_dev(&root.join("dev"))?;
+    let proc = root.join("proc");
+    mkdir(&proc)?;
+    let sys = root.join("sys");
+    mkdir(&sys)?;
+    rustix::mount::mount(
+        c"sysfs",
+        &sys,
+        c"sysfs",
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(step("mount the pod network's sysfs"))?;
+    for (dir, mode) in [
+        ("tmp", "mode=1777,size=64m"),
+        ("root", "mode=0700,size=16m"),
+    ] {
+        let place = root.join(dir);
+        mkdir(&place)?;
+        let data = CString::new(mode).unwrap_or_default();
+        rustix::mount::mount(
+            c"tmpfs",
+            &place,
+            c"tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            data.as_c_str(),
+        )
+        .map_err(step(format!("mount /{dir}")))?;
+    }
+    // The pod's resolv.conf, hosts and hostname over the toolbox's own.
+    let copies = root.join(".pod");
+    mkdir(&copies)?;
+    for (path, content) in &pod.files {
+        let over = root.join(path);
+        if !over.is_file() {
+            continue;
+        }
+        let copy = copies.join(path.rsplit('/').next().unwrap_or(path));
+        std::fs::write(&copy, content).map_err(|e| ToolboxError::Step {
+            what: format!("copy the pod's /{path}"),
+            source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+        })?;
+        rustix::mount::mount_bind(&copy, &over).map_err(step(format!("show the pod's /{path}")))?;
+    }
+    let target = format!("/proc/{}/root", pod.pid_inside);
+    rustix::fs::symlink(&target, root.join(TARGET_DIR.trim_start_matches('/')))
+        .map_err(step("link /target"))?;
+
+    // pivot_root(2): the new root in, the old one detached and gone.
+    rustix::process::chdir(root).map_err(step("enter the toolbox's root"))?;
+    mkdir(Path::new(".old"))?;
+    rustix::process::pivot_root(".", ".old").map_err(step("pivot into the toolbox's root"))?;
+    rustix::process::chdir("/").map_err(step("enter /"))?;
+    rustix::mount::unmount("/.old", UnmountFlags::DETACH)
+        .map_err(step("detach the host's filesystem"))?;
+    rustix::fs::rmdir("/.old").map_err(step("remove /.old"))?;
+    Ok(ProcMount {
+        target: CString::new("/proc").unwrap_or_default(),
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), ToolboxError> {
+    rustix::fs::mkdir(path, Mode::from_raw_mode(0o755))
+        .map_err(step(format!("create {}", path.display())))
+}
+
+/// A minimal `/dev`: the usual character devices and a devpts of its own
+/// (the terminal of a toolbox session is made there).
+fn make_dev(dev: &Path) -> Result<(), ToolboxError> {
+    mkdir(dev)?;
+    rustix::mount::mount(
+        c"tmpfs",
+        dev,
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"mode=0755,size=64k",
+    )
+    .map_err(step("mount /dev"))?;
+    let dir = rustix::fs::open(
+        dev,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step("open /dev"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        rustix::fs::mknodat(
+            dir.as_fd(),
+            name,
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .map_err(step(format!("create /dev/{name}")))?;
+        // mknod(2) honours the umask: set the mode the devices need.
+        rustix::fs::chmodat(
+            dir.as_fd(),
+            name,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(step(format!("chmod /dev/{name}")))?;
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts)?;
+    rustix::mount::mount(
+        c"devpts",
+        &pts,
+        c"devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"newinstance,ptmxmode=0666,mode=0620",
+    )
+    .map_err(step("mount /dev/pts"))?;
+    for (name, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(to, dir.as_fd(), name).map_err(step(format!("link /dev/{name}")))?;
+    }
+    Ok(())
+}
+
+/// The environment of a toolbox command: the container's, with the
+/// toolbox's `PATH` and `HOME`, and without variables that would make the
+/// toolbox's programs load the container's libraries.
+pub fn environment(container: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = container
+        .into_iter()
+        .filter(|(k, _)| k != "PATH" && k != "HOME" && !k.starts_with("LD_"))
+        .collect();
+    env.push(("PATH".into(), PATH.into()));
+    env.push(("HOME".into(), "/root".into()));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keeps_the_containers_but_not_its_paths() {
+        let env = environment(vec![
+            ("PATH".into(), "/app/bin".into()),
+            ("LD_PRELOAD".into(), "/app/lib/hook.so".into()),
+            ("API_URL".into(), "http://api".into()),
+        ]);
+        assert!(env.contains(&("API_URL".into(), "http://api".into())));
+        assert!(env.contains(&("PATH".into(), PATH.into())));
+        assert!(!env.iter().any(|(k, _)| k == "LD_PRELOAD"));
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+
+    #[test]
+    fn the_agents_secrets_are_not_shown() {
+        for hidden in ["var", "run", "home", "root", "tmp", "proc", "sys", "dev"] {
+            assert!(!SHOWN.contains(&hidden), "{hidden}");
+        }
+    }
+}
