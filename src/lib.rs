@@ -15,6 +15,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod cri;
+pub mod diag;
 pub mod enter;
 pub mod events;
 pub mod inventory;
