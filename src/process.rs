@@ -8,7 +8,7 @@
 //! DaemonSets that mount the host's `/proc` elsewhere.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::process::Process;
 use serde::Serialize;
@@ -74,6 +74,11 @@ impl ProcRoot {
     }
 
     /// The identity of the process that has `pid` now.
+    /// Where this `/proc` is.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
     pub fn identity(&self, pid: u32) -> Result<ProcessIdentity, ProcError> {
         let stat = self
             .process(pid)?

@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod diag;
 mod discovery;
 mod error;
 mod exec;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(namespaces::routes())
         .merge(native::routes())
         .merge(run::routes())
+        .merge(diag::routes())
         .merge(exec::routes())
         .merge(ui::routes())
         .merge(health::routes())

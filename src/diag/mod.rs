@@ -1,7 +1,74 @@
 //! Built-in diagnostics: answers about a target as JSON, with no tool in the
 //! container (they work on distroless images). Most read the host's `/proc`
 //! for the target's processes; what must happen inside the pod's network
-//! (netlink, name resolution, probes) runs on a throwaway thread that joined
-//! it ([`netns`]).
+//! (interface addresses, name resolution, probes) runs on a throwaway thread
+//! that joined it ([`netns`]).
 
+pub mod cgroup;
 pub mod netns;
+pub mod network;
+pub mod process_files;
+pub mod processes;
+pub mod sockets;
+
+use std::io::Read;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+/// Why a diagnostic could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    #[error("the container's process {pid} is gone")]
+    Gone { pid: u32 },
+    #[error("no process with PID {pid} in the container's PID namespace")]
+    NoSuchProcess { pid: u32 },
+    #[error("failed to {what}")]
+    Proc {
+        what: String,
+        #[source]
+        source: procfs::ProcError,
+    },
+    #[error("failed to read {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+}
+
+impl DiagError {
+    /// The target (or the asked process) is not there: a 404/409, not a fault.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Gone { .. } | Self::NoSuchProcess { .. })
+    }
+}
+
+/// Up to `limit` bytes of `path` inside the root of process `pid`, resolved
+/// with `openat2(RESOLVE_IN_ROOT)` so no symlink in the container can lead
+/// outside it; `None` when it cannot be read.
+pub fn read_in_root(proc: &Path, pid: u32, path: &str, limit: u64) -> Option<Vec<u8>> {
+    let root = rustix::fs::open(
+        proc.join(pid.to_string()).join("root"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fd = rustix::fs::openat2(
+        &root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}

@@ -213,37 +213,13 @@ fn confine_failure(err: ConfineError) -> Failure {
 /// Moves the helper (and so the command) into every cgroup of the target, on
 /// cgroup v1 and v2 hierarchies alike.
 fn join_cgroups(pid: u32) -> Result<(), Failure> {
-    let own = procfs::process::Process::myself()
-        .and_then(|me| me.mountinfo())
-        .map_err(|e| setup(format!("failed to read the helper's mountinfo: {e}")))?;
-    let target = procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.cgroups())
-        .map_err(|e| setup(format!("failed to read the cgroups of process {pid}: {e}")))?;
+    let dirs = crate::diag::cgroup::cgroup_dirs(Path::new("/proc"), pid)
+        .map_err(|e| setup(crate::error_chain(&e)))?;
     let me = std::process::id().to_string();
-    for group in target.0 {
-        let mount = own.0.iter().find(|m| {
-            if group.controllers.is_empty() {
-                m.fs_type == "cgroup2"
-            } else {
-                m.fs_type == "cgroup"
-                    && group.controllers.iter().all(|c| match c.split_once('=') {
-                        // A named hierarchy: `name=systemd` is the option `name`.
-                        Some((key, value)) => {
-                            m.super_options.get(key) == Some(&Some(value.to_string()))
-                        }
-                        None => m.super_options.contains_key(c.as_str()),
-                    })
-            }
-        });
-        let Some(mount) = mount else {
-            // A hierarchy this mount namespace does not mount cannot be joined
-            // here, and the command would not see it either.
-            continue;
-        };
-        let procs = mount
-            .mount_point
-            .join(group.pathname.trim_start_matches('/'))
-            .join("cgroup.procs");
+    // A hierarchy this mount namespace does not mount is not among them: it
+    // cannot be joined here, and the command would not see it either.
+    for group in dirs {
+        let procs = group.dir.join("cgroup.procs");
         std::fs::write(&procs, &me).map_err(|e| {
             setup(format!(
                 "failed to join the container's cgroup {}: {e}",

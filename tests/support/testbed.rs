@@ -79,6 +79,8 @@ pub struct ContainerSpec {
     pub seccomp: Option<SeccompProfile>,
     /// `securityContext.allowPrivilegeEscalation: false`.
     pub no_new_privs: bool,
+    /// `resources.limits.memory`, in bytes.
+    pub memory_limit: Option<i64>,
 }
 
 /// A container's seccomp profile, as the kubelet passes it through the CRI.
@@ -102,7 +104,18 @@ impl ContainerSpec {
             working_dir: None,
             seccomp: None,
             no_new_privs: false,
+            memory_limit: None,
         }
+    }
+
+    pub fn memory_limit(mut self, bytes: i64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     pub fn seccomp(mut self, profile: SeccompProfile) -> Self {
@@ -369,7 +382,12 @@ impl RunningPod {
                     no_new_privs: container.no_new_privs,
                     ..Default::default()
                 }),
-                ..Default::default()
+                resources: container
+                    .memory_limit
+                    .map(|bytes| cri::LinuxContainerResources {
+                        memory_limit_in_bytes: bytes,
+                        ..Default::default()
+                    }),
             }),
             ..Default::default()
         };
