@@ -6,7 +6,9 @@
 //! `api` (HTTP routes and errors) -> `resolve` (what the user named -> a running
 //! container pinned to its process) -> `inventory` (the node's pods, kept fresh
 //! from) -> `cri` (the container runtime's gRPC API), with `process` reading the
-//! host's `/proc`. `config` parses flags once; `serve` wires the stages together.
+//! host's `/proc`. `enter` runs commands inside a target, `files` reads and
+//! writes inside its root. `config` parses flags once; `serve` wires the
+//! stages together.
 
 pub mod api;
 pub mod audit;
@@ -16,6 +18,7 @@ pub mod config;
 pub mod cri;
 pub mod enter;
 pub mod events;
+pub mod files;
 pub mod inventory;
 pub mod login;
 pub mod process;
