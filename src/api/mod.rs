@@ -6,6 +6,7 @@
 mod discovery;
 mod error;
 mod exec;
+mod files;
 mod health;
 mod login;
 mod namespaces;
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .merge(native::routes())
         .merge(run::routes())
         .merge(exec::routes())
+        .merge(files::routes(state.limits.max_file_bytes))
         .merge(ui::routes())
         .merge(health::routes())
         .merge(login::routes())
