@@ -209,6 +209,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub max_request_bytes: u64,
 
+    /// Largest file transfer (files API): a file or tar archive downloaded
+    /// from a container, or a file uploaded into one. Larger ones get 413; a
+    /// tar archive that grows past it while streaming is cut off with an error.
+    #[arg(long, env = "NSDEBUG_MAX_FILE_BYTES", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub max_file_bytes: u64,
+
     /// Write a Kubernetes Event on the target pod when a session starts
     /// (needs --auth kube, whose API server connection it uses, and RBAC
     /// `create events`).
@@ -339,6 +345,8 @@ pub struct Limits {
     pub max_session_duration: Duration,
     pub session_idle_timeout: Duration,
     pub max_request_bytes: usize,
+    /// Largest file downloaded (tar archives included) or uploaded.
+    pub max_file_bytes: u64,
 }
 
 impl Config {
@@ -410,6 +418,7 @@ impl Config {
                 max_session_duration: args.max_session_duration,
                 session_idle_timeout: args.session_idle_timeout,
                 max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
+                max_file_bytes: args.max_file_bytes,
             },
             pod_events: args.pod_events,
             recording: args
@@ -524,6 +533,16 @@ mod tests {
         assert!(serve_args(&["--resync-interval", "0s"]).is_err());
         let args = serve_args(&["--cri-timeout", "250ms"]).unwrap();
         assert_eq!(args.cri_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn file_size_cap() {
+        let config = Config::from_args(serve_args(&["--node-name", "n"]).unwrap()).unwrap();
+        assert_eq!(config.limits.max_file_bytes, 1 << 30);
+        let args = serve_args(&["--max-file-bytes", "64KiB"]).unwrap();
+        assert_eq!(args.max_file_bytes, 64 * 1024);
+        assert!(serve_args(&["--max-file-bytes", "0"]).is_err());
+        assert!(serve_args(&["--max-file-bytes", "lots"]).is_err());
     }
 }
 

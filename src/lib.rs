@@ -7,7 +7,9 @@
 //! container pinned to its process) -> `inventory` (the node's pods, kept fresh
 //! from) -> `cri` (the container runtime's gRPC API), with `process` reading the
 //! host's `/proc` and `oci` the part of a container's runtime spec that an
-//! exec applies. `config` parses flags once; `serve` wires the stages together.
+//! exec applies. `enter` runs commands inside a target, `files` reads and
+//! writes inside its root. `config` parses flags once; `serve` wires the
+//! stages together.
 
 pub mod api;
 pub mod audit;
@@ -18,6 +20,7 @@ pub mod cri;
 pub mod diag;
 pub mod enter;
 pub mod events;
+pub mod files;
 pub mod inventory;
 pub mod login;
 pub mod oci;

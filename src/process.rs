@@ -53,8 +53,13 @@ impl ProcRoot {
         Self { root: root.into() }
     }
 
+    /// The directory of `pid` (`/proc/PID`).
+    pub fn pid_dir(&self, pid: u32) -> PathBuf {
+        self.root.join(pid.to_string())
+    }
+
     fn process(&self, pid: u32) -> Result<Process, ProcError> {
-        let dir = self.root.join(pid.to_string());
+        let dir = self.pid_dir(pid);
         Process::new_with_root(dir).map_err(|source| self.error(pid, "directory", source))
     }
 

@@ -7,6 +7,7 @@ mod diag;
 mod discovery;
 mod error;
 mod exec;
+mod files;
 mod health;
 mod login;
 mod namespaces;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(run::routes())
         .merge(diag::routes())
         .merge(exec::routes())
+        .merge(files::routes(state.limits.max_file_bytes))
         .merge(ui::routes())
         .merge(health::routes())
         .merge(login::routes())

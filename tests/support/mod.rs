@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod files;
 pub mod testbed;
 
 use std::io::{BufRead, BufReader};

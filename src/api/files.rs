@@ -1,0 +1,528 @@
+//! Files in containers over HTTP: `GET .../files` downloads a file (or a tar
+//! archive of a directory), `PUT .../files` uploads one. The file system work
+//! is [`crate::files`]'; this is the request, the authorization (`create
+//! pods/exec`, as for exec: files hold secrets), the session limits and the
+//! audit trail.
+
+use std::task::Poll;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, RequestExt, Router};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState, QueryOf, RequestInfo, query};
+use crate::audit::{AuditLog, AuditRecord};
+use crate::auth::User;
+use crate::files::{self, FileError, FileInfo, Format};
+use crate::resolve::{Target, TargetRef};
+use crate::session::SessionPermit;
+
+pub fn routes(max_file_bytes: u64) -> Router<AppState> {
+    // Uploads stream to disk under --max-file-bytes, not the router-wide
+    // --max-request-bytes meant for JSON bodies.
+    let body_limit = DefaultBodyLimit::max(usize::try_from(max_file_bytes).unwrap_or(usize::MAX));
+    Router::new()
+        .route(
+            "/v1/targets/{namespace}/{pod}/files",
+            get(get_in_pod).put(put_in_pod).layer(body_limit),
+        )
+        .route(
+            "/v1/containers/{id}/files",
+            get(get_in_container)
+                .put(put_in_container)
+                .layer(body_limit),
+        )
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FilesQuery {
+    container: Option<String>,
+    /// In the container; relative paths start at its `/`.
+    #[serde(default)]
+    path: String,
+    /// `tar` for an archive (a directory's tree, or one file).
+    format: Option<String>,
+    /// Octal permission bits of an uploaded file.
+    mode: Option<String>,
+}
+
+impl FilesQuery {
+    fn in_pod(&self, namespace: String, pod: String) -> TargetRef {
+        TargetRef::Pod {
+            namespace,
+            pod,
+            container: self.container.clone().filter(|c| !c.is_empty()),
+        }
+    }
+
+    fn format(&self) -> Result<Format, ApiError> {
+        match self.format.as_deref() {
+            None | Some("") => Ok(Format::Raw),
+            Some("tar") => Ok(Format::Tar),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "unknown format \"{other}\": use format=tar for a tar archive, or leave it out for the file's bytes"
+            ))),
+        }
+    }
+
+    fn mode(&self) -> Result<Option<u32>, ApiError> {
+        let Some(text) = self.mode.as_deref() else {
+            return Ok(None);
+        };
+        match u32::from_str_radix(text, 8) {
+            Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
+            _ => Err(ApiError::bad_request(format!(
+                "mode \"{text}\" is not octal permission bits such as 0644 or 0755"
+            ))),
+        }
+    }
+}
+
+async fn get_in_pod(
+    State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<User>,
+    info: RequestInfo,
+    Path((namespace, pod)): Path<(String, String)>,
+    q: QueryOf<FilesQuery>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    download(state, user, info, q.in_pod(namespace, pod), q).await
+}
+
+async fn get_in_container(
+    State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<User>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    q: QueryOf<FilesQuery>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    download(state, user, info, TargetRef::ContainerId(id), q).await
+}
+
+async fn put_in_pod(
+    State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<User>,
+    info: RequestInfo,
+    Path((namespace, pod)): Path<(String, String)>,
+    q: QueryOf<FilesQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    upload(state, user, info, q.in_pod(namespace, pod), q, request).await
+}
+
+async fn put_in_container(
+    State(state): State<AppState>,
+    axum::Extension(user): axum::Extension<User>,
+    info: RequestInfo,
+    Path(id): Path<String>,
+    q: QueryOf<FilesQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    upload(state, user, info, TargetRef::ContainerId(id), q, request).await
+}
+
+/// An authorized request on a running container, counted as a session.
+struct Started {
+    target: Target,
+    record: AuditRecord,
+    permit: SessionPermit,
+}
+
+/// Authorizes (by pod before anything about it is revealed, by container ID
+/// once it is resolved), takes a session slot and resolves the target. A
+/// failure after the authorization is audited.
+async fn start(
+    state: &AppState,
+    user: &User,
+    info: &RequestInfo,
+    wanted: &TargetRef,
+    op: &'static str,
+    path: &str,
+) -> Result<Started, ApiError> {
+    let mut record = match wanted {
+        TargetRef::Pod { namespace, pod, .. } => {
+            Some(super::authorize_exec_audited(state, user, info, namespace, pod, false).await?)
+        }
+        TargetRef::ContainerId(_) => None,
+    };
+    if let Some(record) = &mut record {
+        record.note("file-op", op).note("file-path", path);
+    }
+    let resolved = async {
+        let permit = state.sessions.acquire(&user.name)?;
+        let target = state.resolver.resolve(wanted).await?;
+        Ok::<_, ApiError>((permit, target))
+    }
+    .await;
+    let (permit, target) = match resolved {
+        Ok(found) => found,
+        Err(err) => {
+            if let Some(record) = &mut record {
+                audit_failure(&state.audit, record, &err);
+            }
+            return Err(err);
+        }
+    };
+    let mut record = match record {
+        Some(record) => record,
+        None => {
+            let mut record = super::authorize_exec_audited(
+                state,
+                user,
+                info,
+                &target.namespace,
+                &target.pod,
+                false,
+            )
+            .await?;
+            record.note("file-op", op).note("file-path", path);
+            record
+        }
+    };
+    record
+        .note("container", &target.container)
+        .note("container-id", &target.container_id)
+        .note("pid", target.pid);
+    Ok(Started {
+        target,
+        record,
+        permit,
+    })
+}
+
+fn audit_failure(log: &AuditLog, record: &mut AuditRecord, err: &ApiError) {
+    record.note("error", err.message());
+    log.record(&record.event("ResponseComplete", err.code().as_u16()));
+}
+
+async fn download(
+    state: AppState,
+    user: User,
+    info: RequestInfo,
+    wanted: TargetRef,
+    q: FilesQuery,
+) -> Result<Response, ApiError> {
+    let format = q.format()?;
+    let op = match format {
+        Format::Raw => "read",
+        Format::Tar => "tar",
+    };
+    let Started {
+        target,
+        mut record,
+        permit,
+    } = start(&state, &user, &info, &wanted, op, &q.path).await?;
+    let proc_root = state.inventory.proc_root().clone();
+    let limit = state.limits.max_file_bytes;
+    let download = match files::download(proc_root, target.process, &q.path, format, limit).await {
+        Ok(download) => download,
+        Err(err) => {
+            let err = ApiError::from(err);
+            audit_failure(&state.audit, &mut record, &err);
+            return Err(err);
+        }
+    };
+    state.audit.record(&record.event("ResponseStarted", 200));
+    let headers = download_headers(&download.info, format);
+    let length = (format == Format::Raw).then_some(download.info.size);
+    let mut trail = DownloadTrail {
+        record,
+        log: state.audit.clone(),
+        bytes: 0,
+        // An empty file is complete before it starts (hyper may never poll).
+        outcome: (length == Some(0)).then(|| "complete".to_string()),
+        _permit: permit,
+    };
+    let (mut chunks, mut summary) = (download.chunks, download.summary);
+    let body = futures::stream::poll_fn(move |cx| {
+        let trail = &mut trail;
+        if trail.outcome.is_some() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match futures::ready!(chunks.poll_recv(cx)) {
+            Some(Ok(data)) => {
+                trail.bytes += data.len() as u64;
+                // hyper stops polling once Content-Length bytes are out.
+                if Some(trail.bytes) == length {
+                    trail.outcome = Some("complete".into());
+                }
+                Some(Ok(data))
+            }
+            Some(Err(err)) => {
+                // Aborting the response is how the client learns; the log
+                // and the audit trail say why.
+                let reason = crate::error_chain(&err);
+                tracing::warn!(error = %reason, "a download failed midway and was aborted");
+                trail.outcome = Some(format!("aborted: {reason}"));
+                Some(Err(std::io::Error::other(err)))
+            }
+            // The worker sends a summary before the end of a complete
+            // download; without one it stopped early, and ending normally
+            // would pass a truncated download off as whole.
+            None => match summary.try_recv() {
+                Ok(stats) => {
+                    trail.outcome = Some("complete".into());
+                    trail.record.note("skipped-entries", stats.skipped);
+                    None
+                }
+                Err(_) => {
+                    trail.outcome = Some("aborted: the download stopped early".into());
+                    Some(Err(std::io::Error::other("the download stopped early")))
+                }
+            },
+        })
+    });
+    Ok((headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// The audit trail of a download: `ResponseComplete` with the bytes sent and
+/// how it ended, written when the body is done or dropped (client gone).
+/// Holds the session slot as long.
+struct DownloadTrail {
+    record: AuditRecord,
+    log: std::sync::Arc<AuditLog>,
+    bytes: u64,
+    outcome: Option<String>,
+    _permit: SessionPermit,
+}
+
+impl Drop for DownloadTrail {
+    fn drop(&mut self) {
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| "client disconnected".into());
+        self.record
+            .note("bytes", self.bytes)
+            .note("outcome", outcome);
+        self.log.record(&self.record.event("ResponseComplete", 200));
+    }
+}
+
+fn download_headers(info: &FileInfo, format: Format) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let name = info.name.as_deref().unwrap_or("root");
+    let (content_type, file_name) = match format {
+        Format::Raw => ("application/octet-stream", name.to_string()),
+        Format::Tar => ("application/x-tar", format!("{name}.tar")),
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if format == Format::Raw {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    }
+    if let Ok(value) = HeaderValue::from_str(&content_disposition(&file_name)) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Ok(time) = k8s_openapi::jiff::Timestamp::from_second(info.mtime) {
+        let printer = k8s_openapi::jiff::fmt::rfc2822::DateTimePrinter::new();
+        if let Ok(text) = printer.timestamp_to_rfc9110_string(&time)
+            && let Ok(value) = HeaderValue::from_str(&text)
+        {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+    }
+    let mode = format!("{:04o}", info.mode);
+    for (name, value) in [
+        ("nsdebug-file-mode", mode),
+        ("nsdebug-file-uid", info.uid.to_string()),
+        ("nsdebug-file-gid", info.gid.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// `attachment; filename="..."` (RFC 6266), with an RFC 8187 `filename*`
+/// when the name is not plain ASCII.
+fn content_disposition(name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut value = format!("attachment; filename=\"{plain}\"");
+    if plain != name {
+        value.push_str("; filename*=UTF-8''");
+        for byte in name.bytes() {
+            if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+                value.push(char::from(byte));
+            } else {
+                value.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    value
+}
+
+async fn upload(
+    state: AppState,
+    user: User,
+    info: RequestInfo,
+    wanted: TargetRef,
+    q: FilesQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let mode = q.mode()?;
+    if q.format.is_some() {
+        return Err(ApiError::bad_request(
+            "format applies to downloads; an upload is one file's bytes",
+        ));
+    }
+    let limit = state.limits.max_file_bytes;
+    let Started {
+        target,
+        mut record,
+        permit,
+    } = start(&state, &user, &info, &wanted, "write", &q.path).await?;
+    let declared = content_length(request.headers());
+    if declared.is_some_and(|length| length > limit) {
+        let err = ApiError::from(FileError::UploadTooLarge {
+            path: q.path.clone(),
+            limit,
+        });
+        audit_failure(&state.audit, &mut record, &err);
+        return Err(err);
+    }
+    let path = q.path.clone();
+    let body = request
+        .with_limited_body()
+        .into_body()
+        .into_data_stream()
+        .map(move |chunk: Result<Bytes, axum::Error>| {
+            chunk.map_err(|err| body_error(err, &path, limit))
+        });
+    let proc_root = state.inventory.proc_root().clone();
+    let result = files::upload(proc_root, target.process, &q.path, mode, limit, body).await;
+    drop(permit);
+    match result {
+        Ok(written) => {
+            let code = if written.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            record.note("bytes", written.size);
+            state
+                .audit
+                .record(&record.event("ResponseComplete", code.as_u16()));
+            let answer = json!({
+                "path": written.path,
+                "size": written.size,
+                "created": written.created,
+                "mode": format!("{:04o}", written.mode),
+                "uid": written.uid,
+                "gid": written.gid,
+            });
+            Ok((code, Json(answer)).into_response())
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            audit_failure(&state.audit, &mut record, &err);
+            Err(err)
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A request body that failed: over the route's limit, or cut off.
+fn body_error(err: axum::Error, path: &str, limit: u64) -> FileError {
+    let inner = err.into_inner();
+    if inner.is::<http_body_util::LengthLimitError>() {
+        FileError::UploadTooLarge {
+            path: path.into(),
+            limit,
+        }
+    } else {
+        FileError::UploadCut {
+            path: path.into(),
+            reason: crate::error_chain(&*inner),
+        }
+    }
+}
+
+impl From<FileError> for ApiError {
+    fn from(err: FileError) -> Self {
+        let message = err.to_string();
+        match err {
+            FileError::TargetGone { .. } => Self::conflict(message),
+            FileError::NotFound { .. } | FileError::ParentNotFound { .. } => {
+                Self::not_found(message)
+            }
+            FileError::BadPath { .. }
+            | FileError::NotADirectory { .. }
+            | FileError::IsDirectory { .. }
+            | FileError::WriteToDirectory { .. }
+            | FileError::NotRegularFile { .. }
+            | FileError::SymlinkLoop { .. }
+            | FileError::TooDeep { .. }
+            | FileError::UploadCut { .. } => Self::bad_request(message),
+            FileError::PermissionDenied { .. } => Self::forbidden(message),
+            FileError::MountPoint { .. } | FileError::ReadOnly { .. } => Self::conflict(message),
+            FileError::NoSpace { .. } => Self::insufficient_storage(message),
+            FileError::FileTooLarge { .. }
+            | FileError::ArchiveTooLarge { .. }
+            | FileError::UploadTooLarge { .. } => Self::too_large(message),
+            // About the container's file, not the agent: the cause is said.
+            FileError::Io { .. } | FileError::Shrank { .. } | FileError::ClientGone => {
+                Self::internal_with(crate::error_chain(&err))
+            }
+            FileError::OpenRoot { .. }
+            | FileError::Credentials { .. }
+            | FileError::BecomeUser { .. }
+            | FileError::Thread(_) => Self::internal(&err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_names() {
+        assert_eq!(
+            content_disposition("os-release"),
+            "attachment; filename=\"os-release\""
+        );
+        assert_eq!(
+            content_disposition("é \"x\".txt"),
+            "attachment; filename=\"_ _x_.txt\"; filename*=UTF-8''%C3%A9%20%22x%22.txt"
+        );
+    }
+
+    #[test]
+    fn modes_and_formats() {
+        let q = |mode: &str, format: &str| FilesQuery {
+            mode: Some(mode.into()),
+            format: Some(format.into()),
+            ..Default::default()
+        };
+        assert_eq!(q("0755", "tar").mode().unwrap(), Some(0o755));
+        assert_eq!(q("4755", "tar").mode().unwrap(), Some(0o4755));
+        assert!(q("0999", "").mode().is_err());
+        assert!(q("17777", "").mode().is_err());
+        assert_eq!(q("644", "").format().unwrap(), Format::Raw);
+        assert!(q("644", "zip").format().is_err());
+    }
+}
