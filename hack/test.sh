@@ -31,9 +31,11 @@ fi
 if [[ ! -d hack/web/node_modules/playwright-core ]]; then
     (cd hack/web && npm ci --no-audit --no-fund >/dev/null)
 fi
-if [[ ! -x target/pyclient/bin/python ]] || ! target/pyclient/bin/python -c 'import kubernetes' 2>/dev/null; then
+# The Python kubernetes client (exec's stream()) and the OpenAPI validator.
+if [[ ! -x target/pyclient/bin/python ]] ||
+    ! target/pyclient/bin/python -c 'import kubernetes, openapi_spec_validator' 2>/dev/null; then
     python3 -m venv target/pyclient
-    target/pyclient/bin/pip install -q 'kubernetes==37.0.2'
+    target/pyclient/bin/pip install -q 'kubernetes==37.0.2' 'openapi-spec-validator==0.9.0'
 fi
 command -v kubectl >/dev/null || {
     echo "hack/test.sh: kubectl is missing; it ships with this machine image (Debian package 'kubectl')" >&2

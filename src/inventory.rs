@@ -28,7 +28,7 @@ const STATUS_CONCURRENCY: usize = 16;
 const RESTART_COUNT_ANNOTATION: &str = "io.kubernetes.container.restartCount";
 
 /// A container's state as the runtime reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
     Created,

@@ -33,7 +33,7 @@ pub enum TargetRef {
 }
 
 /// A running container, pinned to its live init process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     pub namespace: String,
@@ -46,6 +46,7 @@ pub struct Target {
     #[serde(skip)]
     pub process: ProcessIdentity,
     /// Inode numbers of `/proc/PID/ns/*`.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub namespaces: NamespaceIds,
     /// What an exec must apply, from the runtime's spec of the container.
     #[serde(skip)]

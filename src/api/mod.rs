@@ -12,6 +12,7 @@ mod health;
 mod login;
 mod namespaces;
 mod native;
+mod openapi;
 pub mod pod_object;
 mod pods;
 mod run;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(native::routes())
         .merge(run::routes())
         .merge(diag::routes())
+        .merge(openapi::routes())
         .merge(exec::routes())
         .merge(files::routes(state.limits.max_file_bytes))
         .merge(ui::routes())
@@ -170,8 +172,10 @@ pub fn router(state: AppState) -> Router {
 /// Paths anyone may use: the web page (it logs in by itself), its login,
 /// health, version.
 fn is_public(method: &Method, path: &str) -> bool {
-    matches!(path, "/" | "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/ui/")
+    matches!(
+        path,
+        "/" | "/healthz" | "/livez" | "/readyz" | "/version" | "/openapi.json"
+    ) || path.starts_with("/ui/")
         || (path == "/v1/login" && method == Method::POST)
 }
 

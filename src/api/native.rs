@@ -20,7 +20,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /v1/targets`: every pod and container on the node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetList {
     pub node: String,
@@ -31,7 +31,7 @@ pub struct TargetList {
     pub pods: Vec<PodEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodEntry {
     pub namespace: String,
@@ -47,7 +47,7 @@ pub struct PodEntry {
     pub containers: Vec<ContainerEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerEntry {
     pub name: String,
@@ -59,6 +59,7 @@ pub struct ContainerEntry {
     /// Host PID of the container's init process; `null` unless running.
     pub pid: Option<u32>,
     /// Inode numbers of `/proc/PID/ns/*`; `null` unless running.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
     pub namespaces: Option<NamespaceIds>,
     /// The shell found in the container's filesystem (`/bin/bash`, `/bin/sh`,
     /// ...), `null` when it has none (distroless) or is not running.

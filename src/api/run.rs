@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST .../run`: what to run.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunBody {
     /// argv: never a shell string; run `["sh", "-c", "..."]` for a shell.
@@ -65,7 +65,7 @@ pub struct RunBody {
 }
 
 /// The answer of a run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunResult {
     pub target: Target,

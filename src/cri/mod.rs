@@ -71,7 +71,7 @@ impl CriError {
 }
 
 /// What the runtime says about itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeVersion {
     /// `containerd`, `cri-o`, `docker`: also the scheme of container ids in the

@@ -63,7 +63,7 @@ pub fn cgroup_dirs(proc: &Path, pid: u32) -> Result<Vec<CgroupDir>, DiagError> {
     Ok(dirs)
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CgroupUsage {
     /// 1 or 2.
@@ -75,7 +75,7 @@ pub struct CgroupUsage {
     pub pids: Pids,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
     pub usage_bytes: Option<u64>,
@@ -87,7 +87,7 @@ pub struct Memory {
     pub limit_hits: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Cpu {
     pub usage_seconds: Option<f64>,
@@ -99,7 +99,7 @@ pub struct Cpu {
     pub limit_cpus: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pids {
     pub current: Option<u64>,

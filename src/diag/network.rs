@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::DiagError;
 use crate::process::{ProcRoot, ProcessIdentity};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     pub name: String,
@@ -33,7 +33,7 @@ pub struct Interface {
     pub tx_dropped: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// `address/prefix`; `0.0.0.0/0` is the default route.

@@ -29,7 +29,7 @@ fn process(proc: &Path, pid: u32) -> Result<procfs::process::Process, DiagError>
         .map_err(|_| DiagError::Gone { pid })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenFile {
     pub fd: i32,
@@ -98,7 +98,7 @@ pub fn looks_secret(name: &str) -> bool {
     upper != "PWD" && upper != "OLDPWD" && SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
@@ -128,7 +128,7 @@ pub fn environment(proc_root: &ProcRoot, pid: u32, reveal: bool) -> Result<Vec<E
         .collect())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
     pub mount_point: String,

@@ -11,7 +11,7 @@ use super::DiagError;
 use crate::process::ProcRoot;
 
 /// One process of the target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessEntry {
     /// PID inside the container's PID namespace.

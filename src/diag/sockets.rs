@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::DiagError;
 use crate::process::ProcRoot;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketEntry {
     /// `tcp`, `tcp6`, `udp`, `udp6` or `unix`.
@@ -30,7 +30,7 @@ pub struct SocketEntry {
     pub processes: Vec<Holder>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Holder {
     pub pid: u32,

@@ -120,7 +120,7 @@ pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
 }
 
 /// Whose identity the command runs with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// What `kubectl exec` gives: what the container's runtime spec applies to

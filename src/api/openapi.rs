@@ -1,0 +1,186 @@
+//! `GET /openapi.json`: the native API described as OpenAPI 3.1, generated
+//! with `utoipa` from the types the handlers answer with (their `ToSchema`
+//! derives), so the document cannot drift from what is sent. The operations
+//! are declared here, one item each, with the examples a runbook author
+//! needs; the Kubernetes-compatible facade is the Kubernetes API's own and is
+//! not repeated.
+//!
+//! The operations are items only `utoipa` reads (the handlers live in their
+//! modules, several routes sharing one), hence `dead_code` is allowed here;
+//! a test checks that every path documented is one the router serves.
+#![allow(dead_code)]
+
+use axum::Json;
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
+
+/// A Kubernetes `v1.Status`: every error answer of the API.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+    "message": "pod \"web\" not found in namespace \"shop\" on this node", "reason": "NotFound", "code": 404}))]
+pub struct Status {
+    pub kind: String,
+    pub api_version: String,
+    pub status: String,
+    pub message: String,
+    /// `BadRequest`, `Unauthorized`, `Forbidden`, `NotFound`, `Conflict`,
+    /// `TooManyRequests`, `RequestEntityTooLarge`, `ServiceUnavailable`, ...
+    pub reason: String,
+    pub code: u16,
+    /// `retryAfterSeconds` on 429s, causes on some 4xx.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// A diagnostic view's answer.
+#[derive(Serialize, ToSchema)]
+pub struct DiagAnswer {
+    /// The view asked for.
+    pub view: String,
+    /// namespace, pod, container, containerId, pid.
+    #[schema(value_type = Object)]
+    pub target: serde_json::Value,
+    /// The view's entries: `ProcessEntry`, `SocketEntry`, `Interface`,
+    /// `Route`, `OpenFile`, `EnvVar` or `Mount` (all but `cgroup`).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub items: Option<Vec<serde_json::Value>>,
+    /// The `cgroup` view's answer.
+    pub usage: Option<crate::diag::cgroup::CgroupUsage>,
+}
+
+const NS: &str = "the pod's namespace";
+
+#[utoipa::path(get, path = "/v1/targets", tag = "targets",
+    params(("namespace" = Option<String>, Query, description = "only this namespace"),
+           ("labelSelector" = Option<String>, Query, description = "Kubernetes label selector, e.g. `app=web,tier!=db`")),
+    responses((status = 200, description = "every pod and container on this node, with host PIDs and namespace inodes", body = super::native::TargetList),
+              (status = 400, body = Status), (status = 401, body = Status), (status = 403, body = Status), (status = 503, description = "the runtime is unreachable", body = Status)))]
+fn list_targets() {}
+
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}", tag = "targets",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path),
+           ("container" = Option<String>, Query, description = "needed when the pod has several containers and no default one")),
+    responses((status = 200, description = "the running container, pinned to its init process", body = crate::resolve::Target,
+               example = json!({"namespace": "shop", "pod": "web", "podUid": "93745ff7-692c-5e5d-6eff-bbedfde0d95c", "container": "web",
+                   "containerId": "921d5c2128f2a739c7606caad8e23dab4c335615a0e9ad5a2fb0667eb669d336", "state": "running", "pid": 22680,
+                   "namespaces": {"mnt": 4026532407u64, "net": 4026532332u64, "pid": 4026532408u64}})),
+              (status = 400, body = Status), (status = 404, body = Status), (status = 409, description = "the container is not running", body = Status)))]
+fn pod_target() {}
+
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "targets",
+    params(("id" = String, Path, description = "a container ID, a unique prefix of one, or `containerd://ID`")),
+    responses((status = 200, body = crate::resolve::Target), (status = 400, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
+fn container_target() {}
+
+#[utoipa::path(post, path = "/v1/targets/{namespace}/{pod}/run", tag = "run",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path),
+           ("container" = Option<String>, Query), ("stream" = Option<bool>, Query, description = "answer NDJSON events as the command runs")),
+    request_body(content = super::run::RunBody, example = json!({"command": ["sh", "-c", "ss -tln"], "toolbox": true, "timeoutSeconds": 10})),
+    responses((status = 200, description = "how the command ended and what it wrote", body = super::run::RunResult),
+              (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status),
+              (status = 409, description = "the container is not running, or its profile cannot be applied", body = Status),
+              (status = 413, body = Status), (status = 429, description = "a session limit", body = Status)))]
+fn run_in_pod() {}
+
+#[utoipa::path(post, path = "/v1/containers/{id}/run", tag = "run",
+    params(("id" = String, Path), ("stream" = Option<bool>, Query)),
+    request_body = super::run::RunBody,
+    responses((status = 200, body = super::run::RunResult), (status = 400, body = Status), (status = 403, body = Status),
+              (status = 404, body = Status), (status = 409, body = Status), (status = 429, body = Status)))]
+fn run_in_container() {}
+
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/diag/{view}", tag = "diagnostics",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path),
+           ("view" = String, Path, description = "processes, sockets, interfaces, routes, cgroup, open-files, env or mounts"),
+           ("container" = Option<String>, Query), ("pid" = Option<u32>, Query, description = "open-files, env, mounts: a PID inside the container (default its init)"),
+           ("reveal" = Option<bool>, Query, description = "env: show the values of secret-looking names")),
+    responses((status = 200, body = DiagAnswer, example = json!({"view": "sockets",
+                   "target": {"namespace": "shop", "pod": "hello", "container": "hello", "containerId": "e7d33696699c", "pid": 29057},
+                   "items": [{"protocol": "tcp", "state": "LISTEN", "local": "0.0.0.0:8080", "remote": null, "inode": 1235275, "uid": 0,
+                              "rxQueue": 0, "txQueue": 0, "processes": [{"pid": 1, "hostPid": 29057, "command": "hello"}]}]})),
+              (status = 403, body = Status), (status = 404, description = "no such pod, view or process", body = Status), (status = 409, body = Status)))]
+fn diag_in_pod() {}
+
+#[utoipa::path(get, path = "/v1/containers/{id}/diag/{view}", tag = "diagnostics",
+    params(("id" = String, Path), ("view" = String, Path), ("pid" = Option<u32>, Query), ("reveal" = Option<bool>, Query)),
+    responses((status = 200, body = DiagAnswer), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
+fn diag_in_container() {}
+
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/files", tag = "files",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("path" = String, Query, description = "inside the container; resolved in its root, so no symlink or `..` leaves it"),
+           ("format" = Option<String>, Query, description = "`tar` for a directory (or a file) as a tar archive")),
+    responses((status = 200, description = "the file's bytes, or a tar archive", content_type = "application/octet-stream"),
+              (status = 400, description = "a directory without format=tar, a bad path", body = Status),
+              (status = 403, body = Status), (status = 404, body = Status), (status = 413, body = Status)))]
+fn files_get() {}
+
+#[utoipa::path(put, path = "/v1/targets/{namespace}/{pod}/files", tag = "files",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits, e.g. 0644")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "written"), (status = 200, description = "replaced"),
+              (status = 403, body = Status), (status = 404, description = "the parent directory does not exist", body = Status), (status = 413, body = Status)))]
+fn files_put() {}
+
+#[utoipa::path(get, path = "/v1/whoami", tag = "auth",
+    responses((status = 200, description = "the caller and the auth mode", example = json!({"user": {"name": "alice", "uid": "u1", "groups": ["dev"]}, "authMode": "kube"})),
+              (status = 401, body = Status)))]
+fn whoami() {}
+
+#[utoipa::path(post, path = "/v1/login-links", tag = "auth",
+    responses((status = 201, description = "a one-time web UI login link", example = json!({"kind": "LoginLink", "url": "https://127.0.0.1:7443/#login=4f0c", "path": "/#login=4f0c", "expiresInSeconds": 60})),
+              (status = 401, body = Status), (status = 403, description = "minted from a web UI session", body = Status)))]
+fn login_links() {}
+
+#[utoipa::path(post, path = "/v1/login", tag = "auth",
+    request_body(content = Object, example = json!({"code": "4f0c..."})),
+    responses((status = 200, description = "a web UI session", example = json!({"kind": "Login", "session": "nsdebug-ui.9a1f", "user": {"name": "alice"}, "expiresInSeconds": 28800})),
+              (status = 400, body = Status), (status = 401, body = Status), (status = 429, body = Status)))]
+fn login() {}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "`ok` while the process serves")))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "`ok`: the runtime answers"), (status = 503, description = "the runtime does not answer, and why")))]
+fn readyz() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "nsdebug", description = "The native API of the nsdebug node agent. Every request but health needs a bearer token (TokenReview + SubjectAccessReview, the RBAC of `kubectl exec`) unless the agent runs with `--auth none`. The Kubernetes-compatible routes (`/api/v1/...`, exec over WebSocket) follow the Kubernetes API and are not repeated here."),
+    paths(list_targets, pod_target, container_target, run_in_pod, run_in_container, diag_in_pod, diag_in_container,
+          files_get, files_put, whoami, login_links, login, healthz, readyz),
+    components(schemas(Status, DiagAnswer,
+        crate::diag::processes::ProcessEntry, crate::diag::sockets::SocketEntry, crate::diag::sockets::Holder,
+        crate::diag::network::Interface, crate::diag::network::Route, crate::diag::cgroup::CgroupUsage,
+        crate::diag::process_files::OpenFile, crate::diag::process_files::EnvVar, crate::diag::process_files::Mount)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/openapi.json", get(document))
+}
+
+async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
