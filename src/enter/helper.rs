@@ -131,29 +131,15 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
 
 /// A pidfd for the target, refused if the PID now names another process.
 fn pin_target(request: &EnterRequest) -> Result<OwnedFd, Failure> {
-    let gone = |why: String| Failure {
+    super::pin::pin(&super::pin::ContainerProcess {
+        pid: request.pid,
+        start_time: request.start_time,
+        container_id: request.container_id.clone(),
+    })
+    .map_err(|err| Failure {
         kind: FailureKind::TargetGone,
-        message: format!("the container's process {} {why}", request.pid),
-    };
-    let pid = Pid::from_raw(request.pid as i32).ok_or_else(|| gone("is not a valid PID".into()))?;
-    let pidfd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| gone(format!("is gone ({e})")))?;
-    // The pidfd now holds the process; check it is the one the agent resolved.
-    let proc_root = ProcRoot::new("/proc");
-    match proc_root.identity(request.pid) {
-        Ok(now) if now.start_time == request.start_time => {}
-        _ => {
-            return Err(gone(
-                "has exited; its PID belongs to another process now".into(),
-            ));
-        }
-    }
-    match proc_root.cgroup_mentions(request.pid, &request.container_id) {
-        Ok(true) => Ok(pidfd),
-        _ => Err(gone(format!(
-            "is not in the cgroup of container {}",
-            request.container_id
-        ))),
-    }
+        message: crate::error_chain(&err),
+    })
 }
 
 /// What the helper reads from the target before entering it.

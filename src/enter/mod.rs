@@ -24,11 +24,17 @@
 //!    and kills the command's process group when that socket closes.
 //!
 //! [`spawn`] is the agent's side of that conversation.
+//!
+//! One thing is entered without the helper: a network namespace joined by a
+//! dedicated thread of the agent that only opens sockets there (a packet
+//! capture), with the same pidfd pinning ([`netns`]).
 
 mod confine;
 mod helper;
 mod identity;
 mod lsm;
+mod netns;
+mod pin;
 pub mod protocol;
 mod seccomp;
 mod spawn;
@@ -40,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
+pub use netns::{NetnsError, join_network_namespace};
+pub use pin::{ContainerProcess, PinError, has_exited};
 pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
 pub use toolbox::{NAMESPACES as TOOLBOX_NAMESPACES, TARGET_DIR as TOOLBOX_TARGET_DIR};
 
