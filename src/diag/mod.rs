@@ -2,8 +2,10 @@
 //! container (they work on distroless images). Most read the host's `/proc`
 //! for the target's processes; what must happen inside the pod's network
 //! (interface addresses, name resolution, probes) runs on a throwaway thread
-//! that joined it ([`netns`]).
+//! that joined it ([`netns`]). A packet capture ([`capture`]) streams a
+//! pcap file instead of JSON, from a thread of its own in the pod's network.
 
+pub mod capture;
 pub mod cgroup;
 pub mod netns;
 pub mod network;
