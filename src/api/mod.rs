@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod capture;
 mod diag;
 mod discovery;
 mod error;
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .merge(run::routes())
         .merge(diag::routes())
         .merge(openapi::routes())
+        .merge(capture::routes())
         .merge(exec::routes())
         .merge(files::routes(state.limits.max_file_bytes))
         .merge(ui::routes())
