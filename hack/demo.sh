@@ -14,10 +14,16 @@ port=${NSDEBUG_DEMO_PORT:-7443}
 
 echo "==> node: private containerd with CNI and local images"
 socket=$(bash hack/testbed.sh up)
-if ! dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed'; then
-    echo "==> installing libseccomp-dev (the agent links libseccomp)"
+# The agent links libseccomp (the container profile's seccomp filters) and
+# libpcap (packet capture).
+missing=()
+for package in libseccomp-dev libpcap-dev; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]} (libraries the agent links)"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libseccomp-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 echo "==> building nsdebug"
 cargo build --release --locked --bin nsdebug --example testbed

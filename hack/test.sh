@@ -18,9 +18,13 @@ bash hack/testbed.sh up >/dev/null
 # Clients the tests drive: tmux (kubectl exec -it), asciinema (replays
 # recordings), Debian's Chromium with playwright-core (the web terminal), a
 # venv with the Python kubernetes client.
-# The build links libseccomp (the container profile's seccomp filters).
+# The build links libseccomp (the container profile's seccomp filters) and
+# libpcap (packet capture); tshark reads the captures back.
 missing=()
-dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libseccomp-dev)
+for package in libseccomp-dev libpcap-dev; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+command -v tshark >/dev/null || missing+=(tshark)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v asciinema >/dev/null || missing+=(asciinema)
 command -v chromium >/dev/null || missing+=(chromium)
