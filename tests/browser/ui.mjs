@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 
 const require = createRequire(new URL("../../hack/web/package.json", import.meta.url));
 const { chromium } = require("playwright-core");
@@ -101,6 +102,30 @@ const larger = (await screenText()).match(/^(\d+) (\d+)$/m);
 assert.ok(Number(larger[2]) < Number(after.split(" ")[1]), `fewer columns with a larger font: ${larger[0]} vs ${after}`);
 await visiblePane().locator("button.smaller").click();
 await visiblePane().locator("button.smaller").click();
+// A packet capture of the pod while it pings the test bed's bridge, stopped
+// by hand, saved as a download and read back by tshark.
+const capture = visiblePane().locator(".capture-status");
+await visiblePane().locator(".capture-filter").fill("icmp");
+await visiblePane().locator(".capture-start").click();
+await capture.getByText(/^capturing: 0 packets/).waitFor();
+await visiblePane().locator(".xterm-helper-textarea").focus();
+await typeLine("clear; ping -c 3 10.99.0.1");
+await waitForScreen(/3 packets received/, "ping");
+await capture.getByText(/^capturing: 6 packets/).waitFor();
+await shot("capturing");
+const downloading = page.waitForEvent("download");
+await visiblePane().locator(".capture-start").click();
+const download = await downloading;
+assert.match(download.suggestedFilename(), new RegExp(`^${ns}-shellpod-\\d{8}T\\d{6}Z\\.pcap$`));
+const pcap = `${shots}/capture.pcap`;
+await download.saveAs(pcap);
+const icmp = execFileSync("tshark", ["-r", pcap, "-T", "fields", "-e", "icmp.type"]).toString().trim().split("\n");
+assert.deepEqual(icmp, ["8", "0", "8", "0", "8", "0"], "the pings, requests and replies");
+await capture.getByText(/^saved: 6 packets/).waitFor();
+assert.equal(await capture.getAttribute("title"), download.suggestedFilename());
+assert.equal(await visiblePane().locator(".capture-start").innerText(), "Capture");
+await shot("capture-saved");
+await visiblePane().locator(".xterm-helper-textarea").focus();
 await typeLine("exit 3");
 await page.getByText("The process exited with code 3.").waitFor();
 await shot("exit-code");

@@ -81,6 +81,7 @@ $("logout").addEventListener("click", async () => {
   await api("/v1/login", { method: "DELETE" });
   sessionStorage.removeItem(SESSION_KEY);
   for (const tab of tabs) {
+    discardCapture(tab);
     // Detached first, so its close handler does not report a lost connection.
     const ws = tab.ws;
     tab.ws = null;
@@ -207,6 +208,7 @@ function selectTab(tab) {
 }
 
 function closeTab(tab) {
+  discardCapture(tab);
   tab.ws?.close();
   tab.observer.disconnect();
   tab.term.dispose();
@@ -264,6 +266,7 @@ function openTab(ns, pod, container) {
   tab.pane.querySelector(".larger").addEventListener("click", () => zoom(1));
   tab.pane.querySelector(".view").addEventListener("change", () => connect(tab));
   tab.pane.querySelector(".profile").addEventListener("change", () => connect(tab));
+  tab.pane.querySelector(".capture-start").addEventListener("click", () => toggleCapture(tab));
   tabs.push(tab);
   selectTab(tab);
   connect(tab);
@@ -384,6 +387,141 @@ async function connect(tab) {
     const again = await preflight(tab);
     banner(tab, again.message || "The connection to the agent closed (the session limit may be reached, or the agent restarted).");
   });
+}
+
+// ---- packet capture ---------------------------------------------------------
+// GET .../capture streams a pcap file of the pod's traffic. The request needs
+// the session's bearer header, which a plain <a download> link cannot send,
+// so the page reads the stream itself and saves it as a Blob download when it
+// ends (at its duration, or at the agent's packet and byte caps, which also
+// bound the memory it takes: 64 MiB by default). Stop ends it early and saves
+// what came, cut after the last whole packet.
+
+// Counts the whole packet records of a pcap stream as its bytes arrive.
+function pcapCounter() {
+  const counter = { packets: 0, whole: 0 };
+  const head = new Uint8Array(24);
+  let seen = 0, need = 24, filled = 0, phase = "file", little = true, data = 0;
+  const recordDone = (at) => {
+    counter.packets++;
+    counter.whole = at;
+    phase = "record"; need = 16; filled = 0;
+  };
+  counter.feed = (chunk) => {
+    let i = 0;
+    while (i < chunk.length) {
+      if (phase === "data") {
+        const n = Math.min(data, chunk.length - i);
+        i += n; data -= n;
+        if (data === 0) recordDone(seen + i);
+        continue;
+      }
+      const n = Math.min(need - filled, chunk.length - i);
+      head.set(chunk.subarray(i, i + n), filled);
+      filled += n; i += n;
+      if (filled < need) break;
+      const view = new DataView(head.buffer);
+      if (phase === "file") {
+        little = view.getUint32(0, true) === 0xa1b2c3d4;
+        counter.whole = seen + i;
+        phase = "record"; need = 16; filled = 0;
+      } else {
+        data = view.getUint32(8, little);
+        phase = "data";
+        if (data === 0) recordDone(seen + i);
+      }
+    }
+    seen += chunk.length;
+  };
+  return counter;
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function saveFile(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has its own reference by now; the URL is not needed.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+// Ends a tab's capture without saving it (the tab closes, the user logs out).
+function discardCapture(tab) {
+  if (!tab.capture) return;
+  tab.capture.discard = true;
+  tab.capture.abort();
+}
+
+async function toggleCapture(tab) {
+  if (tab.capture) {
+    tab.capture.abort(); // Stop: save what came
+    return;
+  }
+  const pane = tab.pane;
+  const button = pane.querySelector(".capture-start");
+  const status = pane.querySelector(".capture-status");
+  const q = new URLSearchParams({
+    container: tab.container,
+    duration: pane.querySelector(".capture-duration").value,
+    format: "pcap",
+  });
+  const filter = pane.querySelector(".capture-filter").value.trim();
+  if (filter) q.set("filter", filter);
+  const controller = new AbortController();
+  tab.capture = controller;
+  button.textContent = "Stop capture";
+  status.textContent = "starting the capture…";
+  status.title = "";
+  const chunks = [];
+  const counter = pcapCounter();
+  let bytes = 0;
+  try {
+    const response = await api(`/v1/targets/${encodeURIComponent(tab.ns)}/${encodeURIComponent(tab.pod)}/capture?${q}`, { signal: controller.signal });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(`${body.reason || response.status}: ${body.message || response.statusText}`);
+    }
+    const name = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/)?.[1]
+      || `${tab.ns}-${tab.pod}.pcap`;
+    const reader = response.body.getReader();
+    const progress = () => {
+      status.textContent = `capturing: ${counter.packets} packets, ${formatBytes(bytes)}`;
+    };
+    progress();
+    for (;;) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch (err) {
+        if (controller.signal.aborted) break; // stopped: keep what came
+        throw err;
+      }
+      if (next.done) break;
+      chunks.push(next.value);
+      bytes += next.value.length;
+      counter.feed(next.value);
+      progress();
+    }
+    if (controller.discard) return;
+    saveFile(new Blob(chunks).slice(0, counter.whole, "application/vnd.tcpdump.pcap"), name);
+    status.textContent = `saved: ${counter.packets} packets, ${formatBytes(counter.whole)}`;
+    status.title = name;
+  } catch (err) {
+    if (controller.discard) return;
+    status.textContent = controller.signal.aborted ? "capture cancelled" : `capture failed: ${err.message}`;
+  } finally {
+    if (tab.capture === controller) tab.capture = null;
+    button.textContent = "Capture";
+  }
 }
 
 // ---- start ------------------------------------------------------------------
