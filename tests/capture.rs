@@ -402,7 +402,8 @@ async fn a_client_that_hangs_up_frees_the_session_the_thread_and_the_socket() {
     assert!(packet_sockets(pod_pid).is_empty(), "no capture yet");
     assert!(!threads(agent.pid()).iter().any(|t| t == "nsdebug-capture"));
 
-    let path = format!("/v1/targets/{ns}/box/capture?duration=10m");
+    // Silent: the agent must notice the hang-up without writing anything.
+    let path = format!("/v1/targets/{ns}/box/capture?filter=udp+port+9&duration=10m");
     let mut first = start_capture(agent, &path, "application/vnd.tcpdump.pcap").await;
     let header = first
         .chunk()
