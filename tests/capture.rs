@@ -542,3 +542,151 @@ async fn refusals_are_clear() {
     );
     pod.remove(&mut client).await;
 }
+
+// Multi-threaded: the fake API server answers the agent on this runtime while
+// the test waits on the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_who_may_exec_may_capture() {
+    use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
+    let (ns, mut client, pod) = one_pod(
+        "capture-auth",
+        "guarded",
+        vec![ContainerSpec::busybox("shell")],
+    )
+    .await;
+    let users = vec![
+        FakeUser {
+            token: "alice-token",
+            name: "alice",
+            groups: vec!["dev"],
+        },
+        FakeUser {
+            token: "bob-token",
+            name: "bob",
+            groups: vec!["viewers"],
+        },
+    ];
+    let rule = |user, verb, resource| Rule {
+        user,
+        verb,
+        resource,
+        namespace: Some(ns.clone()),
+    };
+    let rules = vec![
+        rule("alice", "create", "pods/exec"),
+        rule("bob", "get", "pods"),
+        rule("bob", "list", "pods"),
+    ];
+    let api = FakeApiServer::start(users, rules).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let socket = support::testbed_socket();
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    let https = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/v1/targets/{ns}/guarded/capture?filter=udp+port+9&duration=1s",
+        agent.url
+    );
+    let get = |token: Option<&'static str>| {
+        let mut request = https.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let anonymous = get(None).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let bob = get(Some("bob-token")).await.unwrap();
+    assert_eq!(bob.status(), 403);
+    let body: Value = bob.json().await.unwrap();
+    assert_status(&body, 403, "Forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"bob\" cannot create resource \"pods/exec\""),
+        "{body}"
+    );
+    let alice = get(Some("alice-token")).await.unwrap();
+    assert_eq!(alice.status(), 200);
+    let file = read_to_end(alice).await;
+    assert_eq!(file.len(), 24, "a valid, empty pcap: {file:?}");
+
+    // The review the API server got is the one `kubectl exec` causes.
+    let reviews = api.reviews("SubjectAccessReview");
+    let asked = reviews
+        .iter()
+        .find(|r| r["spec"]["user"] == "alice")
+        .expect("alice's capture was reviewed");
+    let attrs = &asked["spec"]["resourceAttributes"];
+    assert_eq!(
+        (&attrs["verb"], &attrs["resource"], &attrs["subresource"]),
+        (&json("create"), &json("pods"), &json("exec"))
+    );
+    assert_eq!(attrs["name"], "guarded");
+    // The pod learns about it, as a warning: a capture sees its traffic.
+    let events = eventually("the capture's pod Event", PATIENCE, || async {
+        let events = api.reviews("Event");
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "bob was refused: no Event for him");
+    assert_eq!(events[0]["action"], "capture");
+    assert_eq!(events[0]["type"], "Warning");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice started an nsdebug capture session in container \"shell\""),
+        "{}",
+        events[0]
+    );
+    // Both decisions are in the audit log, and alice's whole session.
+    let audited = |user: &'static str, stage: &'static str| {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|e| e["user"]["username"] == user && e["stage"] == stage)
+        }
+    };
+    let refused = eventually("bob's refusal in the audit log", PATIENCE, || {
+        audited("bob", "ResponseComplete")
+    })
+    .await;
+    assert_eq!(refused["responseStatus"]["code"], 403);
+    assert_eq!(
+        refused["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    let done = eventually("alice's capture in the audit log", PATIENCE, || {
+        audited("alice", "ResponseComplete")
+    })
+    .await;
+    assert_eq!(
+        done["annotations"]["nsdebug.dev/exit-code"],
+        "duration limit"
+    );
+    assert_eq!(
+        done["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    pod.remove(&mut client).await;
+}
+
+fn json(text: &str) -> Value {
+    Value::String(text.into())
+}

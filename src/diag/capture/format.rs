@@ -326,6 +326,24 @@ mod tests {
     }
 
     #[test]
+    fn the_closing_block_fits_its_reserve_whatever_the_comment() {
+        let mut encoder = Encoder::new(Format::PcapNg, &info()).unwrap();
+        let before = encoder.pending();
+        let long = "é".repeat(500);
+        encoder
+            .close(&Closing {
+                started: Duration::from_secs(1),
+                ended: Duration::from_secs(2),
+                received: u64::MAX,
+                dropped: u64::MAX,
+                delivered: u64::MAX,
+                comment: &long,
+            })
+            .unwrap();
+        assert!((encoder.pending() - before) as u64 <= TRAILER_RESERVE);
+    }
+
+    #[test]
     fn untaken_bytes_come_back_in_order() {
         let mut encoder = Encoder::new(Format::Pcap, &info()).unwrap();
         let header = encoder.take();
