@@ -127,6 +127,29 @@ fn files_get() {}
               (status = 403, body = Status), (status = 404, description = "the parent directory does not exist", body = Status), (status = 413, body = Status)))]
 fn files_put() {}
 
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/capture", tag = "capture",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("filter" = Option<String>, Query, description = "a BPF filter in libpcap's syntax (`pcap-filter(7)`), e.g. `tcp port 80`; default: everything"),
+           ("interface" = Option<String>, Query, description = "`any` (default: every interface of the pod) or one, e.g. `eth0`"),
+           ("snaplen" = Option<u32>, Query, description = "bytes kept of each packet, 1 to 262144 (the default; 0 means all)"),
+           ("duration" = Option<String>, Query, description = "`30s` by default, at most `10m` (`45`, `2m`, ...)"),
+           ("packets" = Option<u64>, Query, description = "at most this many packets, 10000 by default"),
+           ("bytes" = Option<String>, Query, description = "the file stays at or below this size, `64MiB` by default, `1KiB` to `1GiB`"),
+           ("format" = Option<String>, Query, description = "`pcap` (default) or `pcapng`")),
+    responses((status = 200, description = "the pod's packets as a capture file (`Content-Disposition: attachment`), streamed as they arrive; it ends at the duration, packet or byte cap, when the container exits or when the client hangs up",
+               content(("application/vnd.tcpdump.pcap"), ("application/x-pcapng"))),
+              (status = 400, description = "a bad value, a filter libpcap cannot compile (its message), an unknown interface", body = Status),
+              (status = 403, body = Status), (status = 404, body = Status), (status = 409, description = "the container is not running", body = Status),
+              (status = 429, description = "over the session limits", body = Status)))]
+fn capture_in_pod() {}
+
+#[utoipa::path(get, path = "/v1/containers/{id}/capture", tag = "capture",
+    params(("id" = String, Path), ("filter" = Option<String>, Query), ("interface" = Option<String>, Query), ("snaplen" = Option<u32>, Query),
+           ("duration" = Option<String>, Query), ("packets" = Option<u64>, Query), ("bytes" = Option<String>, Query), ("format" = Option<String>, Query)),
+    responses((status = 200, description = "the capture file", content(("application/vnd.tcpdump.pcap"), ("application/x-pcapng"))),
+              (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status), (status = 429, body = Status)))]
+fn capture_in_container() {}
+
 #[utoipa::path(get, path = "/v1/whoami", tag = "auth",
     responses((status = 200, description = "the caller and the auth mode", example = json!({"user": {"name": "alice", "uid": "u1", "groups": ["dev"]}, "authMode": "kube"})),
               (status = 401, body = Status)))]
@@ -154,7 +177,7 @@ fn readyz() {}
 #[openapi(
     info(title = "nsdebug", description = "The native API of the nsdebug node agent. Every request but health needs a bearer token (TokenReview + SubjectAccessReview, the RBAC of `kubectl exec`) unless the agent runs with `--auth none`. The Kubernetes-compatible routes (`/api/v1/...`, exec over WebSocket) follow the Kubernetes API and are not repeated here."),
     paths(list_targets, pod_target, container_target, run_in_pod, run_in_container, diag_in_pod, diag_in_container,
-          files_get, files_put, whoami, login_links, login, healthz, readyz),
+          files_get, files_put, capture_in_pod, capture_in_container, whoami, login_links, login, healthz, readyz),
     components(schemas(Status, DiagAnswer,
         crate::diag::processes::ProcessEntry, crate::diag::sockets::SocketEntry, crate::diag::sockets::Holder,
         crate::diag::network::Interface, crate::diag::network::Route, crate::diag::cgroup::CgroupUsage,
