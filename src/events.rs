@@ -39,10 +39,35 @@ pub struct PodEvents {
 pub struct SessionStart<'a> {
     pub user: &'a User,
     pub target: &'a Target,
-    pub request: &'a EnterRequest,
-    /// `exec` or `run`.
+    /// `exec`, `run`, `capture`...
     pub kind: &'a str,
     pub audit_id: &'a str,
+    /// Whose privileges it runs with (a capture: the agent's own).
+    pub profile: Profile,
+    pub tty: bool,
+    /// What it does: a command's JSON argv, or a description.
+    pub what: String,
+}
+
+impl<'a> SessionStart<'a> {
+    /// A session running `request`'s command.
+    pub fn command(
+        user: &'a User,
+        target: &'a Target,
+        request: &EnterRequest,
+        kind: &'a str,
+        audit_id: &'a str,
+    ) -> Self {
+        Self {
+            user,
+            target,
+            kind,
+            audit_id,
+            profile: request.profile,
+            tty: request.terminal.is_some(),
+            what: serde_json::to_string(&request.argv).unwrap_or_default(),
+        }
+    }
 }
 
 impl PodEvents {
@@ -105,21 +130,16 @@ impl PendingEvent {
 /// The Event of a session, as the kubelet shapes its own pod events.
 pub fn session_event(session: &SessionStart<'_>, node: &str) -> Event {
     let target = session.target;
-    let request = session.request;
     let now = Timestamp::now();
     let mut message = format!(
         "{} started an nsdebug {} session in container \"{}\" (profile {}{}, audit ID {}): {}",
         session.user.name,
         session.kind,
         target.container,
-        request.profile.as_str(),
-        if request.terminal.is_some() {
-            ", tty"
-        } else {
-            ""
-        },
+        session.profile.as_str(),
+        if session.tty { ", tty" } else { "" },
         session.audit_id,
-        serde_json::to_string(&request.argv).unwrap_or_default(),
+        session.what,
     );
     cut(&mut message, MAX_MESSAGE);
     Event {
@@ -142,7 +162,7 @@ pub fn session_event(session: &SessionStart<'_>, node: &str) -> Event {
         message: Some(message),
         // A session that bypasses the container's profile stands out.
         type_: Some(
-            match request.profile {
+            match session.profile {
                 Profile::Privileged => "Warning",
                 Profile::Container => "Normal",
             }

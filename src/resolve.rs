@@ -54,6 +54,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// The container's init process, as the code that joins its namespaces
+    /// pins it.
+    pub fn container_process(&self) -> crate::enter::ContainerProcess {
+        crate::enter::ContainerProcess {
+            pid: self.pid,
+            start_time: self.process.start_time,
+            container_id: self.container_id.clone(),
+        }
+    }
+
     /// The runtime spec an exec in `profile` needs: only the `container`
     /// profile applies it.
     pub fn runtime_spec_for(&self, profile: crate::enter::Profile) -> Option<RuntimeSpec> {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::{ApiError, AppState};
 use crate::audit::SessionTrail;
 use crate::diag::capture::{self, CaptureError, CaptureSpec, Ending, Format, LiveCapture, Piece};
-use crate::enter::{ContainerProcess, EnterRequest, Profile};
+use crate::enter::Profile;
 use crate::resolve::{Target, TargetRef};
 use crate::session::SessionPermit;
 
@@ -188,11 +188,7 @@ async fn capture(
                 spec.bytes
             ),
         );
-    let process = ContainerProcess {
-        pid: target.pid,
-        start_time: target.process.start_time,
-        container_id: target.container_id.clone(),
-    };
+    let process = target.container_process();
     let format = spec.format;
     let live = match capture::start(spec.clone(), process).await {
         Ok(live) => live,
@@ -205,12 +201,19 @@ async fn capture(
             return Err(err);
         }
     };
+    // A capture runs with the agent's own privileges (a raw socket), not a
+    // command with the container's: the Event says so.
     if let Some(event) = state.events.prepare(&crate::events::SessionStart {
         user: &user,
         target: &target,
-        request: &event_request(&target, &spec),
         kind: "capture",
         audit_id: audit.id(),
+        profile: Profile::Privileged,
+        tty: false,
+        what: format!(
+            "packet capture on interface {} with filter {:?}",
+            spec.interface, spec.filter
+        ),
     }) {
         event.send();
     }
@@ -257,27 +260,6 @@ fn file_name(target: &Target, format: Format, now: k8s_openapi::jiff::Timestamp)
         now.strftime("%Y%m%dT%H%M%SZ"),
         format.as_str()
     )
-}
-
-/// What the pod's Event says was started: a capture, with the agent's own
-/// privileges (a raw socket), not a command with the container's.
-fn event_request(target: &Target, spec: &CaptureSpec) -> EnterRequest {
-    EnterRequest {
-        pid: target.pid,
-        start_time: target.process.start_time,
-        container_id: target.container_id.clone(),
-        namespaces: Some(vec!["net".into()]),
-        profile: Profile::Privileged,
-        argv: vec![
-            "packet capture".into(),
-            format!("interface={}", spec.interface),
-            format!("filter={}", spec.filter),
-        ],
-        env: Vec::new(),
-        terminal: None,
-        runtime_spec: None,
-        toolbox: None,
-    }
 }
 
 fn capture_error(err: CaptureError) -> ApiError {

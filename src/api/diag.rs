@@ -148,7 +148,7 @@ async fn answer(
     let (inside, reveal) = (q.pid, q.reveal);
     let view_name = view.to_string();
     let data: Result<Value, DiagError> = if view == "interfaces" {
-        diag::network::interfaces(&proc_root, target.process)
+        diag::network::interfaces(&proc_root, target.container_process())
             .await
             .map(|items| json!({ "items": items }))
     } else {

@@ -261,13 +261,13 @@ async fn exec(
         }
         _ => None,
     };
-    let event = state.events.prepare(&crate::events::SessionStart {
-        user: &user,
-        target: &target,
-        request: &request,
-        kind: "exec",
-        audit_id: record.id(),
-    });
+    let event = state.events.prepare(&crate::events::SessionStart::command(
+        &user,
+        &target,
+        &request,
+        "exec",
+        record.id(),
+    ));
     let context = SessionContext {
         trail: SessionTrail::new(record, state.audit.clone(), 101),
         recording,

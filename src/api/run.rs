@@ -251,13 +251,13 @@ async fn run(
     audit
         .entering(&target, &request)
         .note("stdin-bytes", stdin.len());
-    if let Some(event) = state.events.prepare(&crate::events::SessionStart {
-        user: &user,
-        target: &target,
-        request: &request,
-        kind: "run",
-        audit_id: audit.id(),
-    }) {
+    if let Some(event) = state.events.prepare(&crate::events::SessionStart::command(
+        &user,
+        &target,
+        &request,
+        "run",
+        audit.id(),
+    )) {
         event.send();
     }
     let timeout = std::time::Duration::from_secs_f64(timeout);

@@ -3,29 +3,23 @@
 //! `setns(2)` with `CLONE_NEWNET` moves only the calling thread, and a socket
 //! belongs to the network namespace it was created in for its whole life. So
 //! the work runs on a fresh `std::thread` (never a tokio worker, never
-//! `spawn_blocking`: those threads are reused) that joins the namespace
-//! through a pidfd of the target (a recycled PID is refused), runs the work
-//! (async work on a current-thread runtime of its own, whose sockets are then
-//! all the pod's), and exits, taking the namespace with it.
+//! `spawn_blocking`: those threads are reused) that joins the namespace with
+//! [`crate::enter::join_network_namespace`] (a pidfd of the container's
+//! init, its start time and cgroup checked, so a recycled PID is refused),
+//! runs the work (async work on a current-thread runtime of its own, whose
+//! sockets are then all the pod's), and exits, taking the namespace with it.
 
 use std::time::Duration;
 
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
-use rustix::thread::{ThreadNameSpaceType, move_into_thread_name_spaces};
-
-use crate::process::{ProcRoot, ProcessIdentity};
+use crate::enter::{ContainerProcess, join_network_namespace};
 
 /// Why work could not run in the pod's network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("the container's process {pid} is gone")]
     Gone { pid: u32 },
-    #[error("failed to join the network namespace of process {pid}")]
-    Join {
-        pid: u32,
-        #[source]
-        source: rustix::io::Errno,
-    },
+    #[error("failed to join the pod's network namespace")]
+    Join(#[source] crate::enter::NetnsError),
     #[error("failed to start a thread for the pod's network")]
     Thread(#[source] std::io::Error),
     #[error("failed to start a runtime in the pod's network")]
@@ -36,40 +30,23 @@ pub enum NetnsError {
     Panicked,
 }
 
-/// Runs `work` on a new thread inside the network namespace of `target`
-/// (checked against `proc` first, so a recycled PID is never joined), and
-/// gives its result to the caller without blocking the runtime. `limit`
+/// Runs `work` on a new thread inside the network namespace of `process`,
+/// and gives its result to the caller without blocking the runtime. `limit`
 /// bounds the wait; a thread that overruns it is left to finish on its own.
-pub async fn run<T, F>(
-    proc: &ProcRoot,
-    target: ProcessIdentity,
-    limit: Duration,
-    work: F,
-) -> Result<T, NetnsError>
+pub async fn run<T, F>(process: ContainerProcess, limit: Duration, work: F) -> Result<T, NetnsError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let pid = target.pid;
-    let raw = Pid::from_raw(pid as i32).ok_or(NetnsError::Gone { pid })?;
-    let pidfd = pidfd_open(raw, PidfdFlags::empty()).map_err(|_| NetnsError::Gone { pid })?;
-    // The pidfd holds the process: if it is still the resolved one now, the
-    // namespace joined below is the container's.
-    if !proc.is_alive(target) {
-        return Err(NetnsError::Gone { pid });
-    }
+    let pid = process.pid;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("nsdebug-netns".into())
         .spawn(move || {
-            let joined = move_into_thread_name_spaces(
-                std::os::fd::AsFd::as_fd(&pidfd),
-                ThreadNameSpaceType::NETWORK,
-            );
-            drop(pidfd);
-            let result = match joined {
-                Ok(()) => Ok(work()),
-                Err(source) => Err(NetnsError::Join { pid, source }),
+            let result = match join_network_namespace(&process) {
+                Ok(_pidfd) => Ok(work()),
+                Err(err) if err.is_target_gone() => Err(NetnsError::Gone { pid }),
+                Err(err) => Err(NetnsError::Join(err)),
             };
             let _ = tx.send(result);
         })
@@ -84,8 +61,7 @@ where
 /// Runs async `work` inside the pod's network on a current-thread runtime of
 /// the throwaway thread (every socket it opens is the pod's).
 pub async fn run_async<T, F, Fut>(
-    proc: &ProcRoot,
-    target: ProcessIdentity,
+    process: ContainerProcess,
     limit: Duration,
     work: F,
 ) -> Result<T, NetnsError>
@@ -94,7 +70,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    run(proc, target, limit, move || {
+    run(process, limit, move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

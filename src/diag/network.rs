@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::DiagError;
-use crate::process::{ProcRoot, ProcessIdentity};
+use crate::process::ProcRoot;
 
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -95,9 +95,9 @@ fn addresses() -> Result<BTreeMap<String, Interface>, std::io::Error> {
 /// Every interface of the pod's network namespace.
 pub async fn interfaces(
     proc_root: &ProcRoot,
-    target: ProcessIdentity,
+    target: crate::enter::ContainerProcess,
 ) -> Result<Vec<Interface>, DiagError> {
-    let mut found = super::netns::run(proc_root, target, LIMIT, addresses)
+    let mut found = super::netns::run(target.clone(), LIMIT, addresses)
         .await?
         .map_err(|source| DiagError::Read {
             what: "the pod's interface addresses".into(),
