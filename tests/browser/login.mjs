@@ -14,6 +14,18 @@ const { chromium } = require("playwright-core");
 const [url, link, ns, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 
+// Chromium aborts a load with ERR_NETWORK_CHANGED when an interface comes or
+// goes on the machine (another test's pod): such a load is simply tried again.
+async function goto(page, url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page.goto(url);
+    } catch (err) {
+      if (attempt >= 3 || !/ERR_NETWORK_CHANGED/.test(err.message)) throw err;
+    }
+  }
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,7 +44,7 @@ const shot = (page, name) => page.screenshot({ path: `${shots}/login-${String(++
 
 // 1. Without a login the page asks for one, and a wrong token is refused.
 const first = await open();
-await first.goto(url);
+await goto(first, url);
 await first.locator("#login").waitFor();
 assert.ok(!(await first.locator("#auth").isVisible()), "no demo-mode banner with real authentication");
 await first.locator("#login-token").fill("stolen");
@@ -42,7 +54,7 @@ await shot(first, "refused-token");
 
 // 2. The one-time link logs in as alice; the terminal runs as her.
 const page = await open();
-await page.goto(link);
+await goto(page, link);
 await page.locator("#user").getByText("alice").waitFor();
 assert.ok(!(await page.locator("#login").isVisible()), "logged in");
 assert.ok(!page.url().includes("login="), `the code leaves the address bar: ${page.url()}`);
@@ -55,7 +67,7 @@ await shot(page, "terminal-as-alice");
 
 // 3. The same link again, in a fresh browser: spent.
 const again = await open();
-await again.goto(link);
+await goto(again, link);
 await again.getByText(/this login link is not valid: it was used already/).waitFor();
 await shot(again, "link-used");
 // ...but pasting a token still works there.

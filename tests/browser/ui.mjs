@@ -14,6 +14,18 @@ const { chromium } = require("playwright-core");
 const [url, ns, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 
+// Chromium aborts a load with ERR_NETWORK_CHANGED when an interface comes or
+// goes on the machine (another test's pod): such a load is simply tried again.
+async function goto(page, url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page.goto(url);
+    } catch (err) {
+      if (attempt >= 3 || !/ERR_NETWORK_CHANGED/.test(err.message)) throw err;
+    }
+  }
+}
+
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,7 +59,7 @@ async function typeLine(text) {
 
 // 1. The picker lists the pods with their states and shells.
 const started = Date.now();
-await page.goto(url);
+await goto(page, url);
 await page.locator(`[data-target="${ns}/shellpod/shell"]`).waitFor();
 const metrics = await page.evaluate(() => {
   const nav = performance.getEntriesByType("navigation")[0];
@@ -152,10 +164,10 @@ assert.equal(await page.locator(".tab").count(), 2);
 // 5. Readable errors: an unknown pod in the URL, a stopped container.
 const errorsPage = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 errorsPage.on("pageerror", (err) => errors.push(String(err)));
-await errorsPage.goto(`${url}#/${ns}/no-such-pod/x`);
+await goto(errorsPage, `${url}#/${ns}/no-such-pod/x`);
 await errorsPage.getByText(`NotFound: pod "no-such-pod" not found in namespace "${ns}" on this node`).waitFor();
 await errorsPage.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-unknown-pod.png` });
-await errorsPage.goto(`${url}#/${ns}/stopped/gone`);
+await goto(errorsPage, `${url}#/${ns}/stopped/gone`);
 await errorsPage.reload();
 await errorsPage.getByText(`Conflict: container "gone" of pod ${ns}/stopped is not running (state: exited)`).waitFor();
 await errorsPage.screenshot({ path: `${shots}/${String(++step).padStart(2, "0")}-stopped-container.png` });
