@@ -87,6 +87,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: String,
 
+    /// Also serve `/healthz`, `/livez` and `/readyz` (and nothing else) over
+    /// plain HTTP here, for the kubelet's probes, which cannot reach a
+    /// loopback `--listen` (e.g. 0.0.0.0:7444 in a DaemonSet).
+    #[arg(long, env = "NSDEBUG_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<String>,
+
     /// TLS certificate chain (PEM), e.g. from a mounted Secret; reloaded when
     /// it changes. Without it a self-signed certificate is generated at start.
     #[arg(
@@ -292,6 +298,8 @@ pub enum AuthMode {
 pub enum ConfigError {
     #[error("--listen '{value}' is not an IP address and port (e.g. 127.0.0.1:7443 or [::1]:7443)")]
     ListenSyntax { value: String },
+    #[error("--health-listen '{value}' is not an IP address and port (e.g. 0.0.0.0:7444)")]
+    HealthListenSyntax { value: String },
     #[error(
         "--listen {addr} is not a loopback address, and {what} is only allowed on loopback (127.0.0.1 or ::1); use kubectl port-forward to reach it"
     )]
@@ -315,6 +323,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
     /// `None`: plain HTTP (`--insecure-http`).
     pub tls: Option<crate::tls::CertSource>,
     pub auth: AuthMode,
@@ -398,8 +407,15 @@ impl Config {
                 names: certificate_names(&listen),
             },
         });
+        let health_listen = match &args.health_listen {
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::HealthListenSyntax {
+                value: text.clone(),
+            })?),
+            None => None,
+        };
         Ok(Self {
             listen,
+            health_listen,
             tls,
             auth: args.auth,
             kubeconfig: args.kubeconfig,

@@ -189,7 +189,23 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
-    let app = api::router(AppState::new(inventory, &config, auth, audit, events));
+    let state = AppState::new(inventory, &config, auth, audit, events);
+    if let Some(addr) = config.health_listen {
+        let health = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let router = api::health_router(state.clone());
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(health, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(err) = served.await {
+                tracing::warn!(error = %err, "the health listener failed");
+            }
+        });
+        tracing::info!(%addr, "serving health checks over plain HTTP");
+    }
+    let app = api::router(state);
     let connections = TaskTracker::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

@@ -255,3 +255,49 @@ async fn sigterm_stops_the_agent_cleanly() {
         agent.log()
     );
 }
+
+#[tokio::test]
+async fn health_listener_answers_probes_and_nothing_else() {
+    let socket = support::testbed_socket();
+    // A free port for the health listener: bind, note, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let health = format!("127.0.0.1:{port}");
+    // TLS and Kubernetes authentication on the main port, as in a DaemonSet;
+    // the kubeconfig is never used for health.
+    let api = support::fake_apiserver::FakeApiServer::start(vec![], vec![]).await;
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+        "--health-listen",
+        &health,
+    ]);
+    assert!(agent.url.starts_with("https://"));
+    let get = |path: &str| reqwest::get(format!("http://{health}{path}"));
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    // Nothing of the API is behind it, with or without a token.
+    for path in ["/v1/targets", "/api/v1/pods", "/", "/openapi.json"] {
+        assert_eq!(get(path).await.unwrap().status().as_u16(), 404, "{path}");
+    }
+    assert!(api.reviews("TokenReview").is_empty());
+    // A malformed address is a usage error.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+        .args(["serve", "--health-listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--health-listen 'nowhere' is not an IP address and port"),
+        "{output:?}"
+    );
+}

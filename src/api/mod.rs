@@ -142,6 +142,12 @@ fn exit_code_for(err: &EnterError) -> Result<i32, ApiError> {
     }
 }
 
+/// Health only (`--health-listen`): what the kubelet's probes ask, on an
+/// address they reach, with nothing else behind it.
+pub fn health_router(state: AppState) -> Router {
+    health::routes().fallback(not_found).with_state(state)
+}
+
 /// Every route the agent serves.
 pub fn router(state: AppState) -> Router {
     Router::new()
