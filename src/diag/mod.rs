@@ -4,4 +4,6 @@
 //! (netlink, name resolution, probes) runs on a throwaway thread that joined
 //! it ([`netns`]).
 
+pub mod dns;
 pub mod netns;
+pub mod probe;
