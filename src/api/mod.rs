@@ -12,6 +12,7 @@ mod namespaces;
 mod native;
 pub mod pod_object;
 mod pods;
+mod probe;
 mod run;
 pub mod selector;
 mod table;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(namespaces::routes())
         .merge(native::routes())
         .merge(run::routes())
+        .merge(probe::routes())
         .merge(exec::routes())
         .merge(ui::routes())
         .merge(health::routes())
