@@ -21,6 +21,8 @@ bash hack/testbed.sh up >/dev/null
 # The build links libseccomp (the container profile's seccomp filters).
 missing=()
 dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libseccomp-dev)
+# dnsmasq (dnsmasq-base: the binary, no service) is the DNS server of the probe tests.
+dpkg-query -W -f='${Status}' dnsmasq-base 2>/dev/null | grep -q 'install ok installed' || missing+=(dnsmasq-base)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v asciinema >/dev/null || missing+=(asciinema)
 command -v chromium >/dev/null || missing+=(chromium)

@@ -157,6 +157,9 @@ pub struct PodSpec {
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
     pub containers: Vec<ContainerSpec>,
+    /// The pod's DNS settings as the kubelet passes them (cluster DNS or
+    /// `dnsConfig`); `None` lets the runtime copy the node's resolv.conf.
+    pub dns: Option<cri::DnsConfig>,
 }
 
 impl PodSpec {
@@ -167,7 +170,20 @@ impl PodSpec {
             labels: Vec::new(),
             annotations: Vec::new(),
             containers,
+            dns: None,
         }
+    }
+
+    /// Nameservers, search domains and resolv.conf options (`ndots:5`) of
+    /// the pod, which the runtime writes into its `/etc/resolv.conf`.
+    pub fn dns(mut self, servers: &[&str], searches: &[&str], options: &[&str]) -> Self {
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        self.dns = Some(cri::DnsConfig {
+            servers: owned(servers),
+            searches: owned(searches),
+            options: owned(options),
+        });
+        self
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -219,6 +235,7 @@ impl PodSpec {
             ),
             labels,
             annotations,
+            dns_config: self.dns.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(kubelet_namespaces()),
