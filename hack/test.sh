@@ -21,9 +21,10 @@ bash hack/testbed.sh up >/dev/null
 # The build links libseccomp (the container profile's seccomp filters) and
 # libpcap (packet capture); tshark reads the captures back.
 missing=()
-for package in libseccomp-dev libpcap-dev; do
+for package in libseccomp-dev libpcap-dev dnsmasq-base; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
 done
+# dnsmasq-base (the binary, no service) is the DNS server of the probe tests.
 command -v tshark >/dev/null || missing+=(tshark)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v asciinema >/dev/null || missing+=(asciinema)

@@ -143,6 +143,48 @@ impl ProcRoot {
         })
     }
 
+    /// The contents of the regular file at `path` (absolute, inside the
+    /// container) in the root filesystem of `pid`, at most `limit` bytes (more
+    /// is an error, not a silent cut). The path resolves inside that root
+    /// (`openat2(2)` `RESOLVE_IN_ROOT`, and no magic links such as
+    /// `/proc/self/root`), so a symlink in the container never leads to a host
+    /// file. The open does not block (`O_NONBLOCK`: a FIFO planted there would
+    /// wait for a writer) and anything but a regular file is refused.
+    pub fn read_in_root(&self, pid: u32, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, openat2};
+        use std::io::Read;
+        let root = rustix::fs::open(
+            self.root.join(pid.to_string()).join("root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fd = openat2(
+            &root,
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("larger than {limit} bytes"),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Inode numbers of the namespaces of `pid`.
     pub fn namespaces(&self, pid: u32) -> Result<NamespaceIds, ProcError> {
         let namespaces = self
@@ -285,6 +327,44 @@ mod tests {
         let proc_root = ProcRoot::new(root.path());
         assert!(proc_root.cgroup_mentions(4242, "abc123").unwrap());
         assert!(!proc_root.cgroup_mentions(4242, "def456").unwrap());
+    }
+
+    #[test]
+    fn files_are_read_inside_the_container_root() {
+        let proc = tempfile::tempdir().unwrap();
+        let root = proc.path().join("7").join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 10.0.0.10\n").unwrap();
+        std::fs::write(root.join("secret"), "the container's\n").unwrap();
+        // An absolute symlink and a climb out both stay in the container.
+        std::os::unix::fs::symlink("/secret", root.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../secret", root.join("etc/climb")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("etc/fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let proc_root = ProcRoot::new(proc.path());
+        let read = |path: &str, limit| proc_root.read_in_root(7, path, limit);
+        assert_eq!(
+            read("/etc/resolv.conf", 100).unwrap(),
+            b"nameserver 10.0.0.10\n"
+        );
+        assert_eq!(read("/etc/link", 100).unwrap(), b"the container's\n");
+        assert_eq!(read("/etc/climb", 100).unwrap(), b"the container's\n");
+        assert_eq!(
+            read("/etc/fifo", 100).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            read("/etc/resolv.conf", 5).unwrap_err().kind(),
+            std::io::ErrorKind::FileTooLarge
+        );
+        assert_eq!(
+            read("/etc/hosts", 100).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
     }
 
     /// A busybox container's status under containerd on the test bed, trimmed.

@@ -16,6 +16,7 @@ mod native;
 mod openapi;
 pub mod pod_object;
 mod pods;
+mod probe;
 mod run;
 pub mod selector;
 mod table;
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .merge(diag::routes())
         .merge(openapi::routes())
         .merge(capture::routes())
+        .merge(probe::routes())
         .merge(exec::routes())
         .merge(files::routes(state.limits.max_file_bytes))
         .merge(ui::routes())

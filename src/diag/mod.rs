@@ -7,16 +7,13 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod dns;
 pub mod netns;
 pub mod network;
+pub mod probe;
 pub mod process_files;
 pub mod processes;
 pub mod sockets;
-
-use std::io::Read;
-use std::path::Path;
-
-use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 /// Why a diagnostic could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -46,31 +43,4 @@ impl DiagError {
     pub fn is_missing(&self) -> bool {
         matches!(self, Self::Gone { .. } | Self::NoSuchProcess { .. })
     }
-}
-
-/// Up to `limit` bytes of `path` inside the root of process `pid`, resolved
-/// with `openat2(RESOLVE_IN_ROOT)` so no symlink in the container can lead
-/// outside it; `None` when it cannot be read.
-pub fn read_in_root(proc: &Path, pid: u32, path: &str, limit: u64) -> Option<Vec<u8>> {
-    let root = rustix::fs::open(
-        proc.join(pid.to_string()).join("root"),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let fd = rustix::fs::openat2(
-        &root,
-        path,
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    let file = std::fs::File::from(fd);
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(limit).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
 }

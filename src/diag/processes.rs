@@ -78,7 +78,8 @@ pub fn list(proc_root: &ProcRoot, pid: u32) -> Result<Vec<ProcessEntry>, DiagErr
     let ticks = procfs::ticks_per_second() as f64;
     let page = procfs::page_size();
     let boot = procfs::boot_time_secs().unwrap_or(0);
-    let users = super::read_in_root(proc, pid, "/etc/passwd", 1 << 20)
+    let users = proc_root
+        .read_in_root(pid, "/etc/passwd", 1 << 20)
         .map(|bytes| passwd_names(&String::from_utf8_lossy(&bytes)))
         .unwrap_or_default();
     let all = procfs::process::all_processes_with_root(proc).map_err(|source| DiagError::Proc {

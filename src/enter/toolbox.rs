@@ -27,7 +27,7 @@ use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// The namespaces a toolbox command joins (never the mount namespace: the
@@ -80,37 +80,11 @@ impl PodView {
     /// Reads through `/proc/PID/root` with `openat2(RESOLVE_IN_ROOT)`, so a
     /// symlink in the container cannot point the read at the host's files.
     pub fn read(proc: &Path, pid: u32) -> Result<Self, ToolboxError> {
-        let root_path = proc.join(pid.to_string()).join("root");
-        let root = rustix::fs::open(
-            &root_path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(step(format!("open {}", root_path.display())))?;
-        let mut files = Vec::new();
-        for path in POD_FILES {
-            let Ok(fd) = rustix::fs::openat2(
-                &root,
-                *path,
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) else {
-                continue;
-            };
-            let file = std::fs::File::from(fd);
-            let is_file = file.metadata().is_ok_and(|m| m.is_file());
-            let mut content = Vec::new();
-            if is_file
-                && std::io::Read::read_to_end(
-                    &mut std::io::Read::take(file, MAX_POD_FILE),
-                    &mut content,
-                )
-                .is_ok()
-            {
-                files.push((*path, content));
-            }
-        }
+        let root = crate::process::ProcRoot::new(proc);
+        let files = POD_FILES
+            .iter()
+            .filter_map(|path| Some((*path, root.read_in_root(pid, path, MAX_POD_FILE).ok()?)))
+            .collect();
         let status =
             std::fs::read_to_string(proc.join(pid.to_string()).join("status")).unwrap_or_default();
         // `NSpid:` lists the PID in each nested namespace, innermost last.

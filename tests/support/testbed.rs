@@ -170,6 +170,9 @@ pub struct PodSpec {
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
     pub containers: Vec<ContainerSpec>,
+    /// The pod's DNS settings as the kubelet passes them (cluster DNS or
+    /// `dnsConfig`); `None` lets the runtime copy the node's resolv.conf.
+    pub dns: Option<cri::DnsConfig>,
 }
 
 impl PodSpec {
@@ -180,7 +183,20 @@ impl PodSpec {
             labels: Vec::new(),
             annotations: Vec::new(),
             containers,
+            dns: None,
         }
+    }
+
+    /// Nameservers, search domains and resolv.conf options (`ndots:5`) of
+    /// the pod, which the runtime writes into its `/etc/resolv.conf`.
+    pub fn dns(mut self, servers: &[&str], searches: &[&str], options: &[&str]) -> Self {
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        self.dns = Some(cri::DnsConfig {
+            servers: owned(servers),
+            searches: owned(searches),
+            options: owned(options),
+        });
+        self
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -232,6 +248,7 @@ impl PodSpec {
             ),
             labels,
             annotations,
+            dns_config: self.dns.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(kubelet_namespaces()),
@@ -317,6 +334,7 @@ pub async fn run_pod(
         .unwrap_or_else(|err| panic!("RunPodSandbox {}/{}: {err}", spec.namespace, spec.name))
         .into_inner()
         .pod_sandbox_id;
+    forget_stale_neighbour(client, &sandbox_id).await;
     let mut pod = RunningPod {
         spec: spec.clone(),
         sandbox_id,
@@ -327,6 +345,29 @@ pub async fn run_pod(
         pod.start_container(client, container, 0).await;
     }
     pod
+}
+
+/// A new pod may get the address of one removed moments ago: the host's
+/// neighbour (ARP) entry for it still names the old pod's MAC, and packets
+/// from the host go nowhere until it expires. The bridge plugin sends no
+/// gratuitous ARP, so the test bed forgets the entry itself.
+async fn forget_stale_neighbour(client: &mut RuntimeServiceClient<Channel>, sandbox_id: &str) {
+    let status = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            verbose: false,
+        })
+        .await
+        .map(|r| r.into_inner().status);
+    let ip = match status {
+        Ok(Some(status)) => status.network.map(|n| n.ip).unwrap_or_default(),
+        _ => String::new(),
+    };
+    if !ip.is_empty() {
+        let _ = std::process::Command::new("ip")
+            .args(["neigh", "flush", "to", &ip])
+            .status();
+    }
 }
 
 impl RunningPod {

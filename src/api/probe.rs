@@ -1,0 +1,507 @@
+//! Probes from a pod's network: `GET .../diag/dns`, `.../diag/tcp` and
+//! `.../diag/http` resolve a name with the pod's resolver, connect to a port,
+//! or fetch a URL, from inside the pod's network namespace, and answer JSON.
+//!
+//! A probe reaches whatever the pod reaches (internal services, other pods,
+//! the pod's own loopback), so it is authorized like `kubectl exec`
+//! (`create pods/exec` on the pod), audited with what it probed, and counted
+//! as a session. What the network answered (NXDOMAIN, a refused connection,
+//! a TLS failure) is the probe's result: `200` with `error` and `errorKind`.
+//! A bad parameter is a `400`, an unknown pod a `404`, a stopped container
+//! a `409`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::diag::dns::{self, DnsQuery, DnsResult, PodDns};
+use crate::diag::netns::{self, NetnsError};
+use crate::diag::probe::{self, Host, HttpResult, HttpTarget, TcpResult};
+use crate::resolve::{Target, TargetRef};
+
+/// The time a probe gets unless told, and the most it may ask for.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Joining the namespace and reading the pod's resolver files, on top of a
+/// probe's own timeout.
+const SETUP_GRACE: Duration = Duration::from_secs(5);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/targets/{namespace}/{pod}/diag/dns", get(dns_in_pod))
+        .route("/v1/containers/{id}/diag/dns", get(dns_in_container))
+        .route("/v1/targets/{namespace}/{pod}/diag/tcp", get(tcp_in_pod))
+        .route("/v1/containers/{id}/diag/tcp", get(tcp_in_container))
+        .route("/v1/targets/{namespace}/{pod}/diag/http", get(http_in_pod))
+        .route("/v1/containers/{id}/diag/http", get(http_in_container))
+}
+
+/// `.../diag/dns?name=&type=&server=&hosts=&timeout=`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsParams {
+    container: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    record_type: Option<String>,
+    /// `IP` or `IP:port`, instead of the pod's nameservers.
+    server: Option<String>,
+    /// Whether the pod's `/etc/hosts` answers A and AAAA first (default true).
+    hosts: Option<String>,
+    timeout: Option<String>,
+}
+
+/// `.../diag/tcp?host=&port=&timeout=`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpParams {
+    container: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+    timeout: Option<String>,
+}
+
+/// `.../diag/http?url=&timeout=&method=GET&insecure=`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpParams {
+    container: Option<String>,
+    url: Option<String>,
+    timeout: Option<String>,
+    method: Option<String>,
+    /// Skip the verification of an HTTPS server's certificate.
+    insecure: Option<String>,
+}
+
+/// One checked probe request.
+#[derive(Debug)]
+enum Probe {
+    Dns {
+        query: DnsQuery,
+        server: Option<SocketAddr>,
+        use_hosts: bool,
+    },
+    Tcp {
+        host_text: String,
+        host: Host,
+        port: u16,
+    },
+    Http {
+        target: HttpTarget,
+        insecure: bool,
+    },
+}
+
+/// What a probe found.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum ProbeResult {
+    Dns(DnsResult),
+    Tcp(TcpResult),
+    Http(HttpResult),
+}
+
+/// The answer: the probed target and the probe's result.
+#[derive(Debug, Serialize)]
+struct ProbeAnswer {
+    target: Target,
+    #[serde(flatten)]
+    result: ProbeResult,
+}
+
+impl Probe {
+    /// The `nsdebug.dev/diag` audit annotation.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Dns { .. } => "dns",
+            Self::Tcp { .. } => "tcp",
+            Self::Http { .. } => "http",
+        }
+    }
+
+    /// What was probed, for the audit trail.
+    fn address(&self) -> String {
+        match self {
+            Self::Dns { query, server, .. } => {
+                let mut text = format!("{} {}", query.text, query.record_type);
+                if let Some(server) = server {
+                    text.push_str(&format!(" @{server}"));
+                }
+                text
+            }
+            Self::Tcp {
+                host_text, port, ..
+            } => match host_text.parse::<std::net::Ipv6Addr>() {
+                Ok(_) => format!("[{host_text}]:{port}"),
+                Err(_) => format!("{host_text}:{port}"),
+            },
+            Self::Http { target, .. } => target.url.to_string(),
+        }
+    }
+
+    fn server(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Dns { server, .. } => *server,
+            _ => None,
+        }
+    }
+
+    /// Runs the probe; called in the pod's network.
+    async fn run(self, dns: Result<PodDns, dns::DnsError>, limit: Duration) -> ProbeResult {
+        match self {
+            Self::Dns {
+                query, use_hosts, ..
+            } => ProbeResult::Dns(dns::probe(dns, &query, use_hosts, limit).await),
+            Self::Tcp {
+                host_text,
+                host,
+                port,
+            } => ProbeResult::Tcp(probe::tcp(dns, &host_text, &host, port, limit).await),
+            Self::Http { target, insecure } => {
+                ProbeResult::Http(probe::http(dns, &target, insecure, limit).await)
+            }
+        }
+    }
+}
+
+impl ProbeResult {
+    /// `ok`, or the error kind, for the audit trail.
+    fn outcome(&self) -> &'static str {
+        let kind = match self {
+            Self::Dns(result) => result.error_kind,
+            Self::Tcp(result) => result.error_kind,
+            Self::Http(result) => result.error_kind,
+        };
+        kind.unwrap_or("ok")
+    }
+}
+
+/// A `timeout` value: `2s`, `500ms`, `1m` or plain seconds; more than 0
+/// and at most [`MAX_TIMEOUT`].
+fn timeout(text: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    let parsed = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 => Some(Duration::from_secs_f64(
+            seconds.min(MAX_TIMEOUT.as_secs_f64() + 1.0),
+        )),
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(text).ok(),
+    };
+    match parsed {
+        Some(limit) if !limit.is_zero() && limit <= MAX_TIMEOUT => Ok(limit),
+        _ => Err(ApiError::bad_request(format!(
+            "timeout '{text}' must be a duration (2s, 500ms) more than 0 and at most {}s",
+            MAX_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// A boolean parameter: `true`/`false` (or `1`/`0`).
+fn flag(name: &str, text: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match text {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not '{other}'"
+        ))),
+    }
+}
+
+fn required<'a>(name: &str, value: &'a Option<String>, example: &str) -> Result<&'a str, ApiError> {
+    value
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required ({name}={example})")))
+}
+
+fn invalid(err: &(dyn std::error::Error + 'static)) -> ApiError {
+    ApiError::bad_request(crate::error_chain(err))
+}
+
+impl DnsParams {
+    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+        let name = required("name", &self.name, "example.com")?;
+        let query = DnsQuery::new(name, self.record_type.as_deref().unwrap_or("A"))
+            .map_err(|e| invalid(&e))?;
+        let server = self
+            .server
+            .as_deref()
+            .map(dns::parse_server)
+            .transpose()
+            .map_err(|e| invalid(&e))?;
+        let use_hosts = flag("hosts", self.hosts.as_deref(), true)?;
+        let probe = Probe::Dns {
+            query,
+            server,
+            use_hosts,
+        };
+        Ok((probe, timeout(self.timeout.as_deref())?))
+    }
+}
+
+impl TcpParams {
+    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+        let host_text = required("host", &self.host, "10.96.0.10")?;
+        let host = Host::parse(host_text).map_err(|e| invalid(&e))?;
+        let port =
+            probe::parse_port(required("port", &self.port, "443")?).map_err(|e| invalid(&e))?;
+        let probe = Probe::Tcp {
+            host_text: host_text.to_string(),
+            host,
+            port,
+        };
+        Ok((probe, timeout(self.timeout.as_deref())?))
+    }
+}
+
+impl HttpParams {
+    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+        if let Some(method) = &self.method
+            && !method.eq_ignore_ascii_case("GET")
+        {
+            return Err(ApiError::bad_request(format!(
+                "method {method} is not supported: an HTTP probe only sends GET"
+            )));
+        }
+        let url = required("url", &self.url, "http://web.shop:8080/healthz")?;
+        let target = HttpTarget::parse(url).map_err(|e| invalid(&e))?;
+        let insecure = flag("insecure", self.insecure.as_deref(), false)?;
+        let probe = Probe::Http { target, insecure };
+        Ok((probe, timeout(self.timeout.as_deref())?))
+    }
+}
+
+type Caller = axum::Extension<crate::auth::User>;
+type PodPath = Path<(String, String)>;
+
+fn pod_ref(namespace: String, pod: String, container: &Option<String>) -> TargetRef {
+    TargetRef::Pod {
+        namespace,
+        pod,
+        container: container.clone().filter(|c| !c.is_empty()),
+    }
+}
+
+async fn dns_in_pod(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path((namespace, pod)): PodPath,
+    q: super::QueryOf<DnsParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let q = super::query(q)?;
+    let (probe, limit) = q.probe()?;
+    let wanted = pod_ref(namespace, pod, &q.container);
+    answer(state, user, info, wanted, probe, limit).await
+}
+
+async fn dns_in_container(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path(id): Path<String>,
+    q: super::QueryOf<DnsParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let (probe, limit) = super::query(q)?.probe()?;
+    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
+}
+
+async fn tcp_in_pod(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path((namespace, pod)): PodPath,
+    q: super::QueryOf<TcpParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let q = super::query(q)?;
+    let (probe, limit) = q.probe()?;
+    let wanted = pod_ref(namespace, pod, &q.container);
+    answer(state, user, info, wanted, probe, limit).await
+}
+
+async fn tcp_in_container(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path(id): Path<String>,
+    q: super::QueryOf<TcpParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let (probe, limit) = super::query(q)?.probe()?;
+    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
+}
+
+async fn http_in_pod(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path((namespace, pod)): PodPath,
+    q: super::QueryOf<HttpParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let q = super::query(q)?;
+    let (probe, limit) = q.probe()?;
+    let wanted = pod_ref(namespace, pod, &q.container);
+    answer(state, user, info, wanted, probe, limit).await
+}
+
+async fn http_in_container(
+    State(state): State<AppState>,
+    axum::Extension(user): Caller,
+    info: super::RequestInfo,
+    Path(id): Path<String>,
+    q: super::QueryOf<HttpParams>,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    let (probe, limit) = super::query(q)?.probe()?;
+    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
+}
+
+/// Authorizes, resolves the target, runs `probe` in its pod's network and
+/// writes the audit event, whatever the outcome after authorization.
+async fn answer(
+    state: AppState,
+    user: crate::auth::User,
+    info: super::RequestInfo,
+    wanted: TargetRef,
+    probe: Probe,
+    limit: Duration,
+) -> Result<Json<ProbeAnswer>, ApiError> {
+    // By pod: authorized before anything about the pod is revealed. By
+    // container ID: the pod is known only once the ID is resolved.
+    let mut audit = match &wanted {
+        TargetRef::Pod { namespace, pod, .. } => {
+            Some(super::authorize_exec_audited(&state, &user, &info, namespace, pod, false).await?)
+        }
+        TargetRef::ContainerId(_) => None,
+    };
+    let found = match state.sessions.acquire(&user.name) {
+        Ok(permit) => state
+            .resolver
+            .resolve(&wanted)
+            .await
+            .map(|target| (permit, target))
+            .map_err(ApiError::from),
+        Err(err) => Err(err.into()),
+    };
+    let (permit, target) = match found {
+        Ok(found) => found,
+        Err(err) => {
+            if let Some(record) = &mut audit {
+                record
+                    .note("diag", probe.kind())
+                    .note("error", err.message());
+                state
+                    .audit
+                    .record(&record.event("ResponseComplete", err.code().as_u16()));
+            }
+            return Err(err);
+        }
+    };
+    let mut audit = match audit {
+        Some(record) => record,
+        None => {
+            super::authorize_exec_audited(
+                &state,
+                &user,
+                &info,
+                &target.namespace,
+                &target.pod,
+                false,
+            )
+            .await?
+        }
+    };
+    audit
+        .note("container", &target.container)
+        .note("container-id", &target.container_id)
+        .note("pid", target.pid)
+        .note("diag", probe.kind())
+        .note("target", probe.address());
+    let proc = state.inventory.proc_root().clone();
+    let pid = target.pid;
+    let ran = netns::run_async(target.container_process(), limit + SETUP_GRACE, move || {
+        // On the thread in the pod's network, off the agent's runtime.
+        let dns = PodDns::load(&proc, pid, probe.server());
+        probe.run(dns, limit)
+    })
+    .await;
+    drop(permit);
+    match ran {
+        Ok(result) => {
+            audit.note("outcome", result.outcome());
+            state.audit.record(&audit.event("ResponseComplete", 200));
+            Ok(Json(ProbeAnswer { target, result }))
+        }
+        Err(err) => {
+            let err = netns_error(&target, err);
+            audit.note("error", err.message());
+            state
+                .audit
+                .record(&audit.event("ResponseComplete", err.code().as_u16()));
+            Err(err)
+        }
+    }
+}
+
+/// A probe that could not run in the pod's network.
+fn netns_error(target: &Target, err: NetnsError) -> ApiError {
+    match err {
+        NetnsError::Gone { .. } => ApiError::conflict(format!(
+            "container \"{}\" of pod {}/{} stopped before the probe ran",
+            target.container, target.namespace, target.pod
+        )),
+        NetnsError::Timeout(limit) => ApiError::internal_with(format!(
+            "the probe did not finish within {}s",
+            limit.as_secs()
+        )),
+        other => ApiError::internal(&other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(timeout(None).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(Some("2s")).unwrap(), Duration::from_secs(2));
+        assert_eq!(timeout(Some("250ms")).unwrap(), Duration::from_millis(250));
+        assert_eq!(timeout(Some("1.5")).unwrap(), Duration::from_millis(1500));
+        assert_eq!(timeout(Some("30s")).unwrap(), MAX_TIMEOUT);
+        for bad in ["0", "0s", "31s", "1h", "-1", "soon", "NaN", "inf"] {
+            assert!(timeout(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn probes_name_what_they_probe() {
+        let tcp = TcpParams {
+            host: Some("fd00::1".into()),
+            port: Some("443".into()),
+            ..Default::default()
+        };
+        assert_eq!(tcp.probe().unwrap().0.address(), "[fd00::1]:443");
+        let dns = DnsParams {
+            name: Some("web.shop".into()),
+            record_type: Some("srv".into()),
+            server: Some("10.0.0.2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            dns.probe().unwrap().0.address(),
+            "web.shop SRV @10.0.0.2:53"
+        );
+        let http = HttpParams {
+            url: Some("http://web.shop/".into()),
+            method: Some("POST".into()),
+            ..Default::default()
+        };
+        assert_eq!(http.probe().unwrap_err().code(), 400);
+    }
+}
