@@ -110,6 +110,36 @@ fn diag_in_pod() {}
     responses((status = 200, body = DiagAnswer), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
 fn diag_in_container() {}
 
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/diag/dns", tag = "probes",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("name" = String, Query, description = "the name to resolve with the pod's resolv.conf (and /etc/hosts)"),
+           ("type" = Option<String>, Query, description = "A (default), AAAA, SRV, TXT, MX, CNAME, PTR"),
+           ("server" = Option<String>, Query, description = "IP[:port] instead of the pod's nameservers"),
+           ("timeout" = Option<String>, Query, description = "e.g. 2s; at most 30s")),
+    responses((status = 200, description = "the answers, or `error` and `errorKind` (nxdomain, timeout, ...)",
+               example = json!({"name": "api.shop.svc.cluster.local", "type": "A", "answers": [{"name": "api.shop.svc.cluster.local.", "type": "A", "ttl": 30, "data": "10.96.0.17"}],
+                   "nameservers": ["10.96.0.10:53"], "search": ["shop.svc.cluster.local"], "latencyMs": 1.8})),
+              (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
+fn probe_dns() {}
+
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/diag/tcp", tag = "probes",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("host" = String, Query, description = "an address, or a name resolved as the pod resolves it"), ("port" = u16, Query),
+           ("timeout" = Option<String>, Query)),
+    responses((status = 200, description = "connected or not, how fast, why not",
+               example = json!({"host": "db", "port": 5432, "address": "10.96.3.4:5432", "connected": false, "latencyMs": 0.4, "error": "connection refused", "errorKind": "refused"})),
+              (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
+fn probe_tcp() {}
+
+#[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/diag/http", tag = "probes",
+    params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
+           ("url" = String, Query, description = "http:// or https://; redirects are reported, not followed"),
+           ("timeout" = Option<String>, Query), ("insecure" = Option<bool>, Query, description = "skip TLS verification")),
+    responses((status = 200, description = "the status, latency, a few headers and the body's start",
+               example = json!({"url": "http://127.0.0.1:8080/", "status": 200, "latencyMs": 2.1, "bodyBytes": 6, "bodyPreview": "hello\n"})),
+              (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
+fn probe_http() {}
+
 #[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/files", tag = "files",
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
            ("path" = String, Query, description = "inside the container; resolved in its root, so no symlink or `..` leaves it"),
@@ -177,6 +207,7 @@ fn readyz() {}
 #[openapi(
     info(title = "nsdebug", description = "The native API of the nsdebug node agent. Every request but health needs a bearer token (TokenReview + SubjectAccessReview, the RBAC of `kubectl exec`) unless the agent runs with `--auth none`. The Kubernetes-compatible routes (`/api/v1/...`, exec over WebSocket) follow the Kubernetes API and are not repeated here."),
     paths(list_targets, pod_target, container_target, run_in_pod, run_in_container, diag_in_pod, diag_in_container,
+          probe_dns, probe_tcp, probe_http,
           files_get, files_put, capture_in_pod, capture_in_container, whoami, login_links, login, healthz, readyz),
     components(schemas(Status, DiagAnswer,
         crate::diag::processes::ProcessEntry, crate::diag::sockets::SocketEntry, crate::diag::sockets::Holder,
