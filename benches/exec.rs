@@ -91,6 +91,7 @@ async fn main() {
 
     println!("one-shot `echo hi` in {NAMESPACE}/{POD} (host pid {pid}):");
     let mut agent_runs = Vec::new();
+    let mut toolbox_runs = Vec::new();
     let mut nsenter_runs = Vec::new();
     let mut execsync_runs = Vec::new();
     for i in 0..220 {
@@ -104,6 +105,19 @@ async fn main() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["stdout"], "hi\n");
         let agent_time = start.elapsed();
+
+        // The same through toolbox mode: the agent's echo, a private mount
+        // namespace built and pivoted into, /proc of the pod mounted.
+        let start = Instant::now();
+        let response = http
+            .post(&run_url)
+            .body(r#"{"command":["echo","hi"],"toolbox":true}"#)
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["stdout"], "hi\n", "{body}");
+        let toolbox_time = start.elapsed();
 
         let start = Instant::now();
         let out = std::process::Command::new("nsenter")
@@ -128,11 +142,13 @@ async fn main() {
         // The first rounds warm caches and connections.
         if i >= 20 {
             agent_runs.push(agent_time);
+            toolbox_runs.push(toolbox_time);
             nsenter_runs.push(nsenter_time);
             execsync_runs.push(execsync_time);
         }
     }
     let agent_p50 = summary("agent run API (HTTP, JSON)", agent_runs);
+    summary("agent run API, toolbox mode", toolbox_runs);
     let nsenter_p50 = summary("nsenter -t PID -a (the floor)", nsenter_runs);
     let execsync_p50 = summary("CRI ExecSync (kubelet's path)", execsync_runs);
     println!(
