@@ -21,7 +21,10 @@ bash hack/testbed.sh up >/dev/null
 # The build links libseccomp (the container profile's seccomp filters) and
 # libpcap (packet capture); tshark reads the captures back.
 missing=()
-for package in libseccomp-dev libpcap-dev dnsmasq-base; do
+# The agent image's toolbox (hack/image/toolbox.sh, the same list as the
+# Dockerfile) is laid out from busybox, iproute2, procps, tcpdump, strace,
+# lsof and curl.
+for package in libseccomp-dev libpcap-dev dnsmasq-base busybox iproute2 procps tcpdump strace lsof curl; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
 done
 # dnsmasq-base (the binary, no service) is the DNS server of the probe tests.

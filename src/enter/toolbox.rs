@@ -128,6 +128,20 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
     .map_err(step("make the mounts private"))?;
+    // The toolbox root is held open first: the tmpfs below may hide it (a
+    // toolbox root under /tmp), and its entries are then reached through
+    // the descriptor (`/proc/self/fd/N/NAME`), never by path again.
+    let source_dir = rustix::fs::open(
+        toolbox_root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step(format!(
+        "open the toolbox root {}",
+        toolbox_root.display()
+    )))?;
+    let through_fd =
+        Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&source_dir).to_string());
     // The new root: a tmpfs over /tmp, which every system has; only this
     // mount namespace sees it.
     let root = Path::new("/tmp");
@@ -141,25 +155,28 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
     .map_err(step("mount the toolbox's root"))?;
     let mut shown = 0;
     for name in SHOWN {
-        let source = toolbox_root.join(name);
         let place = root.join(name);
-        let Ok(meta) = std::fs::symlink_metadata(&source) else {
+        let Ok(stat) =
+            rustix::fs::statat(&source_dir, *name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
             continue;
         };
-        if meta.file_type().is_symlink() {
-            // A merged /usr: `/bin -> usr/bin`, kept as it is.
-            if let Ok(link) = std::fs::read_link(&source) {
-                rustix::fs::symlink(&link, &place)
-                    .map_err(step(format!("link {}", place.display())))?;
+        match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+            rustix::fs::FileType::Symlink => {
+                // A merged /usr: `/bin -> usr/bin`, kept as it is.
+                if let Ok(link) = rustix::fs::readlinkat(&source_dir, *name, Vec::new()) {
+                    rustix::fs::symlink(link.as_c_str(), &place)
+                        .map_err(step(format!("link {}", place.display())))?;
+                }
+                continue;
             }
-            continue;
-        }
-        if !meta.is_dir() {
-            continue;
+            rustix::fs::FileType::Directory => {}
+            _ => continue,
         }
         mkdir(&place)?;
-        rustix::mount::mount_bind_recursive(&source, &place)
-            .map_err(step(format!("bind {} into the toolbox", source.display())))?;
+        rustix::mount::mount_bind_recursive(through_fd.join(name), &place).map_err(step(
+            format!("bind {}/{name} into the toolbox", toolbox_root.display()),
+        ))?;
         rustix::mount::mount_remount(
             &place,
             MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
@@ -170,6 +187,7 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
             shown += 1;
         }
     }
+    drop(source_dir);
     if shown == 0 {
         return Err(ToolboxError::EmptyRoot {
             root: toolbox_root.into(),
