@@ -262,6 +262,10 @@ pub struct ServeArgs {
     )]
     pub toolbox_root: PathBuf,
 
+    /// Log lines as text, or as one JSON object per line for log pipelines.
+    #[arg(long, env = "NSDEBUG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `nsdebug=debug`). Logs go to stderr.
     #[arg(long, env = "NSDEBUG_LOG", default_value = "info")]
@@ -344,6 +348,14 @@ pub struct Config {
     pub ui_session_ttl: Duration,
     pub toolbox_root: PathBuf,
     pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// What one client and one session may use.
@@ -448,6 +460,7 @@ impl Config {
             ui_session_ttl: args.ui_session_ttl,
             toolbox_root: args.toolbox_root,
             log: args.log,
+            log_format: args.log_format,
         })
     }
 }

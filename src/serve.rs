@@ -87,14 +87,17 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Clien
 }
 
 /// Logs to stderr, filtered by `filter` (`info`, `nsdebug=debug`, ...).
-pub fn init_logging(filter: &str) {
+pub fn init_logging(filter: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        crate::config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One JSON object per line, for log pipelines.
+        crate::config::LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -166,6 +169,16 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    // Bound before the agent says it listens, so probes never race it.
+    let health = match config.health_listen {
+        Some(addr) => Some((
+            addr,
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        )),
+        None => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("nsdebug listening on {scheme}://{addr}");
@@ -190,10 +203,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
     let state = AppState::new(inventory, &config, auth, audit, events);
-    if let Some(addr) = config.health_listen {
-        let health = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+    if let Some((addr, health)) = health {
         let router = api::health_router(state.clone());
         let stop = cancel.clone();
         tasks.spawn(async move {

@@ -301,3 +301,27 @@ async fn health_listener_answers_probes_and_nothing_else() {
         "{output:?}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let socket = support::testbed_socket();
+    let agent = Agent::start_with(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(agent.get("/healthz").await.0, 200);
+    let log = agent.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let ready = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "inventory ready")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(ready["level"], "INFO");
+    assert!(ready["timestamp"].is_string());
+    assert_eq!(ready["fields"]["node"], "nsdebug-test-node");
+}
