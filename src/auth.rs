@@ -73,7 +73,7 @@ impl Action {
         self
     }
 
-    fn resource_path(&self) -> String {
+    pub fn resource_path(&self) -> String {
         match &self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
             None => self.resource.clone(),
@@ -214,8 +214,16 @@ impl KubeAuth {
         result.map_err(AuthError::Unauthenticated)
     }
 
-    /// Whether `user` may do `action`.
+    /// Whether `user` may do `action` (counted in the metrics).
     pub async fn authorize(&self, user: &User, action: &Action) -> Result<(), AuthError> {
+        let decided = self.decide(user, action).await;
+        if !matches!(decided, Err(AuthError::Unavailable(_))) {
+            crate::metrics::decision(decided.is_ok(), &action.resource_path());
+        }
+        decided
+    }
+
+    async fn decide(&self, user: &User, action: &Action) -> Result<(), AuthError> {
         let key = (user.name.clone(), action.clone());
         if let Some(hit) = self
             .decisions

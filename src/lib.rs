@@ -23,6 +23,7 @@ pub mod events;
 pub mod files;
 pub mod inventory;
 pub mod login;
+pub mod metrics;
 pub mod oci;
 pub mod process;
 pub mod recording;

@@ -44,6 +44,7 @@ pub enum TooManySessions {
 /// One session's place in the limits, given back when dropped.
 pub struct SessionPermit {
     _agent: OwnedSemaphorePermit,
+    _metric: crate::metrics::SessionMetric,
     user: String,
     per_user: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -70,8 +71,14 @@ impl Sessions {
         }
     }
 
-    /// A slot for one session of `user`, held until the permit is dropped.
-    pub fn acquire(&self, user: &str) -> Result<SessionPermit, TooManySessions> {
+    /// A slot for one session of `user`, held until the permit is dropped;
+    /// `kind` and `profile` label it in the metrics.
+    pub fn acquire(
+        &self,
+        user: &str,
+        kind: &'static str,
+        profile: &str,
+    ) -> Result<SessionPermit, TooManySessions> {
         let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.get(user).copied().unwrap_or(0);
         if count >= self.per_user_limit {
@@ -88,6 +95,7 @@ impl Sessions {
         counts.insert(user.into(), count + 1);
         Ok(SessionPermit {
             _agent: agent,
+            _metric: crate::metrics::SessionMetric::start(kind, profile),
             user: user.into(),
             per_user: self.per_user.clone(),
         })

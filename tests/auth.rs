@@ -815,5 +815,26 @@ async fn limits_per_user_request_size_and_failed_logins() {
         reviews,
         "not reviewed while waiting"
     );
+    // The metrics count the failures and the decisions (no names in them).
+    let metrics = https_client()
+        .get(format!("{}/metrics", agent.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(value("nsdebug_authentication_failures_total") >= 5.0);
+    assert!(
+        value(r#"nsdebug_authorization_decisions_total{decision="allow",resource="pods/exec"}"#)
+            >= 1.0
+    );
+    assert!(!metrics.contains("alice"));
     pod.remove(&mut client).await;
 }

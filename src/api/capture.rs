@@ -150,7 +150,9 @@ async fn capture(
         }
         TargetRef::ContainerId(_) => None,
     };
-    let permit = state.sessions.acquire(&user.name)?;
+    let permit = state
+        .sessions
+        .acquire(&user.name, "capture", "privileged")?;
     let target = state.resolver.resolve(&wanted).await?;
     let mut audit = match audit.take() {
         Some(record) => record,

@@ -238,7 +238,9 @@ async fn exec(
         container: options.container.clone(),
     };
     let target = state.resolver.resolve(&wanted).await?;
-    let permit = state.sessions.acquire(&user.name)?;
+    let permit = state
+        .sessions
+        .acquire(&user.name, "exec", options.profile.as_str())?;
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,

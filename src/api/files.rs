@@ -158,7 +158,7 @@ async fn start(
         record.note("file-op", op).note("file-path", path);
     }
     let resolved = async {
-        let permit = state.sessions.acquire(&user.name)?;
+        let permit = state.sessions.acquire(&user.name, "files", "container")?;
         let target = state.resolver.resolve(wanted).await?;
         Ok::<_, ApiError>((permit, target))
     }

@@ -146,7 +146,10 @@ fn exit_code_for(err: &EnterError) -> Result<i32, ApiError> {
 /// Health only (`--health-listen`): what the kubelet's probes ask, on an
 /// address they reach, with nothing else behind it.
 pub fn health_router(state: AppState) -> Router {
-    health::routes().fallback(not_found).with_state(state)
+    health::routes()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 /// Every route the agent serves.
@@ -167,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(login::routes())
         .route("/v1/whoami", axum::routing::get(whoami))
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -184,7 +188,7 @@ pub fn router(state: AppState) -> Router {
 fn is_public(method: &Method, path: &str) -> bool {
     matches!(
         path,
-        "/" | "/healthz" | "/livez" | "/readyz" | "/version" | "/openapi.json"
+        "/" | "/healthz" | "/livez" | "/readyz" | "/version" | "/openapi.json" | "/metrics"
     ) || path.starts_with("/ui/")
         || (path == "/v1/login" && method == Method::POST)
 }
@@ -273,12 +277,26 @@ async fn authenticate_token(
             Ok(user)
         }
         Err(err) => {
-            if let (Some(ip), crate::auth::AuthError::Unauthenticated(_)) = (peer, &err) {
-                state.backoff.failed(ip);
+            if let crate::auth::AuthError::Unauthenticated(_) = &err {
+                crate::metrics::authentication_failed();
+                if let Some(ip) = peer {
+                    state.backoff.failed(ip);
+                }
             }
             Err(err.into())
         }
     }
+}
+
+/// `GET /metrics`: Prometheus text format (no user or pod names in it).
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 /// `GET /v1/whoami`: the caller as the agent sees them, and the auth mode.

@@ -379,7 +379,7 @@ async fn answer(
         }
         TargetRef::ContainerId(_) => None,
     };
-    let found = match state.sessions.acquire(&user.name) {
+    let found = match state.sessions.acquire(&user.name, "probe", "privileged") {
         Ok(permit) => state
             .resolver
             .resolve(&wanted)

@@ -220,7 +220,10 @@ async fn run(
         ),
         TargetRef::ContainerId(_) => None,
     };
-    let permit = state.sessions.acquire(&user.name)?;
+    let permit =
+        state
+            .sessions
+            .acquire(&user.name, "run", body.profile.unwrap_or_default().as_str())?;
     let target = state.resolver.resolve(&wanted).await?;
     let mut audit = match audit.take() {
         Some(record) => record,

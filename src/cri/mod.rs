@@ -135,15 +135,15 @@ impl CriClient {
 
     /// `Version`: the cheapest call, used to probe that the runtime answers.
     pub async fn version(&self) -> Result<RuntimeVersion, CriError> {
-        let answer = self
-            .client
-            .clone()
-            .version(api::VersionRequest {
+        let answer = timed(
+            "Version",
+            self.client.clone().version(api::VersionRequest {
                 version: "v1".into(),
-            })
-            .await
-            .map_err(self.call_error("Version"))?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(self.call_error("Version"))?
+        .into_inner();
         Ok(RuntimeVersion {
             name: answer.runtime_name,
             version: answer.runtime_version,
@@ -153,41 +153,47 @@ impl CriClient {
 
     /// `ListPodSandbox`: every pod sandbox, ready or not.
     pub async fn list_pod_sandboxes(&self) -> Result<Vec<api::PodSandbox>, CriError> {
-        Ok(self
-            .client
-            .clone()
-            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(self.call_error("ListPodSandbox"))?
-            .into_inner()
-            .items)
+        Ok(timed(
+            "ListPodSandbox",
+            self.client
+                .clone()
+                .list_pod_sandbox(api::ListPodSandboxRequest { filter: None }),
+        )
+        .await
+        .map_err(self.call_error("ListPodSandbox"))?
+        .into_inner()
+        .items)
     }
 
     /// `ListContainers`: every container of every sandbox, in any state.
     pub async fn list_containers(&self) -> Result<Vec<api::Container>, CriError> {
-        Ok(self
-            .client
-            .clone()
-            .list_containers(api::ListContainersRequest { filter: None })
-            .await
-            .map_err(self.call_error("ListContainers"))?
-            .into_inner()
-            .containers)
+        Ok(timed(
+            "ListContainers",
+            self.client
+                .clone()
+                .list_containers(api::ListContainersRequest { filter: None }),
+        )
+        .await
+        .map_err(self.call_error("ListContainers"))?
+        .into_inner()
+        .containers)
     }
 
     /// `ContainerStatus{verbose}`: the status plus the host PID of a running
     /// container and its runtime spec.
     pub async fn container_status(&self, container_id: &str) -> Result<ContainerStatus, CriError> {
-        let answer = self
-            .client
-            .clone()
-            .container_status(api::ContainerStatusRequest {
-                container_id: container_id.to_string(),
-                verbose: true,
-            })
-            .await
-            .map_err(self.call_error("ContainerStatus"))?
-            .into_inner();
+        let answer = timed(
+            "ContainerStatus",
+            self.client
+                .clone()
+                .container_status(api::ContainerStatusRequest {
+                    container_id: container_id.to_string(),
+                    verbose: true,
+                }),
+        )
+        .await
+        .map_err(self.call_error("ContainerStatus"))?
+        .into_inner();
         let pid = info::host_pid(&answer.info).map_err(|source| CriError::VerboseInfo {
             method: "ContainerStatus",
             container_id: container_id.to_string(),
@@ -205,16 +211,18 @@ impl CriClient {
     /// `PodSandboxStatus`: the pod's IP addresses (primary first), empty for pods
     /// on the host network or without a network yet.
     pub async fn pod_sandbox_ips(&self, sandbox_id: &str) -> Result<Vec<String>, CriError> {
-        let answer = self
-            .client
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox_id.to_string(),
-                verbose: false,
-            })
-            .await
-            .map_err(self.call_error("PodSandboxStatus"))?
-            .into_inner();
+        let answer = timed(
+            "PodSandboxStatus",
+            self.client
+                .clone()
+                .pod_sandbox_status(api::PodSandboxStatusRequest {
+                    pod_sandbox_id: sandbox_id.to_string(),
+                    verbose: false,
+                }),
+        )
+        .await
+        .map_err(self.call_error("PodSandboxStatus"))?
+        .into_inner();
         let network = answer.status.and_then(|status| status.network);
         Ok(network
             .map(|net| {
@@ -225,6 +233,17 @@ impl CriClient {
             })
             .unwrap_or_default())
     }
+}
+
+/// Awaits one CRI call, recording its latency and outcome in the metrics.
+async fn timed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    crate::metrics::cri_call(method, started.elapsed(), result.is_ok());
+    result
 }
 
 impl std::fmt::Debug for CriClient {

@@ -74,6 +74,7 @@ pub struct Entered {
 /// Starts `request` in its container and waits until it runs (or fails to):
 /// with three pipes, or on a terminal when `request.terminal` is set.
 pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
+    let asked = std::time::Instant::now();
     let (io, child_fds) = if request.terminal.is_some() {
         // The helper makes the terminal inside the container and sends its master.
         (None, Vec::new())
@@ -130,6 +131,7 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
     };
     match entered.next_event().await? {
         (HelperEvent::Started { pid }, mut fds) => {
+            crate::metrics::entered(asked.elapsed());
             entered.pid = pid;
             if request.terminal.is_some() {
                 let master = fds.pop().ok_or(EnterError::HelperVanished)?;
