@@ -262,6 +262,11 @@ pub struct ServeArgs {
     )]
     pub toolbox_root: PathBuf,
 
+    /// On SIGTERM: how long live sessions (told so) may go on before they are
+    /// ended. Keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "NSDEBUG_SHUTDOWN_GRACE", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// Log lines as text, or as one JSON object per line for log pipelines.
     #[arg(long, env = "NSDEBUG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -349,6 +354,7 @@ pub struct Config {
     pub toolbox_root: PathBuf,
     pub log: String,
     pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
 }
 
 /// How log lines are written (`--log-format`).
@@ -461,6 +467,7 @@ impl Config {
             toolbox_root: args.toolbox_root,
             log: args.log,
             log_format: args.log_format,
+            shutdown_grace: args.shutdown_grace,
         })
     }
 }

@@ -215,6 +215,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         });
         tracing::info!(%addr, "serving health checks over plain HTTP");
     }
+    let sessions = state.sessions.clone();
+    let draining = state.draining.clone();
     let app = api::router(state);
     let connections = TaskTracker::new();
     let shutdown = shutdown_signal();
@@ -249,11 +251,30 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             }
         });
     }
+    // No new connections from here. Live sessions are told and get the
+    // grace period to finish; what still runs then ends with the process
+    // (its helper sees the agent go and kills the command's process group).
+    draining.cancel();
+    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+    if sessions.active() > 0 {
+        tracing::info!(
+            sessions = sessions.active(),
+            grace = %humantime::format_duration(config.shutdown_grace),
+            "waiting for live sessions"
+        );
+    }
+    while sessions.active() > 0 && tokio::time::Instant::now() < grace_ends {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if sessions.active() > 0 {
+        tracing::warn!(
+            sessions = sessions.active(),
+            "grace period over: ending live sessions"
+        );
+    }
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
-    // Requests in flight get a moment; sessions end when the process does
-    // (their helpers see the agent go and kill the commands).
     connections.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     tracing::info!("stopped");

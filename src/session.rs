@@ -71,6 +71,11 @@ impl Sessions {
         }
     }
 
+    /// Sessions running now.
+    pub fn active(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
     /// A slot for one session of `user`, held until the permit is dropped;
     /// `kind` and `profile` label it in the metrics.
     pub fn acquire(

@@ -325,3 +325,79 @@ async fn json_logs_are_one_object_per_line() {
     assert!(ready["timestamp"].is_string());
     assert_eq!(ready["fields"]["node"], "nsdebug-test-node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_live_sessions_and_ends_them_within_the_grace() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (ns, mut client, pod) = support::one_pod(
+        "shutdown",
+        "busy",
+        vec![support::testbed::ContainerSpec::busybox("main")],
+    )
+    .await;
+    let mut agent = Agent::start_on_testbed(&["--shutdown-grace", "2s"]);
+    let url = format!(
+        "{}/api/v1/namespaces/{ns}/pods/busy/exec?command=sh&command=-c&command=exec+sleep+6543&stdout=true&tty=true",
+        agent.url.replace("http://", "ws://")
+    );
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // The first (empty) frame: the command runs.
+    assert!(matches!(socket.next().await, Some(Ok(Message::Binary(_)))));
+    let started = std::time::Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = agent.terminate();
+        (status, agent)
+    });
+    let mut stdout = String::new();
+    let mut status = None;
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Binary(data) if data.first() == Some(&1) => {
+                stdout.push_str(&String::from_utf8_lossy(&data[1..]))
+            }
+            Message::Binary(data) if data.first() == Some(&3) => {
+                status = Some(serde_json::from_slice::<serde_json::Value>(&data[1..]).unwrap())
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(
+        stdout.contains("nsdebug: the agent is shutting down; this session ends within 2s"),
+        "{stdout:?}"
+    );
+    let status = status.expect("a status before the close");
+    assert_eq!(status["message"], "the agent is shutting down");
+    let (exit, agent) = stopping.await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", agent.log());
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert!(
+        agent.log().contains("waiting for live sessions"),
+        "{}",
+        agent.log()
+    );
+    // Nothing of the session is left running.
+    support::eventually(
+        "the session's command to be gone",
+        std::time::Duration::from_secs(10),
+        || async {
+            let left = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| c == b"sleep\x006543\x00")
+                    .unwrap_or(false)
+            });
+            (!left).then_some(())
+        },
+    )
+    .await;
+    pod.remove(&mut client).await;
+}

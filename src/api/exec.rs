@@ -272,6 +272,8 @@ async fn exec(
     ));
     let context = SessionContext {
         trail: SessionTrail::new(record, state.audit.clone(), 101),
+        draining: state.draining.clone(),
+        grace: state.shutdown_grace,
         recording,
         event,
         limits: state.limits,
@@ -295,6 +297,9 @@ async fn exec(
 /// What a session carries besides its streams.
 struct SessionContext {
     trail: SessionTrail,
+    /// Cancelled on SIGTERM; the session then has `grace` left.
+    draining: tokio_util::sync::CancellationToken,
+    grace: Duration,
     recording: Option<Recording>,
     /// The pod's Event, sent once the command runs.
     event: Option<crate::events::PendingEvent>,
@@ -471,6 +476,8 @@ async fn session(
 ) {
     let SessionContext {
         mut trail,
+        draining,
+        grace,
         recording,
         event,
         limits,
@@ -589,16 +596,34 @@ async fn session(
     // went either way for the idle timeout (checked when it could have run
     // out, not reset on every frame).
     let opened = tokio::time::Instant::now();
-    let closes_at = opened + limits.max_session_duration;
+    let mut closes_at = opened + limits.max_session_duration;
     let mut active_at = opened;
+    let mut shutting_down = false;
     let timer = tokio::time::sleep_until(closes_at.min(opened + limits.session_idle_timeout));
     tokio::pin!(timer);
     loop {
         tokio::select! {
+            // SIGTERM: say so now, and end before the agent does.
+            () = draining.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                let ends = tokio::time::Instant::now() + grace.saturating_sub(Duration::from_millis(500));
+                closes_at = closes_at.min(ends);
+                timer.as_mut().reset(closes_at);
+                if options.stdout || options.stderr || options.tty {
+                    let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
+                    let line = format!(
+                        "\r\nnsdebug: the agent is shutting down; this session ends within {}\r\n",
+                        humantime::format_duration(grace)
+                    );
+                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
+                }
+            },
             () = &mut timer => {
                 let now = tokio::time::Instant::now();
                 let idle_until = active_at + limits.session_idle_timeout;
-                let (why, outcome) = if now >= closes_at {
+                let (why, outcome) = if shutting_down && now >= closes_at {
+                    ("the agent is shutting down".to_string(), "agent shutdown")
+                } else if now >= closes_at {
                     (format!("the session reached its maximum duration of {}", humantime::format_duration(limits.max_session_duration)), "max duration")
                 } else if now >= idle_until {
                     (format!("the session was idle for {}", humantime::format_duration(limits.session_idle_timeout)), "idle timeout")

@@ -54,6 +54,10 @@ pub struct AppState {
     pub backoff: Arc<crate::auth::FailureBackoff>,
     /// Served over TLS (for the links the agent hands out).
     pub tls: bool,
+    /// Cancelled on SIGTERM: live sessions tell their users, and end when
+    /// `shutdown_grace` has passed.
+    pub draining: tokio_util::sync::CancellationToken,
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl AppState {
@@ -84,6 +88,8 @@ impl AppState {
             )),
             backoff: Arc::default(),
             tls: config.tls.is_some(),
+            draining: tokio_util::sync::CancellationToken::new(),
+            shutdown_grace: config.shutdown_grace,
         }
     }
 }
