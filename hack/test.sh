@@ -39,11 +39,12 @@ fi
 if [[ ! -d hack/web/node_modules/playwright-core ]]; then
     (cd hack/web && npm ci --no-audit --no-fund >/dev/null)
 fi
-# The Python kubernetes client (exec's stream()) and the OpenAPI validator.
+# The Python kubernetes client (exec's stream()), the OpenAPI validator and
+# the schemathesis API fuzzer.
 if [[ ! -x target/pyclient/bin/python ]] ||
-    ! target/pyclient/bin/python -c 'import kubernetes, openapi_spec_validator' 2>/dev/null; then
+    ! target/pyclient/bin/python -c 'import kubernetes, openapi_spec_validator, schemathesis' 2>/dev/null; then
     python3 -m venv target/pyclient
-    target/pyclient/bin/pip install -q 'kubernetes==37.0.2' 'openapi-spec-validator==0.9.0'
+    target/pyclient/bin/pip install -q 'kubernetes==37.0.2' 'openapi-spec-validator==0.9.0' 'schemathesis==4.32.5'
 fi
 command -v kubectl >/dev/null || {
     echo "hack/test.sh: kubectl is missing; it ships with this machine image (Debian package 'kubectl')" >&2
