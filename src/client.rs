@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 
-use crate::config::LoginLinkArgs;
+use crate::config::AgentArgs;
 
 /// How long a call to the agent may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,7 +65,7 @@ fn read(path: &Path) -> Result<String, ClientError> {
 }
 
 /// The caller's token: flags and environment first, then the kubeconfig.
-fn token(args: &LoginLinkArgs) -> Result<String, ClientError> {
+pub fn token(args: &AgentArgs) -> Result<String, ClientError> {
     if let Some(token) = &args.token {
         return Ok(token.trim().to_string());
     }
@@ -109,12 +109,16 @@ fn token(args: &LoginLinkArgs) -> Result<String, ClientError> {
     Err(ClientError::NoToken { why })
 }
 
-/// Asks the agent for a one-time web UI login link.
-pub async fn login_link(args: &LoginLinkArgs) -> Result<LoginLink, ClientError> {
-    let token = token(args)?;
-    let mut client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .danger_accept_invalid_certs(args.insecure_skip_tls_verify);
+/// An HTTP client for the agent: its CA (or none checked), a deadline.
+pub fn http_client(
+    args: &AgentArgs,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, ClientError> {
+    let mut client =
+        reqwest::Client::builder().danger_accept_invalid_certs(args.insecure_skip_tls_verify);
+    if let Some(timeout) = timeout {
+        client = client.timeout(timeout);
+    }
     if let Some(path) = &args.certificate_authority {
         let pem = read(path)?;
         let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|source| {
@@ -125,12 +129,21 @@ pub async fn login_link(args: &LoginLinkArgs) -> Result<LoginLink, ClientError> 
         })?;
         client = client.add_root_certificate(cert);
     }
-    let url = format!("{}/v1/login-links", args.agent.trim_end_matches('/'));
+    client.build().map_err(|source| ClientError::Request {
+        url: args.url.clone(),
+        source,
+    })
+}
+
+/// Asks the agent for a one-time web UI login link.
+pub async fn login_link(args: &AgentArgs) -> Result<LoginLink, ClientError> {
+    let token = token(args)?;
+    let client = http_client(args, Some(TIMEOUT))?;
+    let url = format!("{}/v1/login-links", args.url.trim_end_matches('/'));
     let request_error = |source| ClientError::Request {
-        url: args.agent.clone(),
+        url: args.url.clone(),
         source,
     };
-    let client = client.build().map_err(request_error)?;
     let response = client
         .post(&url)
         .bearer_auth(token)
@@ -151,7 +164,7 @@ pub async fn login_link(args: &LoginLinkArgs) -> Result<LoginLink, ClientError> 
     })?;
     // The URL as the caller reaches the agent, whatever Host it saw.
     if let Some((_, fragment)) = link.url.split_once('#') {
-        link.url = format!("{}/#{fragment}", args.agent.trim_end_matches('/'));
+        link.url = format!("{}/#{fragment}", args.url.trim_end_matches('/'));
     }
     Ok(link)
 }

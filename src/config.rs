@@ -46,9 +46,21 @@ pub enum Command {
 /// Flags of `nsdebug login-link`.
 #[derive(Debug, Args)]
 pub struct LoginLinkArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// How a client command reaches an agent and who it is there.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
     /// The agent's URL (e.g. through `kubectl port-forward`).
-    #[arg(long, env = "NSDEBUG_AGENT", default_value = "https://127.0.0.1:7443")]
-    pub agent: String,
+    #[arg(
+        long = "agent",
+        visible_alias = "agent-url",
+        env = "NSDEBUG_AGENT",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    pub url: String,
 
     /// Your Kubernetes bearer token.
     #[arg(

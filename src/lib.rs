@@ -25,6 +25,7 @@ pub mod inventory;
 pub mod login;
 pub mod metrics;
 pub mod oci;
+pub mod plugin;
 pub mod process;
 pub mod recording;
 pub mod resolve;

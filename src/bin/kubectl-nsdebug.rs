@@ -1,0 +1,20 @@
+//! `kubectl nsdebug`: the kubectl plugin of nsdebug (see `nsdebug::plugin`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = nsdebug::plugin::PluginCli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("kubectl-nsdebug: failed to start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(nsdebug::plugin::run(cli))
+}
