@@ -515,3 +515,58 @@ async fn namespace_files_path_for_kernels_without_pidfd_setns() {
     );
     pod.remove(&mut client).await;
 }
+
+#[tokio::test]
+async fn request_ids_reach_the_audit_trail() {
+    let (ns, mut client, pod) =
+        support::one_pod("run-reqid", "traced", vec![ContainerSpec::busybox("main")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let agent = Agent::start_on_testbed(&["--audit-log", audit_log.to_str().unwrap()]);
+    let url = format!("{}/v1/targets/{ns}/traced/run", agent.url);
+    let http = reqwest::Client::new();
+    // The caller's ID is kept...
+    let response = http
+        .post(&url)
+        .header("X-Request-Id", "runbook-42")
+        .json(&json!({"command": ["echo", "traced"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "runbook-42");
+    // ...and without one (or with a bad one) the agent makes one.
+    let response = http
+        .post(&url)
+        .header("X-Request-Id", "bad id with spaces")
+        .json(&json!({"command": ["echo", "made"]}))
+        .send()
+        .await
+        .unwrap();
+    let made = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+    let ids: Vec<String> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .map(|e| {
+            e["annotations"]["nsdebug.dev/request-id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["runbook-42".to_string(), made]);
+    // Errors carry one too.
+    let response = http
+        .get(format!("{}/v1/nothing", agent.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.headers().contains_key("x-request-id"));
+    pod.remove(&mut client).await;
+}

@@ -56,7 +56,9 @@ fn audit_login(
         &info.uri,
         json!({"apiGroup": "nsdebug.dev", "apiVersion": "v1", "resource": resource}),
     );
-    record.note("login", how);
+    record
+        .note("login", how)
+        .note("request-id", &info.request_id);
     state.audit.record(&record.event("ResponseComplete", code));
 }
 

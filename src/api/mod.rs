@@ -186,6 +186,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authenticate,
         ))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -350,6 +351,35 @@ pub struct RequestInfo {
     pub peer: Option<std::net::SocketAddr>,
     pub user_agent: String,
     pub uri: String,
+    /// The request's ID (`X-Request-Id`), carried into its audit events.
+    pub request_id: String,
+}
+
+/// A request's ID: the caller's `X-Request-Id` when it is a sane one (up to
+/// 128 visible ASCII characters), else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an ID and answers with it in `X-Request-Id`.
+async fn request_id(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestInfo {
@@ -371,6 +401,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestInfo {
                 .unwrap_or_default()
                 .to_string(),
             uri: parts.uri.to_string(),
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .map(|id| id.0.clone())
+                .unwrap_or_default(),
         })
     }
 }
@@ -393,6 +428,7 @@ async fn authorize_exec_audited(
         namespace,
         pod,
     );
+    record.note("request-id", &info.request_id);
     match state
         .auth
         .authorize_exec(user, namespace, pod, privileged)
