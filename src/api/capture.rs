@@ -142,32 +142,24 @@ async fn capture(
     wanted: TargetRef,
     mut spec: CaptureSpec,
 ) -> Result<Response, ApiError> {
-    // By pod: authorized before anything about the pod is revealed. By
-    // container ID: the pod is known only once the ID is resolved.
-    let mut audit = match &wanted {
-        TargetRef::Pod { namespace, pod, .. } => {
-            Some(super::authorize_exec_audited(&state, &user, &info, namespace, pod, false).await?)
-        }
-        TargetRef::ContainerId(_) => None,
-    };
-    let permit = state
-        .sessions
-        .acquire(&user.name, "capture", "privileged")?;
-    let target = state.resolver.resolve(&wanted).await?;
-    let mut audit = match audit.take() {
-        Some(record) => record,
-        None => {
-            super::authorize_exec_audited(
-                &state,
-                &user,
-                &info,
-                &target.namespace,
-                &target.pod,
-                false,
-            )
-            .await?
-        }
-    };
+    let super::ExecSession {
+        record: mut audit,
+        permit,
+        target,
+    } = super::start_exec_session(
+        &state,
+        &user,
+        &info,
+        &wanted,
+        super::SessionAsk {
+            kind: "capture",
+            profile: "privileged",
+            privileged: false,
+            note: &|_| {},
+            audit_refusals: false,
+        },
+    )
+    .await?;
     spec.description = format!(
         "network namespace of pod {}/{} (container {})",
         target.namespace, target.pod, target.container

@@ -148,46 +148,26 @@ async fn start(
     op: &'static str,
     path: &str,
 ) -> Result<Started, ApiError> {
-    let mut record = match wanted {
-        TargetRef::Pod { namespace, pod, .. } => {
-            Some(super::authorize_exec_audited(state, user, info, namespace, pod, false).await?)
-        }
-        TargetRef::ContainerId(_) => None,
-    };
-    if let Some(record) = &mut record {
-        record.note("file-op", op).note("file-path", path);
-    }
-    let resolved = async {
-        let permit = state.sessions.acquire(&user.name, "files", "container")?;
-        let target = state.resolver.resolve(wanted).await?;
-        Ok::<_, ApiError>((permit, target))
-    }
-    .await;
-    let (permit, target) = match resolved {
-        Ok(found) => found,
-        Err(err) => {
-            if let Some(record) = &mut record {
-                audit_failure(&state.audit, record, &err);
-            }
-            return Err(err);
-        }
-    };
-    let mut record = match record {
-        Some(record) => record,
-        None => {
-            let mut record = super::authorize_exec_audited(
-                state,
-                user,
-                info,
-                &target.namespace,
-                &target.pod,
-                false,
-            )
-            .await?;
-            record.note("file-op", op).note("file-path", path);
-            record
-        }
-    };
+    let super::ExecSession {
+        mut record,
+        permit,
+        target,
+    } = super::start_exec_session(
+        state,
+        user,
+        info,
+        wanted,
+        super::SessionAsk {
+            kind: "files",
+            profile: "container",
+            privileged: false,
+            note: &|record| {
+                record.note("file-op", op).note("file-path", path);
+            },
+            audit_refusals: true,
+        },
+    )
+    .await?;
     record
         .note("container", &target.container)
         .note("container-id", &target.container_id)

@@ -371,51 +371,27 @@ async fn answer(
     probe: Probe,
     limit: Duration,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
-    // By pod: authorized before anything about the pod is revealed. By
-    // container ID: the pod is known only once the ID is resolved.
-    let mut audit = match &wanted {
-        TargetRef::Pod { namespace, pod, .. } => {
-            Some(super::authorize_exec_audited(&state, &user, &info, namespace, pod, false).await?)
-        }
-        TargetRef::ContainerId(_) => None,
-    };
-    let found = match state.sessions.acquire(&user.name, "probe", "privileged") {
-        Ok(permit) => state
-            .resolver
-            .resolve(&wanted)
-            .await
-            .map(|target| (permit, target))
-            .map_err(ApiError::from),
-        Err(err) => Err(err.into()),
-    };
-    let (permit, target) = match found {
-        Ok(found) => found,
-        Err(err) => {
-            if let Some(record) = &mut audit {
-                record
-                    .note("diag", probe.kind())
-                    .note("error", err.message());
-                state
-                    .audit
-                    .record(&record.event("ResponseComplete", err.code().as_u16()));
-            }
-            return Err(err);
-        }
-    };
-    let mut audit = match audit {
-        Some(record) => record,
-        None => {
-            super::authorize_exec_audited(
-                &state,
-                &user,
-                &info,
-                &target.namespace,
-                &target.pod,
-                false,
-            )
-            .await?
-        }
-    };
+    let kind = probe.kind();
+    let super::ExecSession {
+        record: mut audit,
+        permit,
+        target,
+    } = super::start_exec_session(
+        &state,
+        &user,
+        &info,
+        &wanted,
+        super::SessionAsk {
+            kind: "probe",
+            profile: "privileged",
+            privileged: false,
+            note: &|record| {
+                record.note("diag", kind);
+            },
+            audit_refusals: true,
+        },
+    )
+    .await?;
     audit
         .note("container", &target.container)
         .note("container-id", &target.container_id)

@@ -211,34 +211,25 @@ async fn run(
         (None, None) => Vec::new(),
     };
 
-    let privileged = body.profile == Some(Profile::Privileged);
-    // By pod: authorized before anything about the pod is revealed. By
-    // container ID: the pod is known only once the ID is resolved.
-    let mut audit = match &wanted {
-        TargetRef::Pod { namespace, pod, .. } => Some(
-            super::authorize_exec_audited(&state, &user, &info, namespace, pod, privileged).await?,
-        ),
-        TargetRef::ContainerId(_) => None,
-    };
-    let permit =
-        state
-            .sessions
-            .acquire(&user.name, "run", body.profile.unwrap_or_default().as_str())?;
-    let target = state.resolver.resolve(&wanted).await?;
-    let mut audit = match audit.take() {
-        Some(record) => record,
-        None => {
-            super::authorize_exec_audited(
-                &state,
-                &user,
-                &info,
-                &target.namespace,
-                &target.pod,
-                privileged,
-            )
-            .await?
-        }
-    };
+    let profile = body.profile.unwrap_or_default();
+    let super::ExecSession {
+        record: mut audit,
+        permit,
+        target,
+    } = super::start_exec_session(
+        &state,
+        &user,
+        &info,
+        &wanted,
+        super::SessionAsk {
+            kind: "run",
+            profile: profile.as_str(),
+            privileged: profile == Profile::Privileged,
+            note: &|_| {},
+            audit_refusals: false,
+        },
+    )
+    .await?;
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,
