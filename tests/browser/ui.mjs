@@ -5,32 +5,14 @@
 // The namespace holds: shellpod (busybox, container "shell"), hello
 // (distroless, container "hello"), stopped (container "gone", exited).
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
+import { goto, launch } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 
-const require = createRequire(new URL("../../hack/web/package.json", import.meta.url));
-const { chromium } = require("playwright-core");
 const [url, ns, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 
-// Chromium aborts a load with ERR_NETWORK_CHANGED when an interface comes or
-// goes on the machine (another test's pod): such a load is simply tried again.
-async function goto(page, url) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await page.goto(url);
-    } catch (err) {
-      if (attempt >= 3 || !/ERR_NETWORK_CHANGED/.test(err.message)) throw err;
-    }
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const errors = [];
 const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 page.on("console", (msg) => { if (msg.type() === "error") errors.push(msg.text()); });
