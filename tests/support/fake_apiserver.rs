@@ -8,10 +8,15 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A user: bearer token, name, groups.
 #[derive(Clone)]
@@ -36,12 +41,15 @@ struct Tables {
     users: Vec<FakeUser>,
     rules: Vec<Rule>,
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
+    /// The cluster's pods, as `v1.Pod` JSON, for the plugin's lookups.
+    pods: Arc<Mutex<Vec<Value>>>,
 }
 
 pub struct FakeApiServer {
     pub url: String,
     pub kubeconfig: PathBuf,
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
+    pods: Arc<Mutex<Vec<Value>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,16 +89,12 @@ async fn access_review(State(t): State<Tables>, Json(review): Json<Value>) -> Js
         _ => attrs["resource"].as_str().unwrap_or_default().to_string(),
     };
     let namespace = attrs["namespace"].as_str().filter(|ns| !ns.is_empty());
-    let allowed = t.rules.iter().any(|rule| {
-        Some(rule.user) == spec["user"].as_str()
-            && rule.verb == attrs["verb"].as_str().unwrap_or_default()
-            && rule.resource == resource
-            && match (&rule.namespace, namespace) {
-                (None, _) => true,
-                (Some(want), Some(ns)) => want == ns,
-                (Some(_), None) => false,
-            }
-    });
+    let allowed = t.allows(
+        spec["user"].as_str().unwrap_or_default(),
+        attrs["verb"].as_str().unwrap_or_default(),
+        &resource,
+        namespace,
+    );
     Json(json!({
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
@@ -150,13 +154,377 @@ async fn create_event(
     (StatusCode::CREATED, Json(stored))
 }
 
+impl Tables {
+    /// Whether the rules let `user` do `verb` on `resource` in `namespace`
+    /// (`None`: cluster scope, all namespaces).
+    fn allows(&self, user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.user == user
+                && rule.verb == verb
+                && rule.resource == resource
+                && match (&rule.namespace, namespace) {
+                    (None, _) => true,
+                    (Some(want), Some(ns)) => want == ns,
+                    (Some(_), None) => false,
+                }
+        })
+    }
+
+    /// The caller of a request, from its bearer token, as the API server's
+    /// authentication does; a `401 Status` otherwise.
+    fn caller(&self, headers: &HeaderMap) -> Result<FakeUser, Refused> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        self.users
+            .iter()
+            .find(|u| u.token == token)
+            .cloned()
+            .ok_or_else(|| {
+                Refused(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Unauthorized".into(),
+                )
+            })
+    }
+
+    /// RBAC for a request, with the API server's own wording when refused.
+    fn authorize(
+        &self,
+        user: &FakeUser,
+        verb: &str,
+        resource: &str,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<(), Refused> {
+        if self.allows(user.name, verb, resource, namespace) {
+            return Ok(());
+        }
+        let (resource, sub) = match resource.split_once('/') {
+            Some((r, s)) => (r, format!(" subresource \"{s}\"")),
+            None => (resource, String::new()),
+        };
+        let what = match name {
+            Some(name) => format!("{resource} \"{name}\""),
+            None => resource.to_string(),
+        };
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let message = format!(
+            "{what} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\"{sub} in API group \"\" {scope}",
+            user.name
+        );
+        Err(Refused(StatusCode::FORBIDDEN, "Forbidden", message))
+    }
+
+    fn record(&self, kind: &str, value: Value) {
+        self.reviews.lock().unwrap().push((kind.into(), value));
+    }
+}
+
+/// A refusal of the API server's authentication or authorization.
+struct Refused(StatusCode, &'static str, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        status(self.0, self.1, &self.2)
+    }
+}
+
+/// A `v1.Status` answer.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        code,
+        Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16(),
+        })),
+    )
+        .into_response()
+}
+
+/// Whether a pod matches a label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
+/// comma-separated).
+fn labels_match(pod: &Value, selector: &str) -> bool {
+    let labels = &pod["metadata"]["labels"];
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .all(|term| {
+            if let Some((key, value)) = term.split_once("!=") {
+                labels[key.trim()].as_str() != Some(value.trim())
+            } else if let Some((key, value)) = term.split_once('=') {
+                let value = value.trim_start_matches('=');
+                labels[key.trim()].as_str() == Some(value.trim())
+            } else if let Some(key) = term.strip_prefix('!') {
+                labels[key.trim()].is_null()
+            } else {
+                !labels[term].is_null()
+            }
+        })
+}
+
+/// A pod's value of a field selector's field; `None` for one the API server
+/// does not support for pods.
+fn pod_field<'a>(pod: &'a Value, field: &str) -> Option<&'a str> {
+    let value = match field {
+        "metadata.name" => &pod["metadata"]["name"],
+        "metadata.namespace" => &pod["metadata"]["namespace"],
+        "spec.nodeName" => &pod["spec"]["nodeName"],
+        "status.phase" => &pod["status"]["phase"],
+        _ => return None,
+    };
+    Some(value.as_str().unwrap_or_default())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    #[serde(default)]
+    label_selector: String,
+    #[serde(default)]
+    field_selector: String,
+}
+
+async fn list_pods(
+    t: &Tables,
+    headers: &HeaderMap,
+    namespace: Option<&str>,
+    query: &ListQuery,
+) -> Response {
+    let user = match t.caller(headers) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = t.authorize(&user, "list", "pods", None, namespace) {
+        return refused.into_response();
+    }
+    let mut fields = Vec::new();
+    for term in query.field_selector.split(',').filter(|t| !t.is_empty()) {
+        let Some((field, value)) = term.split_once('=') else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid selector: '{term}'; can't understand '{term}'"),
+            );
+        };
+        let field = field.trim_end_matches('=');
+        if pod_field(&json!({}), field).is_none() {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("field label not supported: {field}"),
+            );
+        }
+        fields.push((field.to_string(), value.trim_start_matches('=').to_string()));
+    }
+    let items: Vec<Value> = t
+        .pods
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|pod| namespace.is_none_or(|ns| pod["metadata"]["namespace"] == ns))
+        .filter(|pod| labels_match(pod, &query.label_selector))
+        .filter(|pod| {
+            fields
+                .iter()
+                .all(|(field, value)| pod_field(pod, field) == Some(value.as_str()))
+        })
+        .cloned()
+        .collect();
+    t.record(
+        "PodList",
+        json!({"user": user.name, "namespace": namespace, "labelSelector": query.label_selector, "fieldSelector": query.field_selector}),
+    );
+    Json(json!({
+        "kind": "PodList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": "1"},
+        "items": items,
+    }))
+    .into_response()
+}
+
+async fn list_all_pods(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    list_pods(&t, &headers, None, &query).await
+}
+
+async fn list_namespace_pods(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path(namespace): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    list_pods(&t, &headers, Some(&namespace), &query).await
+}
+
+fn find_pod(t: &Tables, namespace: &str, name: &str) -> Option<Value> {
+    t.pods
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|pod| pod["metadata"]["namespace"] == namespace && pod["metadata"]["name"] == name)
+        .cloned()
+}
+
+async fn get_pod(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let user = match t.caller(&headers) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = t.authorize(&user, "get", "pods", Some(&name), Some(&namespace)) {
+        return refused.into_response();
+    }
+    match find_pod(&t, &namespace, &name) {
+        Some(pod) => Json(pod).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ForwardQuery {
+    ports: String,
+}
+
+/// `pods/portforward` over WebSocket (`v4.channel.k8s.io`), as the API
+/// server and kubelet serve it: each port has a data and an error channel
+/// (2i, 2i+1), each first carrying the port (u16, little-endian); the pod's
+/// port is dialled on the pod's loopback, which for the agent under test is
+/// this machine's.
+async fn port_forward(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ForwardQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let user = match t.caller(&headers) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = t.authorize(
+        &user,
+        "create",
+        "pods/portforward",
+        Some(&name),
+        Some(&namespace),
+    ) {
+        return refused.into_response();
+    }
+    if find_pod(&t, &namespace, &name).is_none() {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        );
+    }
+    let Ok(port) = query.ports.parse::<u16>() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("the fake forwards one port, not {:?}", query.ports),
+        );
+    };
+    t.record(
+        "PortForward",
+        json!({"user": user.name, "namespace": namespace, "pod": name, "port": port}),
+    );
+    upgrade
+        .protocols(["v4.channel.k8s.io"])
+        .on_upgrade(move |socket| forward(socket, name, port))
+}
+
+async fn forward(mut socket: WebSocket, pod: String, port: u16) {
+    let port_frame = |channel: u8| {
+        let mut frame = vec![channel];
+        frame.extend_from_slice(&port.to_le_bytes());
+        Message::Binary(frame.into())
+    };
+    if socket.send(port_frame(0)).await.is_err() || socket.send(port_frame(1)).await.is_err() {
+        return;
+    }
+    let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(tcp) => tcp,
+        Err(err) => {
+            // As Go words it.
+            let why = match err.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                _ => err.to_string(),
+            };
+            let message = format!(
+                "error forwarding port {port} to pod {pod}, uid : failed to execute portforward in network namespace: dial tcp4 127.0.0.1:{port}: connect: {why}"
+            );
+            let mut frame = vec![1u8];
+            frame.extend_from_slice(message.as_bytes());
+            let _ = socket.send(Message::Binary(frame.into())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let (mut ws_send, mut ws_receive) = socket.split();
+    let to_pod = async move {
+        while let Some(Ok(message)) = ws_receive.next().await {
+            match message {
+                Message::Binary(data)
+                    if data.len() > 1
+                        && data[0] == 0
+                        && tcp_write.write_all(&data[1..]).await.is_err() =>
+                {
+                    break;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = tcp_write.shutdown().await;
+    };
+    let from_pod = async move {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            match tcp_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push(0u8);
+                    frame.extend_from_slice(&buffer[..n]);
+                    if ws_send.send(Message::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = ws_send.send(Message::Close(None)).await;
+    };
+    tokio::join!(to_pod, from_pod);
+}
+
 impl FakeApiServer {
     pub async fn start(users: Vec<FakeUser>, rules: Vec<Rule>) -> Self {
         let reviews = Arc::new(Mutex::new(Vec::new()));
+        let pods = Arc::new(Mutex::new(Vec::new()));
         let tables = Tables {
             users,
             rules,
             reviews: reviews.clone(),
+            pods: pods.clone(),
         };
         let app = Router::new()
             .route(
@@ -168,6 +536,16 @@ impl FakeApiServer {
                 post(access_review),
             )
             .route("/api/v1/namespaces/{namespace}/events", post(create_event))
+            .route("/api/v1/pods", get(list_all_pods))
+            .route(
+                "/api/v1/namespaces/{namespace}/pods",
+                get(list_namespace_pods),
+            )
+            .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod))
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+                get(port_forward),
+            )
             .with_state(tables);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -185,8 +563,36 @@ impl FakeApiServer {
             url,
             kubeconfig,
             reviews,
+            pods,
             _dir: dir,
         }
+    }
+
+    /// Adds a pod (`v1.Pod` JSON) to the cluster.
+    pub fn add_pod(&self, pod: Value) {
+        self.pods.lock().unwrap().push(pod);
+    }
+
+    /// A kubeconfig in `dir` for `user` of this server, with `namespace` as
+    /// its context's namespace.
+    pub fn user_kubeconfig(
+        &self,
+        dir: &std::path::Path,
+        user: &FakeUser,
+        namespace: &str,
+    ) -> PathBuf {
+        let path = dir.join(format!("{}.kubeconfig", user.name));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: {name}\n    namespace: {namespace}\ncurrent-context: fake\n",
+                self.url,
+                name = user.name,
+                token = user.token,
+            ),
+        )
+        .unwrap();
+        path
     }
 
     /// The reviews (or `Event`s) of `kind` received so far.
