@@ -72,6 +72,11 @@ pub fn token(args: &AgentArgs) -> Result<String, ClientError> {
     if let Some(path) = &args.token_file {
         return Ok(read(path)?.trim().to_string());
     }
+    user_token(&kubeconfig_user(args)?)
+}
+
+/// The user of the kubeconfig's current (or `--context`) context.
+pub fn kubeconfig_user(args: &AgentArgs) -> Result<kube::config::AuthInfo, ClientError> {
     let config = match &args.kubeconfig {
         Some(path) => kube::config::Kubeconfig::read_from(path),
         None => kube::config::Kubeconfig::read(),
@@ -79,34 +84,102 @@ pub fn token(args: &AgentArgs) -> Result<String, ClientError> {
     .map_err(|err| ClientError::NoToken {
         why: format!("no kubeconfig: {err}"),
     })?;
-    let context = config
-        .current_context
+    let context_name = args
+        .context
         .as_deref()
-        .and_then(|name| config.contexts.iter().find(|c| c.name == name))
-        .and_then(|c| c.context.as_ref())
+        .or(config.current_context.as_deref())
         .ok_or_else(|| ClientError::NoToken {
             why: "the kubeconfig has no current context".into(),
         })?;
-    let user = config
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| ClientError::NoToken {
+            why: format!("the kubeconfig has no context {context_name:?}"),
+        })?;
+    config
         .auth_infos
         .iter()
         .find(|a| a.name == context.user.as_deref().unwrap_or_default())
-        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|a| a.auth_info.clone())
         .ok_or_else(|| ClientError::NoToken {
-            why: "the current context's user is not in the kubeconfig".into(),
-        })?;
+            why: "the context's user is not in the kubeconfig".into(),
+        })
+}
+
+/// A kubeconfig user's bearer token: `token`, `tokenFile`, or what its exec
+/// credential plugin prints (client certificates are no bearer token: the
+/// agent authenticates with TokenReview).
+pub fn user_token(user: &kube::config::AuthInfo) -> Result<String, ClientError> {
     if let Some(token) = &user.token {
         return Ok(token.expose_secret().trim().to_string());
     }
     if let Some(path) = &user.token_file {
         return Ok(read(Path::new(path))?.trim().to_string());
     }
-    let why = if user.exec.is_some() {
-        "the current user gets its token from an exec plugin".to_string()
+    if let Some(exec) = &user.exec {
+        return exec_credential(exec);
+    }
+    let why = if user.client_certificate.is_some() || user.client_certificate_data.is_some() {
+        "the kubeconfig user authenticates with a client certificate, which the agent cannot \
+         review; pass a token (e.g. --token \"$(kubectl create token SERVICEACCOUNT)\")"
     } else {
-        "the current user has neither".to_string()
+        "the kubeconfig user has no token, tokenFile or exec plugin"
     };
-    Err(ClientError::NoToken { why })
+    Err(ClientError::NoToken { why: why.into() })
+}
+
+/// Runs a kubeconfig exec credential plugin (the client.authentication.k8s.io
+/// protocol) and returns the token it prints.
+fn exec_credential(exec: &kube::config::ExecConfig) -> Result<String, ClientError> {
+    let no_token = |why: String| ClientError::NoToken { why };
+    let program = exec
+        .command
+        .as_deref()
+        .ok_or_else(|| no_token("the exec plugin has no command".into()))?;
+    let api_version = exec
+        .api_version
+        .as_deref()
+        .unwrap_or("client.authentication.k8s.io/v1");
+    let mut command = std::process::Command::new(program);
+    command.args(exec.args.iter().flatten());
+    for pair in exec.env.iter().flatten() {
+        if let (Some(name), Some(value)) = (pair.get("name"), pair.get("value")) {
+            command.env(name, value);
+        }
+    }
+    let info = serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "ExecCredential",
+        "spec": {"interactive": false},
+    });
+    command.env("KUBERNETES_EXEC_INFO", info.to_string());
+    command.stdin(std::process::Stdio::null());
+    command.stderr(std::process::Stdio::inherit());
+    let output = command
+        .output()
+        .map_err(|err| no_token(format!("cannot run the exec plugin {program:?}: {err}")))?;
+    if !output.status.success() {
+        return Err(no_token(format!(
+            "the exec plugin {program:?} failed ({})",
+            output.status
+        )));
+    }
+    let credential: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|err| {
+        no_token(format!(
+            "the exec plugin {program:?} printed no ExecCredential: {err}"
+        ))
+    })?;
+    credential["status"]["token"]
+        .as_str()
+        .map(|token| token.trim().to_string())
+        .ok_or_else(|| {
+            no_token(format!(
+                "the exec plugin {program:?} gave no token (a client certificate only?)"
+            ))
+        })
 }
 
 /// An HTTP client for the agent: its CA (or none checked), a deadline.
@@ -130,7 +203,7 @@ pub fn http_client(
         client = client.add_root_certificate(cert);
     }
     client.build().map_err(|source| ClientError::Request {
-        url: args.url.clone(),
+        url: args.url().to_string(),
         source,
     })
 }
@@ -139,9 +212,9 @@ pub fn http_client(
 pub async fn login_link(args: &AgentArgs) -> Result<LoginLink, ClientError> {
     let token = token(args)?;
     let client = http_client(args, Some(TIMEOUT))?;
-    let url = format!("{}/v1/login-links", args.url.trim_end_matches('/'));
+    let url = format!("{}/v1/login-links", args.url().trim_end_matches('/'));
     let request_error = |source| ClientError::Request {
-        url: args.url.clone(),
+        url: args.url().to_string(),
         source,
     };
     let response = client
@@ -164,7 +237,7 @@ pub async fn login_link(args: &AgentArgs) -> Result<LoginLink, ClientError> {
     })?;
     // The URL as the caller reaches the agent, whatever Host it saw.
     if let Some((_, fragment)) = link.url.split_once('#') {
-        link.url = format!("{}/#{fragment}", args.url.trim_end_matches('/'));
+        link.url = format!("{}/#{fragment}", args.url().trim_end_matches('/'));
     }
     Ok(link)
 }

@@ -39,7 +39,7 @@ pub enum Command {
         nsdebug login-link --insecure-skip-tls-verify            # token from your kubeconfig\n  \
         nsdebug login-link --agent https://127.0.0.1:7443 --token \"$(kubectl create token my-sa)\"\n\n\
         The token comes from --token, --token-file, $NSDEBUG_TOKEN, or the current kubeconfig user's \
-        token or tokenFile (exec-plugin users: pass --token).")]
+        token, tokenFile or exec credential plugin.")]
     LoginLink(LoginLinkArgs),
 }
 
@@ -53,14 +53,11 @@ pub struct LoginLinkArgs {
 /// How a client command reaches an agent and who it is there.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The agent's URL (e.g. through `kubectl port-forward`).
-    #[arg(
-        long = "agent",
-        visible_alias = "agent-url",
-        env = "NSDEBUG_AGENT",
-        default_value = "https://127.0.0.1:7443"
-    )]
-    pub url: String,
+    /// The agent's URL, e.g. through `kubectl port-forward` [default:
+    /// https://127.0.0.1:7443; `kubectl nsdebug` without it finds the agent
+    /// on the pod's node through the API server].
+    #[arg(long = "agent", visible_alias = "agent-url", env = "NSDEBUG_AGENT")]
+    pub url: Option<String>,
 
     /// Your Kubernetes bearer token.
     #[arg(
@@ -80,6 +77,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
     /// PEM file of the CA that signed the agent's certificate.
     #[arg(long, value_name = "PATH")]
     pub certificate_authority: Option<PathBuf>,
@@ -88,6 +89,16 @@ pub struct AgentArgs {
     /// self-signed). Only through a trusted tunnel such as port-forward.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+}
+
+/// Where `login-link` looks for an agent when not told.
+pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
+
+impl AgentArgs {
+    /// The agent's URL, or the port-forward default.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_AGENT_URL)
+    }
 }
 
 /// Flags of `nsdebug serve`.

@@ -16,5 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(nsdebug::plugin::run(cli))
+    let code = runtime.block_on(nsdebug::plugin::run(cli));
+    // A read of stdin may still be blocked on its thread; do not wait for it.
+    runtime.shutdown_background();
+    code
 }

@@ -1,20 +1,33 @@
 //! `kubectl nsdebug`: the agent from the command line, as a kubectl plugin
 //! (the `kubectl-nsdebug` binary of this crate).
 //!
-//! This first version talks to an agent the user reaches already
-//! (`--agent-url`, e.g. after `kubectl -n nsdebug port-forward`); finding the
-//! target pod's node and its agent, and port-forwarding through the API
-//! server in-process, are still to come. Exit codes: the command's own for
-//! `exec` (124 on the agent's timeout, 127/126 when it could not start), 1
-//! for a refusal or an error of the agent, 2 for usage errors.
+//! Two ways to reach an agent:
+//! - **through the cluster** (the default): the user's kubeconfig and
+//!   credentials (`kube`), the target pod's node, the agent pod on that node,
+//!   and a port-forward to it through the API server, in-process
+//!   ([`cluster`]);
+//! - **directly** with `--agent-url`, e.g. after `kubectl port-forward`, which
+//!   is also how the agent protocol is tested against a real agent here.
+//!
+//! Exit codes: the command's own for `exec` (124 on the agent's timeout,
+//! 127/126 when it could not start), 1 for a refusal or an error, 2 for
+//! usage errors.
+
+mod cluster;
+mod cp;
+mod interactive;
+mod kubeconfig;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+pub use cluster::AgentLookup;
+use cluster::{Cluster, Forward};
 
 use crate::client::{ClientError, http_client};
 use crate::config::AgentArgs;
@@ -25,18 +38,30 @@ use crate::config::AgentArgs;
     name = "kubectl-nsdebug",
     version,
     about = "Debug pods through the nsdebug agent on their node: run commands (even in distroless \
-             containers, with the agent's toolbox), read diagnostics, capture packets.",
-    after_help = "Examples:\n  \
-        kubectl -n nsdebug port-forward pod/nsdebug-x7k2p 7443 &\n  \
-        kubectl nsdebug --insecure-skip-tls-verify exec -n shop web -- ps\n  \
-        kubectl nsdebug exec -n shop hello --toolbox -- ss -tlnp\n  \
+             containers, with the agent's toolbox), open a shell or the web terminal, read \
+             diagnostics, capture packets, copy files.",
+    long_about = None,
+    after_help = "The agent is found through your kubeconfig: the pod's node, the nsdebug pod on \
+        that node, and a port-forward to it through the API server (you need `get pods` on the \
+        target, `list pods` and `create pods/portforward` in the agent's namespace, and the \
+        agent checks `create pods/exec` on the target). --agent-url talks to one agent directly.\n\n\
+        Examples:\n  \
+        kubectl nsdebug exec -n shop web -- ps\n  \
+        kubectl nsdebug exec -it -n shop web -- sh\n  \
+        kubectl nsdebug shell -n shop hello          # distroless: opens the agent's toolbox\n  \
+        kubectl nsdebug exec -l app=web -A -- cat /etc/resolv.conf   # every matching pod\n  \
         kubectl nsdebug diag -n shop web sockets\n  \
+        kubectl nsdebug diag -n shop web dns name=kubernetes.default\n  \
         kubectl nsdebug capture -n shop web -w trace.pcap --filter 'tcp port 80' --duration 10s\n  \
-        kubectl nsdebug ui"
+        kubectl nsdebug cp shop/web:/etc/nginx ./nginx-conf\n  \
+        kubectl nsdebug ui -n shop web                # web terminal in your browser\n  \
+        kubectl nsdebug kubeconfig --node worker-1 -o agent.kubeconfig"
 )]
 pub struct PluginCli {
     #[command(flatten)]
     pub agent: AgentArgs,
+    #[command(flatten)]
+    pub lookup: AgentLookup,
     #[command(subcommand)]
     pub command: PluginCommand,
 }
@@ -46,43 +71,116 @@ pub struct PluginCli {
 pub struct PodArgs {
     /// The pod.
     pub pod: String,
-    /// Its namespace.
-    #[arg(short, long, default_value = "default")]
-    pub namespace: String,
+    /// Its namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
     /// The container (needed when the pod has several and no default).
     #[arg(short, long)]
     pub container: Option<String>,
 }
 
+/// How a command runs in the container.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RunMode {
+    /// The agent's tools in the pod's namespaces, its files at /target.
+    #[arg(long, conflicts_with = "net_only")]
+    pub toolbox: bool,
+    /// Root with every capability (needs the node right).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Only the pod's network namespace, with the agent's files.
+    #[arg(long)]
+    pub net_only: bool,
+}
+
+/// Where `ui` and `kubeconfig` forward: a pod's node, or a node.
+#[derive(Debug, Args)]
+pub struct NodeTarget {
+    /// A pod whose node's agent to use.
+    #[arg(required_unless_present = "node", conflicts_with = "node")]
+    pub pod: Option<String>,
+    /// The pod's namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// A node whose agent to use.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The local port to forward from (default: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Run a command in a pod's container; its output streams, its exit code
-    /// is this command's.
+    /// Run a command in a pod's container (or, with -l, in every matching
+    /// pod at once). Its output streams and its exit code is this command's.
+    #[command(after_help = "Examples:\n  \
+        kubectl nsdebug exec -n shop web -- ss -tlnp\n  \
+        kubectl nsdebug exec -it -n shop web -c app -- sh\n  \
+        kubectl nsdebug exec -n shop hello --toolbox -- ip addr      # distroless\n  \
+        kubectl nsdebug exec -l app=web --all-namespaces -- wget -qO- localhost:8080/healthz\n\n\
+        With -l, each line is prefixed with [namespace/pod]; the exit code is 0 if every pod's \
+        command exited 0, else the highest exit code.")]
     Exec {
+        /// The pod (or -l for every pod a selector matches).
+        #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+        pod: Option<String>,
+        /// Its namespace (default: the kubeconfig context's).
+        #[arg(short, long, conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// The container (needed when the pod has several and no default).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Run in every pod this label selector matches, in parallel.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// With -l: pods of every namespace.
+        #[arg(short = 'A', long, requires = "selector")]
+        all_namespaces: bool,
+        /// With -l: how many pods at once.
+        #[arg(long, default_value_t = 16, requires = "selector", value_parser = clap::value_parser!(u16).range(1..=256))]
+        max_parallel: u16,
+        /// Pass stdin to the command.
+        #[arg(short = 'i', long, conflicts_with = "selector")]
+        stdin: bool,
+        /// Allocate a terminal (with -i: an interactive session).
+        #[arg(short = 't', long, conflicts_with = "selector")]
+        tty: bool,
         #[command(flatten)]
-        pod: PodArgs,
-        /// The agent's tools in the pod's namespaces, its files at /target.
-        #[arg(long, conflicts_with = "net_only")]
-        toolbox: bool,
-        /// Root with every capability (needs the node right).
-        #[arg(long)]
-        privileged: bool,
-        /// Only the pod's network namespace, with the agent's files.
-        #[arg(long)]
-        net_only: bool,
-        /// Killed after this long (the agent allows up to 1h).
+        mode: RunMode,
+        /// Killed after this long (the agent allows up to 1h); not for -i/-t.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// An interactive shell in a pod's container; in one without a shell
+    /// (distroless), the agent's toolbox with the container's files at
+    /// /target.
+    Shell {
+        #[command(flatten)]
+        pod: PodArgs,
+        #[command(flatten)]
+        mode: RunMode,
+    },
     /// A built-in diagnostic as JSON: processes, sockets, interfaces, routes,
-    /// cgroup, open-files, env, mounts.
+    /// cgroup, open-files, env, mounts; probes dns, tcp, http take
+    /// KEY=VALUE parameters.
+    #[command(after_help = "Examples:\n  \
+        kubectl nsdebug diag -n shop web sockets\n  \
+        kubectl nsdebug diag -n shop web env reveal=true\n  \
+        kubectl nsdebug diag -n shop web dns name=kubernetes.default.svc.cluster.local\n  \
+        kubectl nsdebug diag -n shop web tcp host=db port=5432\n  \
+        kubectl nsdebug diag -n shop web http url=http://localhost:8080/healthz")]
     Diag {
         #[command(flatten)]
         pod: PodArgs,
+        /// The view.
         view: String,
+        /// The view's parameters.
+        #[arg(value_name = "KEY=VALUE")]
+        params: Vec<String>,
     },
     /// Capture the pod's packets into a pcap file Wireshark and tshark read.
     Capture {
@@ -94,15 +192,59 @@ pub enum PluginCommand {
         /// A BPF filter, e.g. `tcp port 80`.
         #[arg(long)]
         filter: Option<String>,
+        /// How long to capture.
         #[arg(long, default_value = "30s")]
         duration: String,
     },
-    /// Print a one-time login link for the web UI.
-    Ui,
+    /// Copy a file or directory out of a container, or a file into one.
+    #[command(
+        after_help = "A remote path is [NAMESPACE/]POD:PATH, as for kubectl cp.\n\n\
+        Examples:\n  \
+        kubectl nsdebug cp shop/web:/etc/nginx/nginx.conf ./nginx.conf\n  \
+        kubectl nsdebug cp shop/web:/var/log/app ./app-logs      # a directory\n  \
+        kubectl nsdebug cp ./fix.conf shop/web:/tmp/fix.conf\n\n\
+        Files are read and written as the container's user. A download lands in a temporary \
+        name first and is renamed when complete."
+    )]
+    Cp {
+        /// `[NAMESPACE/]POD:PATH` or a local path.
+        source: String,
+        /// `[NAMESPACE/]POD:PATH` or a local path.
+        destination: String,
+        /// The container.
+        #[arg(short, long)]
+        container: Option<String>,
+    },
+    /// Forward to the agent and open the web terminal in your browser with a
+    /// one-time login link; runs until Ctrl-C.
+    Ui {
+        #[command(flatten)]
+        target: NodeTarget,
+        /// Print the link only; do not start a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Write a kubeconfig whose context points plain kubectl at the agent
+    /// (`kubectl get pods`, `exec`, `cp` against the node's agent), and
+    /// forward to it until Ctrl-C.
+    #[command(after_help = "Examples:\n  \
+        kubectl nsdebug kubeconfig --node worker-1 -o /tmp/agent.kubeconfig &\n  \
+        KUBECONFIG=/tmp/agent.kubeconfig kubectl get pods -A\n\n\
+        The context uses your own kubeconfig user (token, tokenFile or exec plugin), which the \
+        agent reviews with the API server; no secret is written. The agent's certificate is \
+        not verified (it is self-signed; the tunnel is the API server's) unless \
+        --certificate-authority is given.")]
+    Kubeconfig {
+        #[command(flatten)]
+        target: NodeTarget,
+        /// Where to write it.
+        #[arg(short = 'o', long, default_value = "nsdebug.kubeconfig")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PluginError {
+pub enum PluginError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("cannot reach the agent at {url}")]
@@ -111,32 +253,194 @@ enum PluginError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("cannot reach the agent through {via}: {why}")]
+    Forwarded { via: String, why: String },
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    Cluster(String),
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-fn pod_path(agent: &AgentArgs, pod: &PodArgs, tail: &str) -> String {
-    let mut url = format!(
-        "{}/v1/targets/{}/{}/{tail}",
-        agent.url.trim_end_matches('/'),
-        pod.namespace,
-        pod.pod
-    );
-    if let Some(container) = &pod.container {
-        url.push_str(if url.contains('?') { "&" } else { "?" });
-        url.push_str(&format!("container={container}"));
+/// An agent, reached: its URL, a client for it, the caller's token, and
+/// the forward that carries it (when through the cluster).
+pub struct Reached {
+    pub args: AgentArgs,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+    forward: Option<Forward>,
+}
+
+impl Reached {
+    fn base(&self) -> &str {
+        self.args.url().trim_end_matches('/')
     }
-    url
+
+    /// A request with the caller's token.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base()));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A transport error, explained by the forward's own when there is one.
+    pub fn request_error(&self, source: reqwest::Error) -> PluginError {
+        match &self.forward {
+            Some(forward) => PluginError::Forwarded {
+                via: forward.description().to_string(),
+                why: forward
+                    .last_error()
+                    .unwrap_or_else(|| crate::error_chain(&source)),
+            },
+            None => PluginError::Request {
+                url: self.args.url().to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Sends a request; a transport error is explained.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PluginError> {
+        request.send().await.map_err(|err| self.request_error(err))
+    }
+
+    /// Sends a request that must succeed; the agent's message otherwise.
+    pub async fn send_ok(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PluginError> {
+        let response = self.send(request).await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(refused(response).await)
+        }
+    }
+}
+
+/// How the plugin reaches agents: one given URL, or through the cluster.
+pub enum Route {
+    Direct(AgentArgs),
+    Cluster(Box<Cluster>, AgentArgs),
+}
+
+impl Route {
+    pub async fn new(cli: &PluginCli) -> Result<Self, PluginError> {
+        if cli.agent.url.is_some() {
+            return Ok(Route::Direct(cli.agent.clone()));
+        }
+        let cluster = Cluster::connect(&cli.agent, &cli.lookup).await?;
+        Ok(Route::Cluster(Box::new(cluster), cli.agent.clone()))
+    }
+
+    /// The namespace when none is given: the kubeconfig context's.
+    pub fn namespace(&self, given: Option<&str>) -> String {
+        match (given, self) {
+            (Some(ns), _) => ns.to_string(),
+            (None, Route::Cluster(cluster, _)) => cluster.namespace.clone(),
+            (None, Route::Direct(_)) => "default".to_string(),
+        }
+    }
+
+    /// The agent that serves `namespace/pod`.
+    pub async fn for_pod(&self, namespace: &str, pod: &str) -> Result<Reached, PluginError> {
+        match self {
+            Route::Direct(args) => direct(args),
+            Route::Cluster(cluster, args) => {
+                let pod = cluster.pod(namespace, pod).await?;
+                let agent = cluster.agent_for(&pod).await?;
+                forwarded(cluster, args, &agent, 0).await
+            }
+        }
+    }
+
+    /// The agent on `node`.
+    pub async fn for_node(&self, node: &str, port: u16) -> Result<Reached, PluginError> {
+        match self {
+            Route::Direct(args) => direct(args),
+            Route::Cluster(cluster, args) => {
+                let agent = cluster.agent_on(node).await?;
+                forwarded(cluster, args, &agent, port).await
+            }
+        }
+    }
+}
+
+fn direct(args: &AgentArgs) -> Result<Reached, PluginError> {
+    // An agent with `--auth none` takes no token; send one when there is.
+    let token = crate::client::token(args).ok();
+    Ok(Reached {
+        http: http_client(args, None)?,
+        args: args.clone(),
+        token,
+        forward: None,
+    })
+}
+
+async fn forwarded(
+    cluster: &Cluster,
+    args: &AgentArgs,
+    agent: &cluster::AgentPod,
+    port: u16,
+) -> Result<Reached, PluginError> {
+    // The agent reviews the caller's own bearer token.
+    let token = crate::client::token(args)?;
+    let forward = cluster.forward(agent, port).await?;
+    let mut args = args.clone();
+    args.url = Some(forward.url());
+    // The tunnel is the API server's and the kubelet's, authenticated end to
+    // end; the agent's default certificate is self-signed. Verify it only
+    // when told which CA signed it.
+    args.insecure_skip_tls_verify =
+        args.insecure_skip_tls_verify || args.certificate_authority.is_none();
+    Ok(Reached {
+        http: http_client(&args, None)?,
+        args,
+        token: Some(token),
+        forward: Some(forward),
+    })
+}
+
+/// The agent's path of a pod's resource, with the container when given.
+pub fn pod_path(namespace: &str, pod: &str, container: Option<&str>, tail: &str) -> String {
+    let mut path = format!("/v1/targets/{namespace}/{pod}/{tail}");
+    if let Some(container) = container {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .append_pair("container", container)
+                .finish(),
+        );
+    }
+    path
 }
 
 /// The agent's error message for a non-2xx answer.
-async fn refused(response: reqwest::Response) -> PluginError {
+pub async fn refused(response: reqwest::Response) -> PluginError {
     let code = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or_default();
     PluginError::Refused(format!(
@@ -157,59 +461,79 @@ pub async fn run(cli: PluginCli) -> ExitCode {
 }
 
 async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
-    let agent = &cli.agent;
-    // An agent with `--auth none` takes no token; send one when there is.
-    let token = crate::client::token(agent).ok();
-    let client = http_client(agent, None)?;
-    let authorized = |request: reqwest::RequestBuilder| match &token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
-    };
-    let request_error = |source| PluginError::Request {
-        url: agent.url.clone(),
-        source,
-    };
+    let route = Route::new(&cli).await?;
     match cli.command {
         PluginCommand::Exec {
             pod,
-            toolbox,
-            privileged,
-            net_only,
+            namespace,
+            container,
+            selector,
+            all_namespaces,
+            max_parallel,
+            stdin,
+            tty,
+            mode,
             timeout,
             command,
         } => {
-            let mut body = json!({
-                "command": command,
-                "toolbox": toolbox,
-                "profile": if privileged { "privileged" } else { "container" },
-                "timeoutSeconds": timeout.as_secs_f64(),
-            });
-            if net_only {
-                body["namespaces"] = json!(["net"]);
+            if let Some(selector) = selector {
+                let namespace = (!all_namespaces).then(|| route.namespace(namespace.as_deref()));
+                let fan = run::FanOut {
+                    selector: &selector,
+                    namespace: namespace.as_deref(),
+                    container: container.as_deref(),
+                    mode,
+                    timeout,
+                    command: &command,
+                    max_parallel: usize::from(max_parallel),
+                };
+                return run::fan_out(&route, fan).await;
             }
-            let url = pod_path(agent, &pod, "run");
-            let url = format!(
-                "{url}{}stream=true",
-                if url.contains('?') { "&" } else { "?" }
-            );
-            let response = authorized(client.post(&url).json(&body))
-                .send()
-                .await
-                .map_err(request_error)?;
-            if !response.status().is_success() {
-                return Err(refused(response).await);
+            let pod = pod.unwrap_or_default();
+            let namespace = route.namespace(namespace.as_deref());
+            let agent = route.for_pod(&namespace, &pod).await?;
+            let target = interactive::Target {
+                namespace: &namespace,
+                pod: &pod,
+                container: container.as_deref(),
+            };
+            if stdin || tty {
+                interactive::exec(&agent, &target, &command, mode, stdin, tty).await
+            } else {
+                let mut out = run::Plain;
+                run::exec(&agent, &target, &command, mode, timeout, &mut out).await
             }
-            stream_run(response).await
         }
-        PluginCommand::Diag { pod, view } => {
-            let response = authorized(client.get(pod_path(agent, &pod, &format!("diag/{view}"))))
-                .send()
-                .await
-                .map_err(request_error)?;
-            if !response.status().is_success() {
-                return Err(refused(response).await);
+        PluginCommand::Shell { pod, mode } => {
+            let namespace = route.namespace(pod.namespace.as_deref());
+            let agent = route.for_pod(&namespace, &pod.pod).await?;
+            let target = interactive::Target {
+                namespace: &namespace,
+                pod: &pod.pod,
+                container: pod.container.as_deref(),
+            };
+            interactive::shell(&agent, &target, mode).await
+        }
+        PluginCommand::Diag { pod, view, params } => {
+            let namespace = route.namespace(pod.namespace.as_deref());
+            let agent = route.for_pod(&namespace, &pod.pod).await?;
+            let mut query = Vec::new();
+            for param in &params {
+                let (key, value) = param
+                    .split_once('=')
+                    .ok_or_else(|| PluginError::Usage(format!("{param:?} is not KEY=VALUE")))?;
+                query.push((key.to_string(), value.to_string()));
             }
-            let body: Value = response.json().await.map_err(request_error)?;
+            let path = pod_path(
+                &namespace,
+                &pod.pod,
+                pod.container.as_deref(),
+                &format!("diag/{view}"),
+            );
+            let response = agent
+                .send_ok(agent.request(reqwest::Method::GET, &path).query(&query))
+                .await?;
+            let body: Value = response.json().await.map_err(|e| agent.request_error(e))?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&body).unwrap_or_default()
@@ -222,17 +546,16 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             filter,
             duration,
         } => {
+            let namespace = route.namespace(pod.namespace.as_deref());
+            let agent = route.for_pod(&namespace, &pod.pod).await?;
             let mut query: Vec<(&str, String)> = vec![("duration", duration)];
             if let Some(filter) = filter {
                 query.push(("filter", filter));
             }
-            let response = authorized(client.get(pod_path(agent, &pod, "capture")).query(&query))
-                .send()
-                .await
-                .map_err(request_error)?;
-            if !response.status().is_success() {
-                return Err(refused(response).await);
-            }
+            let path = pod_path(&namespace, &pod.pod, pod.container.as_deref(), "capture");
+            let mut response = agent
+                .send_ok(agent.request(reqwest::Method::GET, &path).query(&query))
+                .await?;
             let write_error = |source| PluginError::Write {
                 path: write.clone(),
                 source,
@@ -243,8 +566,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                 Box::new(std::fs::File::create(&write).map_err(write_error)?)
             };
             let mut bytes = 0usize;
-            let mut response = response;
-            while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| agent.request_error(e))? {
                 bytes += chunk.len();
                 out.write_all(&chunk).map_err(write_error)?;
             }
@@ -255,75 +577,91 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Ui => {
-            let link = crate::client::login_link(agent).await?;
+        PluginCommand::Cp {
+            source,
+            destination,
+            container,
+        } => cp::copy(&route, &source, &destination, container.as_deref()).await,
+        PluginCommand::Ui { target, no_browser } => {
+            let agent = node_target(&route, &target).await?;
+            let link = crate::client::login_link(&agent.args).await?;
+            announce(&agent);
             println!("{}", link.url);
             eprintln!(
-                "kubectl-nsdebug: open this one-time link (for {}, valid {}s)",
+                "kubectl-nsdebug: a one-time login link for {} (valid {}s)",
                 link.user, link.expires_in_seconds
             );
-            Ok(ExitCode::SUCCESS)
+            if !no_browser && let Err(err) = open::that_detached(&link.url) {
+                eprintln!(
+                    "kubectl-nsdebug: could not start a browser ({err}); open the link yourself"
+                );
+            }
+            hold(agent).await
+        }
+        PluginCommand::Kubeconfig { target, output } => {
+            let agent = node_target(&route, &target).await?;
+            let context = match (&route, &target.node, &target.pod) {
+                (_, Some(node), _) => format!("nsdebug-{node}"),
+                (_, None, Some(pod)) => format!("nsdebug-{pod}"),
+                _ => "nsdebug".to_string(),
+            };
+            let namespace = route.namespace(target.namespace.as_deref());
+            let user = kubeconfig::user(&cli.agent)?;
+            let config = kubeconfig::for_agent(&agent.args, user, &context, &namespace);
+            let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+            kubeconfig::write_private(&output, text.as_bytes())?;
+            eprintln!(
+                "kubectl-nsdebug: wrote {} (context {context}); in another terminal:\n  KUBECONFIG={} kubectl get pods -A",
+                output.display(),
+                output.display()
+            );
+            announce(&agent);
+            hold(agent).await
         }
     }
 }
 
-/// Prints a streamed run's output as it comes; its exit code is returned.
-async fn stream_run(mut response: reqwest::Response) -> Result<ExitCode, PluginError> {
-    let mut pending = Vec::new();
-    let mut code = 1;
-    let url = response.url().to_string();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|source| PluginError::Request {
-            url: url.clone(),
-            source,
-        })?
-    {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            let data = || -> Vec<u8> {
-                match (event["data"].as_str(), event["dataBase64"].as_str()) {
-                    (Some(text), _) => text.as_bytes().to_vec(),
-                    (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
+/// The agent `ui` and `kubeconfig` forward to.
+async fn node_target(route: &Route, target: &NodeTarget) -> Result<Reached, PluginError> {
+    match (&target.node, &target.pod) {
+        (Some(node), _) => route.for_node(node, target.port).await,
+        (None, Some(pod)) => {
+            let namespace = route.namespace(target.namespace.as_deref());
+            match route {
+                Route::Direct(args) => direct(args),
+                Route::Cluster(cluster, args) => {
+                    let pod = cluster.pod(&namespace, pod).await?;
+                    let agent = cluster.agent_for(&pod).await?;
+                    forwarded(cluster, args, &agent, target.port).await
                 }
-            };
-            match event["type"].as_str() {
-                Some("stdout") => {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(&data());
-                    let _ = out.flush();
-                }
-                Some("stderr") => {
-                    let _ = std::io::stderr().write_all(&data());
-                }
-                Some("exit") => {
-                    code = if event["timedOut"] == true {
-                        eprintln!("kubectl-nsdebug: the command timed out and was killed");
-                        124
-                    } else {
-                        event["exitCode"].as_i64().unwrap_or(1)
-                    };
-                }
-                Some("error") => {
-                    eprintln!(
-                        "kubectl-nsdebug: {}",
-                        event["message"]
-                            .as_str()
-                            .unwrap_or("the command could not start")
-                    );
-                    code = event["exitCode"].as_i64().unwrap_or(1);
-                }
-                _ => {}
             }
         }
+        (None, None) => Err(PluginError::Usage("name a pod or --node".into())),
     }
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Says where the forward listens.
+fn announce(agent: &Reached) {
+    if let Some(forward) = &agent.forward {
+        eprintln!(
+            "kubectl-nsdebug: forwarding {} to {}; Ctrl-C stops",
+            forward.url(),
+            forward.description()
+        );
+    }
+}
+
+/// Keeps a forward up until Ctrl-C or SIGTERM.
+async fn hold(agent: Reached) -> Result<ExitCode, PluginError> {
+    if agent.forward.is_none() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|err| PluginError::Cluster(format!("cannot wait for SIGTERM: {err}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(agent);
+    Ok(ExitCode::SUCCESS)
 }
