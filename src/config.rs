@@ -233,6 +233,17 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_SESSION_IDLE_TIMEOUT", value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
     pub session_idle_timeout: Duration,
 
+    /// Open client connections served at once; more wait in the kernel's
+    /// accept queue until one closes (each interactive session is one).
+    #[arg(long, env = "NSDEBUG_MAX_CONNECTIONS", value_name = "N", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A client must send a request's line and headers within this long
+    /// (TLS handshake included), or its connection is closed with 408;
+    /// slow or stalled clients cannot hold connections open.
+    #[arg(long, env = "NSDEBUG_REQUEST_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub request_header_timeout: Duration,
+
     /// Largest request body (run API) and WebSocket message accepted; larger
     /// ones get 413 or close the session.
     #[arg(long, env = "NSDEBUG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
@@ -397,6 +408,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Largest file downloaded (tar archives included) or uploaded.
     pub max_file_bytes: u64,
+    /// Client connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request head.
+    pub request_header_timeout: Duration,
 }
 
 impl Config {
@@ -476,6 +491,8 @@ impl Config {
                 session_idle_timeout: args.session_idle_timeout,
                 max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
                 max_file_bytes: args.max_file_bytes,
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                request_header_timeout: args.request_header_timeout,
             },
             pod_events: args.pod_events,
             recording: args
