@@ -204,6 +204,31 @@ fn is_public(method: &Method, path: &str) -> bool {
 /// hard cap below it); more gets 431.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 
+/// Why a request's path or query is not text once percent-decoded (every
+/// name, command and path the agent takes is UTF-8; a lossy decoding would
+/// run or open something the caller did not ask for).
+fn not_utf8(uri: &axum::http::Uri) -> Option<String> {
+    use percent_encoding::percent_decode_str;
+    if percent_decode_str(uri.path()).decode_utf8().is_err() {
+        return Some("the request path is not valid UTF-8 once percent-decoded".into());
+    }
+    let query = uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode_str(key).decode_utf8();
+        let value_ok = percent_decode_str(value).decode_utf8().is_ok();
+        match key {
+            Err(_) => {
+                Some("a query parameter's name is not valid UTF-8 once percent-decoded".into())
+            }
+            Ok(_) if value_ok => None,
+            Ok(key) => Some(format!(
+                "query parameter {key:?} is not valid UTF-8 once percent-decoded"
+            )),
+        }
+    })
+}
+
 /// Puts the caller's [`crate::auth::User`] on every request that needs one,
 /// or answers 401 (429 for an address that failed too often).
 async fn authenticate(
@@ -223,6 +248,9 @@ async fn authenticate(
             "the request line and headers are {head} bytes; the agent takes at most {MAX_HEAD_BYTES}"
         ))
         .into_response();
+    }
+    if let Some(message) = not_utf8(request.uri()) {
+        return ApiError::bad_request(message).into_response();
     }
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;

@@ -136,8 +136,32 @@ async fn run_in_container(
     .await
 }
 
-/// Validates a caller's argv: a program, and no NUL byte anywhere.
+/// Longest single argument Linux takes (`MAX_ARG_STRLEN`, with its NUL).
+const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Largest whole command line taken (arguments, their NULs and pointers):
+/// well inside `ARG_MAX` and the helper's request.
+const MAX_COMMAND_BYTES: usize = 512 * 1024;
+
+/// Validates a caller's argv: a program, no NUL byte anywhere, and a size
+/// `execve` takes.
 pub fn validate_command(command: &[String]) -> Result<(), ApiError> {
+    if let Some((index, arg)) = command
+        .iter()
+        .enumerate()
+        .find(|(_, arg)| arg.len() > MAX_ARG_BYTES)
+    {
+        return Err(ApiError::bad_request(format!(
+            "command[{index}] is {} bytes; Linux takes at most {MAX_ARG_BYTES} bytes in one argument",
+            arg.len()
+        )));
+    }
+    let total: usize = command.iter().map(|arg| arg.len() + 1 + 8).sum();
+    if total > MAX_COMMAND_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the command line is {total} bytes in {} arguments (counting their terminators and pointers); the agent takes at most {MAX_COMMAND_BYTES}",
+            command.len()
+        )));
+    }
     match command.first() {
         None => Err(ApiError::bad_request(
             "command is empty: name a program to run",
@@ -199,6 +223,16 @@ async fn run(
         return Err(ApiError::bad_request(
             "env names must be non-empty without '=' or NUL, values without NUL",
         ));
+    }
+    if let Some((name, value)) = body
+        .env
+        .iter()
+        .find(|(name, value)| name.len() + 1 + value.len() > MAX_ARG_BYTES)
+    {
+        return Err(ApiError::bad_request(format!(
+            "env {name} is {} bytes; Linux takes at most {MAX_ARG_BYTES} bytes in one variable",
+            name.len() + 1 + value.len()
+        )));
     }
     let stdin = match (&body.stdin, &body.stdin_base64) {
         (Some(_), Some(_)) => {

@@ -174,6 +174,13 @@ mod pool {
             None,
         )
         .map_err(|e| io_error("create the helper's control socket")(e.into()))?;
+        // A request is one packet, which must fit the sender's buffer (the
+        // default, about 208 KiB, is less than the largest request): forced
+        // past net.core.wmem_max when the agent may, else up to it.
+        let wanted = protocol::MAX_REQUEST + 64 * 1024;
+        if rustix::net::sockopt::set_socket_send_buffer_size_force(&control, wanted).is_err() {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&control, wanted);
+        }
         let process = tokio::process::Command::new("/proc/self/exe")
             .arg(HELPER_ARG)
             .stdin(std::process::Stdio::from(helper_end))
