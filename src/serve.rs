@@ -21,6 +21,7 @@ use crate::config::{AuthMode, Config};
 use crate::cri::{self, CriClient, CriError};
 use crate::inventory::Inventory;
 use crate::process::ProcRoot;
+use crate::write_deadline::WriteDeadline;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +236,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         };
         let app = app.clone();
         let tls = tls.clone();
+        let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, config.limits.client_timeout);
         connections.spawn(async move {
-            let _ = stream.set_nodelay(true);
             match tls {
                 Some(tls) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {

@@ -327,6 +327,65 @@ async fn a_client_reset_kills_the_command_and_frees_the_session() {
     pod.remove(&mut client).await;
 }
 
+/// A client that neither reads nor writes but keeps its socket open is
+/// dropped after `--client-timeout`: a silent exec session because it answers
+/// no ping, one with output because it takes none, and a streamed run with
+/// output for the same reason. A client that keeps reading stays.
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_client_timeout() {
+    let (ns, mut client, pod) = support::one_pod(
+        "faults-halfopen",
+        "box",
+        vec![ContainerSpec::busybox("shell")],
+    )
+    .await;
+    let agent = Agent::start_on_testbed(&["--client-timeout", "2s"]);
+    let opened = Instant::now();
+    let silent = ["sleep", "8301"];
+    let noisy = ["yes", "8302"];
+    let noisy_run = ["yes", "8303"];
+    let polite = ["sleep", "8304"];
+    let _silent_socket = open_exec(&agent, &ns, "box", &silent, true).await;
+    let _noisy_socket = open_exec(&agent, &ns, "box", &noisy, false).await;
+    let _noisy_stream = raw_run_stream(&agent, &ns, "box", &noisy_run).await;
+    let mut polite_socket = open_exec(&agent, &ns, "box", &polite, true).await;
+    let dropped = [
+        session_processes(&agent, &silent).await,
+        session_processes(&agent, &noisy).await,
+        session_processes(&agent, &noisy_run).await,
+    ];
+    let polite_processes = session_processes(&agent, &polite).await;
+
+    // The polite client reads (and so answers pings) meanwhile.
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = polite_socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+        polite_socket
+    });
+    assert_sessions_over(&agent, "the silent clients to be dropped", &dropped, 1.0).await;
+    // Past three timeouts, the reading client's session is alive.
+    let three_timeouts = opened + Duration::from_secs(6);
+    tokio::time::sleep_until(three_timeouts.into()).await;
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", polite_processes.command)).exists(),
+        "a client answering pings is kept"
+    );
+    assert_eq!(sessions_active(&agent).await, 1.0);
+    assert!(!reader.is_finished(), "the polite session is open");
+    reader.abort();
+    assert_sessions_over(
+        &agent,
+        "the polite session to end",
+        &[polite_processes],
+        0.0,
+    )
+    .await;
+    pod.remove(&mut client).await;
+}
+
 /// The agent's resident memory (`VmRSS`), in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
