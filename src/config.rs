@@ -244,6 +244,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_REQUEST_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub request_header_timeout: Duration,
 
+    /// A client that takes none of the data written to it for this long (its
+    /// connection's writes stall), or a WebSocket client that answers no ping
+    /// for this long, is dropped and its command killed.
+    #[arg(long, env = "NSDEBUG_CLIENT_TIMEOUT", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+
     /// Largest request body (run API) and WebSocket message accepted; larger
     /// ones get 413 or close the session.
     #[arg(long, env = "NSDEBUG_MAX_REQUEST_BYTES", value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
@@ -405,6 +411,8 @@ pub struct Limits {
     pub max_sessions_per_user: usize,
     pub max_session_duration: Duration,
     pub session_idle_timeout: Duration,
+    /// How long a client may take no data, or a WebSocket leave a ping unanswered.
+    pub client_timeout: Duration,
     pub max_request_bytes: usize,
     /// Largest file downloaded (tar archives included) or uploaded.
     pub max_file_bytes: u64,
@@ -489,6 +497,7 @@ impl Config {
                 max_sessions_per_user: usize::from(args.max_sessions_per_user),
                 max_session_duration: args.max_session_duration,
                 session_idle_timeout: args.session_idle_timeout,
+                client_timeout: args.client_timeout,
                 max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
                 max_file_bytes: args.max_file_bytes,
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),

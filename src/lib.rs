@@ -32,6 +32,7 @@ pub mod resolve;
 pub mod serve;
 pub mod session;
 pub mod tls;
+pub mod write_deadline;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how every
 /// error is printed at the edge (logs, HTTP messages, the exit line).

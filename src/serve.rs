@@ -21,6 +21,7 @@ use crate::config::{AuthMode, Config};
 use crate::cri::{self, CriClient, CriError};
 use crate::inventory::Inventory;
 use crate::process::ProcRoot;
+use crate::write_deadline::WriteDeadline;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +211,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             // Probes and scrapes: a few at a time.
             slots: Arc::new(tokio::sync::Semaphore::new(HEALTH_CONNECTIONS)),
             header_timeout: config.limits.request_header_timeout,
+            client_timeout: config.limits.client_timeout,
             connections: TaskTracker::new(),
         };
         let stop = cancel.clone();
@@ -229,6 +231,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         // out of descriptors or memory.
         slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
         header_timeout: config.limits.request_header_timeout,
+        client_timeout: config.limits.client_timeout,
         connections: connections.clone(),
     };
     served.accept_until(listener, shutdown).await;
@@ -271,6 +274,8 @@ struct Served {
     tls: Option<TlsAcceptor>,
     slots: Arc<tokio::sync::Semaphore>,
     header_timeout: Duration,
+    /// Writes that make no progress for this long end the connection.
+    client_timeout: Duration,
     connections: TaskTracker,
 }
 
@@ -308,9 +313,11 @@ impl Served {
             let app = self.app.clone();
             let tls = self.tls.clone();
             let header_timeout = self.header_timeout;
+            let _ = stream.set_nodelay(true);
+            // Under TLS too: a client that stops reading stalls the socket.
+            let stream = WriteDeadline::new(stream, self.client_timeout);
             self.connections.spawn(async move {
                 let _slot = slot;
-                let _ = stream.set_nodelay(true);
                 match tls {
                     Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream))
                         .await

@@ -35,7 +35,8 @@ fn status_body(answer: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_get_408_and_cannot_crowd_out_others() {
-    let agent = Agent::start_on_testbed(&["--request-header-timeout", "1s", "--max-connections", "20"]);
+    let agent =
+        Agent::start_on_testbed(&["--request-header-timeout", "1s", "--max-connections", "20"]);
     let address = addr(&agent);
     // Three times as many slow clients as connection slots, each stuck in
     // the middle of its request head.

@@ -601,8 +601,24 @@ async fn session(
     let mut shutting_down = false;
     let timer = tokio::time::sleep_until(closes_at.min(opened + limits.session_idle_timeout));
     tokio::pin!(timer);
+    // A client that stops reading answers no ping: once nothing at all came
+    // back for the client timeout, it is gone (its writes stalling are the
+    // connection's deadline, `write_deadline`).
+    let mut heard_at = opened;
+    let mut keepalive = tokio::time::interval_at(
+        opened + limits.client_timeout / 3,
+        limits.client_timeout / 3,
+    );
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if heard_at.elapsed() >= limits.client_timeout {
+                    trail.outcome = "client unresponsive".into();
+                    return;
+                }
+                if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() { return }
+            },
             // SIGTERM: say so now, and end before the agent does.
             () = draining.cancelled(), if !shutting_down => {
                 shutting_down = true;
@@ -658,6 +674,7 @@ async fn session(
             },
             incoming = ws_rx.next() => match incoming {
                 Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
+                    heard_at = tokio::time::Instant::now();
                     let Some((channel, data)) = framing.parse(message) else {
                         let _ = ws_tx.send(Message::Close(Some(CloseFrame {
                             code: close_code::PROTOCOL,
@@ -687,7 +704,7 @@ async fn session(
                         _ => {}
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard_at = tokio::time::Instant::now(),
                 // The client closed or vanished: dropping `entered` kills the command.
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
             },

@@ -122,4 +122,49 @@ mod tests {
         child.wait().unwrap();
         assert!(has_exited(&pidfd));
     }
+
+    /// Starts `sleep 60` with PID `pid` (free now): `ns_last_pid` (`proc(5)`,
+    /// root only) is set to the PID before and a child forked; any other
+    /// process forking meanwhile takes it first, so this retries.
+    fn sleep_with_pid(pid: u32) -> std::process::Child {
+        for _ in 0..2000 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+            let mut child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            if child.id() == pid {
+                return child;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        panic!("PID {pid} was always taken first");
+    }
+
+    #[test]
+    fn a_pid_reused_by_another_process_is_refused() {
+        let mut original = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let resolved = ProcRoot::new("/proc").identity(original.id()).unwrap();
+        let resolved = ContainerProcess {
+            pid: resolved.pid,
+            start_time: resolved.start_time,
+            container_id: String::new(),
+        };
+        // Start times count clock ticks (1/100 s): the impostor must start in
+        // a later one, as it would after a container's init that ran at all.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        original.kill().unwrap();
+        original.wait().unwrap();
+        let mut impostor = sleep_with_pid(resolved.pid);
+        assert!(
+            matches!(pin(&resolved), Err(PinError::Recycled { pid }) if pid == resolved.pid),
+            "the impostor with the same PID was pinned"
+        );
+        impostor.kill().unwrap();
+        impostor.wait().unwrap();
+    }
 }
