@@ -271,6 +271,9 @@ fn every_value_set() -> Value {
             "sessionIdleTimeout": "10m",
             "maxRequestBytes": "2MiB",
             "maxFileBytes": 104857600,
+            "maxConnections": 512,
+            "requestHeaderTimeout": "5s",
+            "clientTimeout": "10m",
         },
         "podEvents": false,
         "logFormat": "json",
@@ -315,6 +318,14 @@ fn chart_values_become_the_agents_settings() {
             2 << 20,
             100 << 20,
         )
+    );
+    assert_eq!(
+        (
+            limits.max_connections,
+            limits.request_header_timeout,
+            limits.client_timeout,
+        ),
+        (512, Duration::from_secs(5), Duration::from_secs(600))
     );
     assert_eq!(config.shutdown_grace, Duration::from_secs(20));
     assert_eq!(pod.termination_grace_period_seconds, Some(45));

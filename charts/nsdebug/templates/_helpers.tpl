@@ -80,6 +80,9 @@ their own port, the host's / under /host (CRI sockets), audit on stdout.
 {{- include "nsdebug.flag" (list "session-idle-timeout" .Values.limits.sessionIdleTimeout) }}
 {{- include "nsdebug.flag" (list "max-request-bytes" .Values.limits.maxRequestBytes) }}
 {{- include "nsdebug.flag" (list "max-file-bytes" .Values.limits.maxFileBytes) }}
+{{- include "nsdebug.flag" (list "max-connections" .Values.limits.maxConnections) }}
+{{- include "nsdebug.flag" (list "request-header-timeout" .Values.limits.requestHeaderTimeout) }}
+{{- include "nsdebug.flag" (list "client-timeout" .Values.limits.clientTimeout) }}
 {{- include "nsdebug.flag" (list "pod-events" .Values.podEvents) }}
 {{- include "nsdebug.flag" (list "log-format" .Values.logFormat) }}
 {{- with .Values.shutdownGraceSeconds }}
