@@ -177,7 +177,7 @@ async fn sessions(agent: &support::Agent, n: usize) {
     );
     let helpers_kb: u64 = children_rss(pid);
     println!(
-        "helper processes' RSS in all: {:.1} MiB ({:.0} KiB each)",
+        "helper processes' PSS in all: {:.1} MiB ({:.0} KiB each)",
         helpers_kb as f64 / 1024.0,
         helpers_kb as f64 / busy.children.max(1) as f64
     );
@@ -226,7 +226,7 @@ async fn sessions(agent: &support::Agent, n: usize) {
     show("after closing them all", footprint(pid));
 }
 
-/// The summed RSS of a process's children (KiB).
+/// The summed proportional set size of a process's children (KiB).
 fn children_rss(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
@@ -238,7 +238,16 @@ fn children_rss(pid: u32) -> u64 {
                 .filter_map(|p| p.parse::<u32>().ok())
                 .collect::<Vec<_>>()
         })
-        .map(|child| status_kb(child, "VmRSS:"))
+        .map(|child| {
+            // Proportional: the helper's pages shared with the agent binary
+            // and the other helpers count once in all.
+            std::fs::read_to_string(format!("/proc/{child}/smaps_rollup"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
         .sum()
 }
 
@@ -270,7 +279,8 @@ async fn oneshot(agent: &support::Agent, rate: u64, seconds: u64) {
                     let code = response.status().as_u16();
                     let body = response.bytes().await.unwrap_or_default();
                     if code == 200 {
-                        assert!(body.windows(3).any(|w| w == b"hi\n"));
+                        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        assert_eq!(body["stdout"], "hi\n", "{body}");
                     }
                     code
                 }

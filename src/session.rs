@@ -196,6 +196,42 @@ pub async fn run_once(
     })
 }
 
+/// Output still taken after `stop`, at most: what a command left running
+/// (holding its pipe open and writing) cannot hold the session.
+const AFTER_STOP_BYTES: usize = 4 << 20;
+
+/// One read of a command's output: the byte count, or `None` at its end.
+/// `stop` (the command ended a while ago) ends reading only once nothing
+/// can be read right away, so what the command wrote before it ended is
+/// never dropped however late this task runs (a busy agent can take longer
+/// than the drain to get here); after it, `after_stop` bytes at most.
+pub async fn read_or_stop(
+    read: impl std::future::Future<Output = std::io::Result<usize>>,
+    stop: &CancellationToken,
+    after_stop: &mut usize,
+) -> Option<usize> {
+    let n = tokio::select! {
+        biased;
+        read = read => match read {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        },
+        () = stop.cancelled() => return None,
+    };
+    if stop.is_cancelled() {
+        if *after_stop == 0 {
+            return None;
+        }
+        *after_stop = after_stop.saturating_sub(n);
+    }
+    Some(n)
+}
+
+/// A budget for [`read_or_stop`].
+pub fn after_stop_budget() -> usize {
+    AFTER_STOP_BYTES
+}
+
 /// Reads `reader` to its end (or until `stop`), keeping at most `limit` bytes.
 async fn capture(
     mut reader: impl AsyncRead + Unpin,
@@ -204,13 +240,10 @@ async fn capture(
 ) -> Captured {
     let mut captured = Captured::default();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut budget = AFTER_STOP_BYTES;
     loop {
-        let n = tokio::select! {
-            read = reader.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            },
-            _ = stop.cancelled() => break,
+        let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await else {
+            break;
         };
         let room = limit.saturating_sub(captured.bytes.len());
         if n > room {
@@ -243,24 +276,27 @@ pub async fn run_streaming(
     let started = Instant::now();
     let (mut entered, stdout, stderr, _feeder) = start_with_input(request, stdin).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let stop = CancellationToken::new();
     let forward = |mut reader: Receiver,
                    stdout: bool,
-                   tx: tokio::sync::mpsc::Sender<StreamEvent>| async move {
+                   tx: tokio::sync::mpsc::Sender<StreamEvent>,
+                   stop: CancellationToken| async move {
         let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = reader.read(&mut buf).await {
+        let mut budget = AFTER_STOP_BYTES;
+        while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
             let chunk = buf[..n].to_vec();
             let event = if stdout {
                 StreamEvent::Stdout(chunk)
             } else {
                 StreamEvent::Stderr(chunk)
             };
-            if n == 0 || tx.send(event).await.is_err() {
+            if tx.send(event).await.is_err() {
                 return;
             }
         }
     };
-    let out = tokio::spawn(forward(stdout, true, tx.clone()));
-    let err = tokio::spawn(forward(stderr, false, tx.clone()));
+    let out = tokio::spawn(forward(stdout, true, tx.clone(), stop.clone()));
+    let err = tokio::spawn(forward(stderr, false, tx.clone(), stop.clone()));
     tokio::spawn(async move {
         let exit = tokio::select! {
             result = tokio::time::timeout(timeout, entered.wait()) => match result {
@@ -271,11 +307,16 @@ pub async fn run_streaming(
             _ = tx.closed() => return,
         };
         drop(entered);
-        let _ = tokio::time::timeout(DRAIN, async {
-            let _ = out.await;
-            let _ = err.await;
-        })
-        .await;
+        // Output the command wrote comes first, however late it is read;
+        // after the drain only what is ready right away.
+        let drain_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(DRAIN).await;
+            drain_stop.cancel();
+        });
+        let _ = out.await;
+        let _ = err.await;
+        stop.cancel();
         let _ = tx
             .send(StreamEvent::Exit {
                 exit,
@@ -284,4 +325,54 @@ pub async fn run_streaming(
             .await;
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under load the reading task can first run after the drain has
+    /// already ended: what the command wrote must still all be taken.
+    #[tokio::test]
+    async fn output_written_before_the_end_is_kept_however_late_it_is_read() {
+        for _ in 0..200 {
+            let stop = CancellationToken::new();
+            stop.cancel();
+            let written: &[u8] = b"hi\n";
+            let captured = capture(written, 1024, stop).await;
+            assert_eq!(captured.bytes, b"hi\n");
+        }
+    }
+
+    /// A writer left behind (endless output after the end) is cut off after
+    /// the budget, not followed forever.
+    #[tokio::test]
+    async fn an_endless_writer_after_the_end_is_cut_off() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let endless = tokio::io::repeat(b'y');
+        let captured = capture(endless, 1024, stop).await;
+        assert_eq!(captured.bytes.len(), 1024);
+        assert!(captured.truncated);
+    }
+
+    /// Without `stop`, a read waits for data; once `stop` fires, a reader
+    /// with nothing ready ends.
+    #[tokio::test]
+    async fn stop_ends_a_reader_with_nothing_ready() {
+        let (_writer, mut reader) = tokio::io::duplex(64);
+        let stop = CancellationToken::new();
+        let mut budget = AFTER_STOP_BYTES;
+        let mut buf = [0u8; 16];
+        let read = read_or_stop(reader.read(&mut buf), &stop, &mut budget);
+        tokio::pin!(read);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut read)
+                .await
+                .is_err(),
+            "a read with nothing to read waits"
+        );
+        stop.cancel();
+        assert_eq!(read.await, None);
+    }
 }

@@ -26,6 +26,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState};
 use crate::audit::SessionTrail;
@@ -34,6 +35,7 @@ use crate::enter::{
 };
 use crate::recording::Recording;
 use crate::resolve::TargetRef;
+use crate::session::read_or_stop;
 
 /// How long output is still forwarded after the command exits, for what its
 /// background children (which may keep stdout open) already wrote.
@@ -436,11 +438,13 @@ async fn pump(
     channel: u8,
     framing: Framing,
     out: mpsc::Sender<Message>,
+    stop: CancellationToken,
 ) {
+    let mut budget = crate::session::after_stop_budget();
     if framing.base64 {
         let mut buf = vec![0u8; CHUNK];
-        while let Ok(n) = reader.read(&mut buf).await {
-            if n == 0 || out.send(framing.frame(channel, &buf[..n])).await.is_err() {
+        while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
+            if out.send(framing.frame(channel, &buf[..n])).await.is_err() {
                 return;
             }
         }
@@ -450,13 +454,14 @@ async fn pump(
     loop {
         let mut frame = Vec::with_capacity(CHUNK + 1);
         frame.push(channel);
-        match reader.read_buf(&mut frame).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if out.send(Message::Binary(Bytes::from(frame))).await.is_err() {
-                    return;
-                }
-            }
+        if read_or_stop(reader.read_buf(&mut frame), &stop, &mut budget)
+            .await
+            .is_none()
+        {
+            return;
+        }
+        if out.send(Message::Binary(Bytes::from(frame))).await.is_err() {
+            return;
         }
     }
 }
@@ -522,6 +527,10 @@ async fn session(
     }
 
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(8);
+    // Fired a drain after the command ends: output then stops once nothing
+    // is ready right away (a background child may hold the pipes open).
+    let stop = CancellationToken::new();
+    let _stop_on_return = stop.clone().drop_guard();
     let (in_tx, mut in_rx) = mpsc::channel::<Input>(8);
     let mut pty = None;
     match entered.io.take() {
@@ -531,10 +540,10 @@ async fn session(
             stderr,
         }) => {
             if options.stdout {
-                tokio::spawn(pump(stdout, STDOUT, framing, out_tx.clone()));
+                tokio::spawn(pump(stdout, STDOUT, framing, out_tx.clone(), stop.clone()));
             }
             if options.stderr {
-                tokio::spawn(pump(stderr, STDERR, framing, out_tx.clone()));
+                tokio::spawn(pump(stderr, STDERR, framing, out_tx.clone(), stop.clone()));
             }
             let mut stdin = stdin.filter(|_| options.stdin);
             tokio::spawn(async move {
@@ -556,12 +565,11 @@ async fn session(
             let reader = terminal.clone();
             let out = out_tx.clone();
             let recording = recording.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; CHUNK];
-                while let Ok(n) = reader.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
+                let mut budget = crate::session::after_stop_budget();
+                while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
                     if let Some(recording) = &recording {
                         recording.output(&buf[..n]);
                     }
@@ -712,7 +720,7 @@ async fn session(
                 exit = Some(result);
                 drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
             },
-            _ = &mut drain, if exit.is_some() => outputs_open = false,
+            _ = &mut drain, if exit.is_some() && !stop.is_cancelled() => stop.cancel(),
         }
         if let Some(result) = &exit
             && !outputs_open
