@@ -47,7 +47,7 @@ const VIEWS: &[(&str, bool)] = &[
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DiagQuery {
+pub(super) struct DiagQuery {
     container: Option<String>,
     /// A process by its PID inside the container (open-files, env, mounts).
     pid: Option<u32>,
@@ -90,7 +90,7 @@ async fn in_container(
     answer(&state, record, target, &view, &q).await
 }
 
-fn needs_exec(view: &str) -> Result<bool, ApiError> {
+pub(super) fn needs_exec(view: &str) -> Result<bool, ApiError> {
     VIEWS
         .iter()
         .find(|(name, _)| *name == view)

@@ -58,7 +58,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The subprotocols served, most preferred first.
-const PROTOCOLS: &[&str] = &[
+pub(super) const PROTOCOLS: &[&str] = &[
     "v5.channel.k8s.io",
     "v4.channel.k8s.io",
     "v4.base64.channel.k8s.io",
@@ -68,9 +68,9 @@ const PROTOCOLS: &[&str] = &[
 
 /// The negotiated protocol's framing.
 #[derive(Debug, Clone, Copy)]
-struct Framing {
+pub(super) struct Framing {
     /// Text frames with an ASCII channel digit and base64 data.
-    base64: bool,
+    pub(super) base64: bool,
     /// The status frame is a JSON `v1.Status` (v4, v5).
     structured_status: bool,
     /// The client may half-close stdin (v5).
@@ -78,7 +78,7 @@ struct Framing {
 }
 
 impl Framing {
-    fn of(protocol: &str) -> Self {
+    pub(super) fn of(protocol: &str) -> Self {
         Self {
             base64: protocol.contains("base64"),
             structured_status: protocol.starts_with("v4.") || protocol.starts_with("v5."),
@@ -86,7 +86,7 @@ impl Framing {
         }
     }
 
-    fn frame(self, channel: u8, data: &[u8]) -> Message {
+    pub(super) fn frame(self, channel: u8, data: &[u8]) -> Message {
         if self.base64 {
             let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
             text.push(char::from(b'0' + channel));
@@ -101,7 +101,7 @@ impl Framing {
     }
 
     /// A client frame as (channel, data); `None` for a malformed one.
-    fn parse(self, message: Message) -> Option<(u8, Vec<u8>)> {
+    pub(super) fn parse(self, message: Message) -> Option<(u8, Vec<u8>)> {
         match message {
             Message::Binary(bytes) => {
                 let (&channel, data) = bytes.split_first()?;
@@ -119,16 +119,16 @@ impl Framing {
 
 /// The query of an exec request.
 #[derive(Debug, Default)]
-struct ExecOptions {
-    command: Vec<String>,
-    container: Option<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-    namespaces: Option<Vec<String>>,
-    profile: Profile,
-    toolbox: bool,
+pub(super) struct ExecOptions {
+    pub(super) command: Vec<String>,
+    pub(super) container: Option<String>,
+    pub(super) stdin: bool,
+    pub(super) stdout: bool,
+    pub(super) stderr: bool,
+    pub(super) tty: bool,
+    pub(super) namespaces: Option<Vec<String>>,
+    pub(super) profile: Profile,
+    pub(super) toolbox: bool,
 }
 
 fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -142,7 +142,7 @@ fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 impl ExecOptions {
-    fn parse(query: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(query: &str) -> Result<Self, ApiError> {
         let mut options = Self::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
@@ -166,17 +166,40 @@ impl ExecOptions {
         }
         super::run::validate_command(&options.command)?;
         options.namespaces = super::toolbox_namespaces(options.toolbox, options.namespaces)?;
+        // With a terminal, stderr is the terminal too; then at least one
+        // stream must be left (the kubelet's order: `tty` with only `stderr`
+        // asks for nothing).
+        if options.tty {
+            options.stderr = false;
+        }
         if !(options.stdin || options.stdout || options.stderr) {
             return Err(ApiError::bad_request(
                 "you must specify at least 1 of stdin, stdout, stderr",
             ));
         }
-        // With a terminal, stderr is the terminal too.
-        if options.tty {
-            options.stderr = false;
-        }
         Ok(options)
     }
+}
+
+/// The terminal size a resize frame (channel 4) asks for:
+/// `{"Width":..,"Height":..}`, 80x24 for a missing or non-numeric field, at
+/// most what a `winsize` holds (`ioctl_tty(2)` `TIOCSWINSZ`); `None` when
+/// the frame is not a JSON object, which the session ignores (as the
+/// kubelet does a frame it cannot decode).
+pub(super) fn parse_resize(data: &[u8]) -> Option<TerminalSize> {
+    let size = serde_json::from_slice::<Value>(data).ok()?;
+    if !size.is_object() {
+        return None;
+    }
+    let dimension = |name: &str, default: u16| {
+        size[name]
+            .as_u64()
+            .map_or(default, |n| n.min(u64::from(u16::MAX)) as u16)
+    };
+    Some(TerminalSize {
+        cols: dimension("Width", 80),
+        rows: dimension("Height", 24),
+    })
 }
 
 /// `POST` is how SPDY clients ask (kubectl falls back to it when a WebSocket
@@ -697,13 +720,11 @@ async fn session(
                             let _ = in_tx.send(Input::Data(data)).await;
                         }
                         RESIZE => if let Some(pty) = &pty
-                            && let Ok(size) = serde_json::from_slice::<Value>(&data)
+                            && let Some(size) = parse_resize(&data)
                         {
-                            let width = size["Width"].as_u64().unwrap_or(80).min(u64::from(u16::MAX)) as u16;
-                            let height = size["Height"].as_u64().unwrap_or(24).min(u64::from(u16::MAX)) as u16;
-                            let _ = pty.resize(width, height);
+                            let _ = pty.resize(size.cols, size.rows);
                             if let Some(recording) = &recording {
-                                recording.resize(width, height);
+                                recording.resize(size.cols, size.rows);
                             }
                         },
                         CLOSE if framing.close_channel && data.first() == Some(&STDIN) => {
@@ -733,5 +754,49 @@ async fn session(
             finish(&mut ws_tx, status).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_frames_set_the_size_they_name() {
+        let size = parse_resize(br#"{"Width":132,"Height":43}"#).unwrap();
+        assert_eq!((size.cols, size.rows), (132, 43));
+        let size = parse_resize(br#"{"Width":100000,"Height":-1}"#).unwrap();
+        assert_eq!((size.cols, size.rows), (u16::MAX, 24));
+        assert!(parse_resize(b"{").is_none());
+    }
+
+    /// Found writing the `resize` fuzz target's properties: `5`, `null` or
+    /// `[]` are JSON, and reset the terminal to 80x24 instead of being ignored.
+    #[test]
+    fn a_resize_frame_that_is_not_an_object_changes_nothing() {
+        for frame in [&b"5"[..], b"null", b"[]", br#""Width""#, b"true"] {
+            assert!(
+                parse_resize(frame).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+    }
+
+    /// Found by the `exec_query` fuzz target: `tty` with only `stderr` was
+    /// accepted (stderr checked before the terminal took it over), and the
+    /// same request without `stderr` refused. The kubelet refuses both.
+    #[test]
+    fn a_terminal_with_only_stderr_is_no_stream() {
+        for query in ["command=sh&tty=true&stderr=true", "command=sh&tty=true"] {
+            let err = ExecOptions::parse(query).unwrap_err();
+            assert!(
+                err.message()
+                    .contains("at least 1 of stdin, stdout, stderr"),
+                "{query}"
+            );
+        }
+        let options = ExecOptions::parse("command=sh&tty=true&stdout=true&stderr=true").unwrap();
+        assert!(options.tty && options.stdout && !options.stderr);
     }
 }

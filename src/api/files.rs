@@ -41,7 +41,7 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct FilesQuery {
+pub(super) struct FilesQuery {
     container: Option<String>,
     /// In the container; relative paths start at its `/`.
     #[serde(default)]
@@ -61,7 +61,7 @@ impl FilesQuery {
         }
     }
 
-    fn format(&self) -> Result<Format, ApiError> {
+    pub(super) fn format(&self) -> Result<Format, ApiError> {
         match self.format.as_deref() {
             None | Some("") => Ok(Format::Raw),
             Some("tar") => Ok(Format::Tar),
@@ -71,7 +71,7 @@ impl FilesQuery {
         }
     }
 
-    fn mode(&self) -> Result<Option<u32>, ApiError> {
+    pub(super) fn mode(&self) -> Result<Option<u32>, ApiError> {
         let Some(text) = self.mode.as_deref() else {
             return Ok(None);
         };

@@ -9,6 +9,9 @@ mod discovery;
 mod error;
 mod exec;
 mod files;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod login;
 mod namespaces;

@@ -26,7 +26,7 @@ use crate::resolve::{Target, TargetRef};
 
 /// The time a probe gets unless told, and the most it may ask for.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// Joining the namespace and reading the pod's resolver files, on top of a
 /// probe's own timeout.
 const SETUP_GRACE: Duration = Duration::from_secs(5);
@@ -44,7 +44,7 @@ pub fn routes() -> Router<AppState> {
 /// `.../diag/dns?name=&type=&server=&hosts=&timeout=`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DnsParams {
+pub(super) struct DnsParams {
     container: Option<String>,
     name: Option<String>,
     #[serde(rename = "type")]
@@ -59,7 +59,7 @@ struct DnsParams {
 /// `.../diag/tcp?host=&port=&timeout=`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TcpParams {
+pub(super) struct TcpParams {
     container: Option<String>,
     host: Option<String>,
     port: Option<String>,
@@ -69,7 +69,7 @@ struct TcpParams {
 /// `.../diag/http?url=&timeout=&method=GET&insecure=`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HttpParams {
+pub(super) struct HttpParams {
     container: Option<String>,
     url: Option<String>,
     timeout: Option<String>,
@@ -80,7 +80,7 @@ struct HttpParams {
 
 /// One checked probe request.
 #[derive(Debug)]
-enum Probe {
+pub(super) enum Probe {
     Dns {
         query: DnsQuery,
         server: Option<SocketAddr>,
@@ -125,7 +125,7 @@ impl Probe {
     }
 
     /// What was probed, for the audit trail.
-    fn address(&self) -> String {
+    pub(super) fn address(&self) -> String {
         match self {
             Self::Dns { query, server, .. } => {
                 let mut text = format!("{} {}", query.text, query.record_type);
@@ -226,7 +226,7 @@ fn invalid(err: &(dyn std::error::Error + 'static)) -> ApiError {
 }
 
 impl DnsParams {
-    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+    pub(super) fn probe(&self) -> Result<(Probe, Duration), ApiError> {
         let name = required("name", &self.name, "example.com")?;
         let query = DnsQuery::new(name, self.record_type.as_deref().unwrap_or("A"))
             .map_err(|e| invalid(&e))?;
@@ -247,7 +247,7 @@ impl DnsParams {
 }
 
 impl TcpParams {
-    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+    pub(super) fn probe(&self) -> Result<(Probe, Duration), ApiError> {
         let host_text = required("host", &self.host, "10.96.0.10")?;
         let host = Host::parse(host_text).map_err(|e| invalid(&e))?;
         let port =
@@ -262,7 +262,7 @@ impl TcpParams {
 }
 
 impl HttpParams {
-    fn probe(&self) -> Result<(Probe, Duration), ApiError> {
+    pub(super) fn probe(&self) -> Result<(Probe, Duration), ApiError> {
         if let Some(method) = &self.method
             && !method.eq_ignore_ascii_case("GET")
         {

@@ -64,6 +64,83 @@ pub struct RunBody {
     pub output_limit_bytes: Option<usize>,
 }
 
+/// A [`RunBody`] checked before anything is resolved or started.
+#[derive(Debug, PartialEq)]
+pub struct RunPlan {
+    pub timeout: std::time::Duration,
+    /// Output kept per stream.
+    pub output_bytes: usize,
+    /// Namespaces to join, `None` for all the container has.
+    pub namespaces: Option<Vec<String>>,
+    pub stdin: Vec<u8>,
+}
+
+impl RunBody {
+    /// Validates everything the caller sent: the argv, the limits, the
+    /// namespaces, the environment (names without `=` or NUL, values
+    /// without NUL: `execve(2)` takes C strings) and stdin.
+    pub fn check(&self) -> Result<RunPlan, ApiError> {
+        validate_command(&self.command)?;
+        let timeout = self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        // Checked as a `Duration` too: a positive float below a nanosecond
+        // rounds to a zero timeout.
+        if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS)
+            || std::time::Duration::from_secs_f64(timeout).is_zero()
+        {
+            return Err(ApiError::bad_request(format!(
+                "timeoutSeconds must be more than 0 and at most {MAX_TIMEOUT_SECS}"
+            )));
+        }
+        let output_bytes = self.output_limit_bytes.unwrap_or(DEFAULT_OUTPUT_BYTES);
+        if output_bytes > MAX_OUTPUT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "outputLimitBytes must be at most {MAX_OUTPUT_BYTES}"
+            )));
+        }
+        let namespaces = match &self.namespaces {
+            Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
+            None => None,
+        };
+        let namespaces = super::toolbox_namespaces(self.toolbox, namespaces)?;
+        if self
+            .env
+            .keys()
+            .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+            || self.env.values().any(|v| v.contains('\0'))
+        {
+            return Err(ApiError::bad_request(
+                "env names must be non-empty without '=' or NUL, values without NUL",
+            ));
+        }
+        if let Some((name, value)) = self
+            .env
+            .iter()
+            .find(|(name, value)| name.len() + 1 + value.len() > MAX_ARG_BYTES)
+        {
+            return Err(ApiError::bad_request(format!(
+                "env {name} is {} bytes; Linux takes at most {MAX_ARG_BYTES} bytes in one variable",
+                name.len() + 1 + value.len()
+            )));
+        }
+        let stdin = match (&self.stdin, &self.stdin_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("give stdin or stdinBase64, not both"));
+            }
+            (Some(text), None) => text.clone().into_bytes(),
+            (None, Some(encoded)) => BASE64
+                .decode(encoded)
+                .map_err(|e| ApiError::bad_request(format!("stdinBase64 is not base64: {e}")))?,
+            (None, None) => Vec::new(),
+        };
+        Ok(RunPlan {
+            timeout: std::time::Duration::from_secs_f64(timeout),
+            output_bytes,
+            namespaces,
+            stdin,
+        })
+    }
+}
+
 /// The answer of a run.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -196,54 +273,12 @@ async fn run(
     })?;
     let body: RunBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("invalid run request: {err}")))?;
-    validate_command(&body.command)?;
-    let timeout = body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS);
-    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
-        return Err(ApiError::bad_request(format!(
-            "timeoutSeconds must be more than 0 and at most {MAX_TIMEOUT_SECS}"
-        )));
-    }
-    let output_bytes = body.output_limit_bytes.unwrap_or(DEFAULT_OUTPUT_BYTES);
-    if output_bytes > MAX_OUTPUT_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "outputLimitBytes must be at most {MAX_OUTPUT_BYTES}"
-        )));
-    }
-    let namespaces = match &body.namespaces {
-        Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
-        None => None,
-    };
-    let namespaces = super::toolbox_namespaces(body.toolbox, namespaces)?;
-    if body
-        .env
-        .keys()
-        .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        || body.env.values().any(|v| v.contains('\0'))
-    {
-        return Err(ApiError::bad_request(
-            "env names must be non-empty without '=' or NUL, values without NUL",
-        ));
-    }
-    if let Some((name, value)) = body
-        .env
-        .iter()
-        .find(|(name, value)| name.len() + 1 + value.len() > MAX_ARG_BYTES)
-    {
-        return Err(ApiError::bad_request(format!(
-            "env {name} is {} bytes; Linux takes at most {MAX_ARG_BYTES} bytes in one variable",
-            name.len() + 1 + value.len()
-        )));
-    }
-    let stdin = match (&body.stdin, &body.stdin_base64) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give stdin or stdinBase64, not both"));
-        }
-        (Some(text), None) => text.clone().into_bytes(),
-        (None, Some(encoded)) => BASE64
-            .decode(encoded)
-            .map_err(|e| ApiError::bad_request(format!("stdinBase64 is not base64: {e}")))?,
-        (None, None) => Vec::new(),
-    };
+    let RunPlan {
+        timeout,
+        output_bytes,
+        namespaces,
+        stdin,
+    } = body.check()?;
 
     let profile = body.profile.unwrap_or_default();
     let super::ExecSession {
@@ -288,7 +323,6 @@ async fn run(
     )) {
         event.send();
     }
-    let timeout = std::time::Duration::from_secs_f64(timeout);
     if stream {
         let trail = SessionTrail::new(audit, state.audit.clone(), 200);
         return streamed(target, &request, stdin, timeout, permit, trail).await;
@@ -461,5 +495,52 @@ fn encode(captured: &Captured) -> (String, &'static str) {
     match std::str::from_utf8(&captured.bytes) {
         Ok(text) => (text.to_string(), "utf-8"),
         Err(_) => (BASE64.encode(&captured.bytes), "base64"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: &str) -> Result<RunPlan, ApiError> {
+        serde_json::from_str::<RunBody>(body).unwrap().check()
+    }
+
+    #[test]
+    fn a_valid_body_is_planned() {
+        let plan =
+            check(r#"{"command":["cat"],"timeoutSeconds":2.5,"stdinBase64":"aGk="}"#).unwrap();
+        assert_eq!(plan.timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(plan.stdin, b"hi");
+        assert_eq!(plan.output_bytes, DEFAULT_OUTPUT_BYTES);
+    }
+
+    /// Found by the `run_body` fuzz target: a timeout above 0 but below a
+    /// nanosecond passed the check and became a zero `Duration`, which times
+    /// the command out before it runs.
+    #[test]
+    fn a_timeout_that_rounds_to_nothing_is_refused() {
+        for timeout in ["1e-10", "1e-300", "0", "-1", "3600.5"] {
+            let body = format!(r#"{{"command":["true"],"timeoutSeconds":{timeout}}}"#);
+            let err = check(&body).unwrap_err();
+            assert!(
+                err.message().contains("timeoutSeconds"),
+                "{timeout}: {}",
+                err.message()
+            );
+        }
+        assert!(check(r#"{"command":["true"],"timeoutSeconds":1e-9}"#).is_ok());
+    }
+
+    #[test]
+    fn nul_bytes_and_bad_env_names_are_refused() {
+        for body in [
+            r#"{"command":["a\u0000b"]}"#,
+            r#"{"command":["env"],"env":{"A=B":"x"}}"#,
+            r#"{"command":["env"],"env":{"":"x"}}"#,
+            r#"{"command":["env"],"env":{"A":"x\u0000"}}"#,
+        ] {
+            assert!(check(body).is_err(), "{body}");
+        }
     }
 }

@@ -89,6 +89,30 @@ impl Selector {
     }
 }
 
+/// The selector as the API server prints one (`app=web,env in (a,b),!canary`):
+/// parsing it again gives the same selector.
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, Requirement { key, operator }) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let set =
+                |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
+            match operator {
+                // `==`, not `=`: a field value may itself start with `=`.
+                Operator::Equals(value) => write!(f, "{key}=={value}")?,
+                Operator::NotEquals(value) => write!(f, "{key}!={value}")?,
+                Operator::In(values) => write!(f, "{key} in ({})", set(values))?,
+                Operator::NotIn(values) => write!(f, "{key} notin ({})", set(values))?,
+                Operator::Exists => write!(f, "{key}")?,
+                Operator::DoesNotExist => write!(f, "!{key}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Splits on the commas that are not inside a `( ... )` value set.
 fn split_terms(text: &str) -> Vec<&str> {
     let mut terms = Vec::new();

@@ -94,8 +94,13 @@ pub fn runtime_spec(info: &HashMap<String, String>) -> RuntimeSpec {
     }
 }
 
+/// A PID a process can have: positive and within `pid_t` (an `i32`), which
+/// every kernel call taking it reads it as; a larger one would turn negative.
 fn positive_pid(pid: i64) -> Option<u32> {
-    u32::try_from(pid).ok().filter(|pid| *pid > 0)
+    i32::try_from(pid)
+        .ok()
+        .filter(|pid| *pid > 0)
+        .map(i32::unsigned_abs)
 }
 
 #[cfg(test)]
@@ -245,6 +250,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "the runtime's verbose container info has a non-numeric pid 'twelve'"
+        );
+    }
+
+    /// Found by the `cri_info` fuzz target: a PID past `i32::MAX` was taken,
+    /// and turns negative as the `pid_t` the kernel calls take.
+    #[test]
+    fn a_pid_the_kernel_cannot_have_is_no_process() {
+        assert_eq!(host_pid(&info(&[("pid", " 4242336422 ")])).unwrap(), None);
+        assert_eq!(
+            host_pid(&info(&[("info", r#"{"pid":2147483648}"#)])).unwrap(),
+            None
+        );
+        assert_eq!(
+            host_pid(&info(&[("info", r#"{"pid":2147483647}"#)])).unwrap(),
+            Some(2147483647)
         );
     }
 }
