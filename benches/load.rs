@@ -65,17 +65,7 @@ struct Footprint {
 }
 
 fn footprint(pid: u32) -> Footprint {
-    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect();
+    let children = support::children(pid);
     let zombies = children
         .iter()
         .filter(|child| {
@@ -228,16 +218,8 @@ async fn sessions(agent: &support::Agent, n: usize) {
 
 /// The summed proportional set size of a process's children (KiB).
 fn children_rss(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+    support::children(pid)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-                .collect::<Vec<_>>()
-        })
         .map(|child| {
             // Proportional: the helper's pages shared with the agent binary
             // and the other helpers count once in all.

@@ -162,18 +162,10 @@ async fn session_processes(agent: &Agent, argv: &[&str]) -> SessionProcesses {
 
 /// The agent's children that are zombies (exited, not reaped).
 fn agent_zombies(agent: &Agent) -> Vec<u32> {
-    let mut zombies = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{}/task", agent.pid())).unwrap() {
-        let children =
-            std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
-        for child in children.split_whitespace() {
-            let pid = child.parse().unwrap();
-            if stat(pid).is_some_and(|s| s[0] == "Z") {
-                zombies.push(pid);
-            }
-        }
-    }
-    zombies
+    support::children(agent.pid())
+        .into_iter()
+        .filter(|&pid| stat(pid).is_some_and(|s| s[0] == "Z"))
+        .collect()
 }
 
 /// Sessions running now, by `/metrics` (`nsdebug_sessions_active`, all labels).

@@ -253,6 +253,22 @@ where
     }
 }
 
+/// The children of process `pid` (of all its threads), from
+/// `/proc/PID/task/*/children`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// Inode of `/proc/PID/ns/KIND`, read by the test itself.
 pub fn ns_inode(pid: u64, kind: &str) -> u64 {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
