@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
+use support::fake_apiserver::{FakeApiServer, FakeUser, Rule, rule};
 use support::testbed::ContainerSpec;
 use support::{Agent, assert_status};
 
@@ -39,20 +39,6 @@ async fn call(
         code,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-fn rule(
-    user: &'static str,
-    verb: &'static str,
-    resource: &'static str,
-    namespace: Option<&str>,
-) -> Rule {
-    Rule {
-        user,
-        verb,
-        resource,
-        namespace: namespace.map(String::from),
-    }
 }
 
 // Multi-threaded: kubectl runs as a blocking child process while the fake API

@@ -12,17 +12,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::Agent;
-use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
+use support::fake_apiserver::{FakeApiServer, FakeUser, Rule, rule};
 use support::testbed::{self, ContainerSpec, PodSpec};
-
-fn rule(user: &'static str, verb: &'static str, resource: &'static str, ns: Option<&str>) -> Rule {
-    Rule {
-        user,
-        verb,
-        resource,
-        namespace: ns.map(str::to_string),
-    }
-}
 
 fn user(name: &'static str, token: &'static str) -> FakeUser {
     FakeUser {

@@ -36,6 +36,21 @@ pub struct Rule {
     pub namespace: Option<String>,
 }
 
+/// A rule: `user` may `verb` `resource` in `namespace` (`None`: everywhere).
+pub fn rule(
+    user: &'static str,
+    verb: &'static str,
+    resource: &'static str,
+    namespace: Option<&str>,
+) -> Rule {
+    Rule {
+        user,
+        verb,
+        resource,
+        namespace: namespace.map(String::from),
+    }
+}
+
 #[derive(Clone)]
 struct Tables {
     users: Vec<FakeUser>,
