@@ -203,10 +203,33 @@ async fn assert_sessions_over(
         if left.is_empty() && zombies.is_empty() && active == remaining {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: processes left {left:?}, zombies {zombies:?}, sessions {active}"
-        );
+        if Instant::now() >= deadline {
+            // What each one is and does, for the next person to read.
+            let described: Vec<String> = left
+                .iter()
+                .map(|pid| {
+                    let read = |file: &str| {
+                        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+                            .unwrap_or_default()
+                            .replace('\0', " ")
+                    };
+                    format!(
+                        "{pid}: cmdline {:?} stat {:?} wchan {:?} cgroup {:?}",
+                        read("cmdline"),
+                        read("stat"),
+                        read("wchan"),
+                        read("cgroup")
+                            .lines()
+                            .find(|l| l.contains("freezer"))
+                            .unwrap_or_default()
+                            .to_string()
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {what}: processes left {described:#?}, zombies {zombies:?}, sessions {active}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
