@@ -143,10 +143,26 @@ fn process_with_argv(argv: &[&str]) -> Option<u32> {
 
 /// A session's processes on the host: its command and the helper that
 /// started it (a child of the agent).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SessionProcesses {
     command: u32,
     helper: u32,
+    /// Their start times (`stat` field 22): PIDs wrap quickly here
+    /// (`pid_max` 32768), so a PID alone may be another process by the time
+    /// it is looked at again.
+    starts: [String; 2],
+}
+
+impl SessionProcesses {
+    /// Those of the two still running (the same processes, by start time).
+    fn alive(&self) -> Vec<u32> {
+        [self.command, self.helper]
+            .into_iter()
+            .zip(&self.starts)
+            .filter(|(pid, start)| stat(*pid).is_some_and(|s| s[19] == **start))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
 }
 
 async fn session_processes(agent: &Agent, argv: &[&str]) -> SessionProcesses {
@@ -157,7 +173,12 @@ async fn session_processes(agent: &Agent, argv: &[&str]) -> SessionProcesses {
     let helper: u32 = stat(command).unwrap()[1].parse().unwrap();
     let grandparent: u32 = stat(helper).unwrap()[1].parse().unwrap();
     assert_eq!(grandparent, agent.pid(), "the helper is the agent's child");
-    SessionProcesses { command, helper }
+    let start = |pid: u32| stat(pid).unwrap()[19].clone();
+    SessionProcesses {
+        command,
+        helper,
+        starts: [start(command), start(helper)],
+    }
 }
 
 /// The agent's children that are zombies (exited, not reaped).
@@ -193,11 +214,7 @@ async fn assert_sessions_over(
 ) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let left: Vec<u32> = processes
-            .iter()
-            .flat_map(|p| [p.command, p.helper])
-            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
+        let left: Vec<u32> = processes.iter().flat_map(SessionProcesses::alive).collect();
         let zombies = agent_zombies(agent);
         let active = sessions_active(agent).await;
         if left.is_empty() && zombies.is_empty() && active == remaining {
@@ -385,7 +402,7 @@ async fn a_silent_client_is_dropped_after_the_client_timeout() {
     let three_timeouts = opened + Duration::from_secs(6);
     tokio::time::sleep_until(three_timeouts.into()).await;
     assert!(
-        std::path::Path::new(&format!("/proc/{}", polite_processes.command)).exists(),
+        polite_processes.alive().contains(&polite_processes.command),
         "a client answering pings is kept"
     );
     assert_eq!(sessions_active(&agent).await, 1.0);
