@@ -195,43 +195,15 @@ async fn kubectl_exec_it_is_a_real_terminal() {
     let (ns, mut client, pod) =
         support::one_pod("exec-tty", "term", vec![ContainerSpec::busybox("shell")]).await;
     let agent = Agent::start();
-    let session = format!("nsdebug-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .args(["-L", &session])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let command = format!(
         "KUBECONFIG=/dev/null kubectl --server {} exec -it -n {ns} term -- sh; echo EXITED=$?; sleep 60",
         agent.url
     );
-    tmux(&["new-session", "-d", "-x", "100", "-y", "30", &command]);
-    /// Stops the tmux server however the test ends.
-    struct KillServer(String);
-    impl Drop for KillServer {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .status();
-        }
-    }
-    let _server = KillServer(session.clone());
-    let screen = |want: &'static str| {
-        let tmux = &tmux;
-        async move {
-            eventually(want, Duration::from_secs(20), || async {
-                let text = tmux(&["capture-pane", "-p"]);
-                text.contains(want).then_some(text)
-            })
-            .await
-        }
-    };
+    let tmux = support::Tmux::start("nsdebug", 100, 30, &command);
+    let screen = |want: &'static str| tmux.screen(want);
     // capture-pane drops trailing blanks: the prompt "/ # " reads "/ #".
     screen("/ #").await;
-    tmux(&["send-keys", "stty size; tty", "Enter"]);
+    tmux.run(&["send-keys", "stty size; tty", "Enter"]);
     // `tty` answers after `stty`: once its line is on screen, both are.
     let text = screen("/dev/pts/").await;
     assert!(text.contains("30 100"), "the terminal's size: {text}");
@@ -239,10 +211,10 @@ async fn kubectl_exec_it_is_a_real_terminal() {
         text.contains("/dev/pts/0"),
         "the container's own terminal: {text}"
     );
-    tmux(&["resize-window", "-x", "120", "-y", "40"]);
-    tmux(&["send-keys", "clear; stty size", "Enter"]);
+    tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
+    tmux.run(&["send-keys", "clear; stty size", "Enter"]);
     screen("40 120").await;
-    tmux(&["send-keys", "exit 7", "Enter"]);
+    tmux.run(&["send-keys", "exit 7", "Enter"]);
     screen("EXITED=7").await;
     pod.remove(&mut client).await;
 }

@@ -73,6 +73,17 @@ async fn real_pods(agent: &Agent, token: &str, ns: &str, node: &str) -> Vec<Valu
     pods
 }
 
+/// Node `node-a` with a real agent (pod `nsdebug/nsdebug-x7k2p`) and the
+/// pods of `ns` on it, as `user` sees them; a directory for the test's files.
+async fn one_node(api: &FakeApiServer, user: &FakeUser, ns: &str) -> (Agent, tempfile::TempDir) {
+    let agent = secure_agent(api, "node-a");
+    for pod in real_pods(&agent, user.token, ns, "node-a").await {
+        api.add_pod(pod);
+    }
+    api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", &agent, true));
+    (agent, tempfile::tempdir().unwrap())
+}
+
 fn secure_agent(api: &FakeApiServer, node: &str) -> Agent {
     let socket = support::testbed_socket();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
@@ -132,12 +143,7 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
     rules.push(rule("bob", "get", "pods", Some(&ns)));
     rules.push(rule("bob", "list", "pods", Some("nsdebug")));
     let api = FakeApiServer::start(vec![alice.clone(), bob.clone()], rules).await;
-    let agent = secure_agent(&api, "node-a");
-    for pod in real_pods(&agent, alice.token, &ns, "node-a").await {
-        api.add_pod(pod);
-    }
-    api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", &agent, true));
-    let dir = tempfile::tempdir().unwrap();
+    let (agent, dir) = one_node(&api, &alice, &ns).await;
     // The context's namespace is the pods': no -n needed.
     let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
     let run = |args: &[&str], stdin: Option<&str>| blocking(|| plugin(&kubeconfig, args, stdin));
@@ -556,12 +562,7 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
         support::one_pod("plugin-ui", "app", vec![ContainerSpec::busybox("shell")]).await;
     let alice = user("alice", "alice-token");
     let api = FakeApiServer::start(vec![alice.clone()], sre_rules("alice", &ns)).await;
-    let agent = secure_agent(&api, "node-a");
-    for pod in real_pods(&agent, alice.token, &ns, "node-a").await {
-        api.add_pod(pod);
-    }
-    api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", &agent, true));
-    let dir = tempfile::tempdir().unwrap();
+    let (_agent, dir) = one_node(&api, &alice, &ns).await;
     let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
 
     // kubeconfig: plain kubectl against the node's agent, as alice.
@@ -707,23 +708,9 @@ async fn shell_is_a_real_terminal_that_follows_the_window() {
         support::one_pod("plugin-tty", "term", vec![ContainerSpec::busybox("shell")]).await;
     let alice = user("alice", "alice-token");
     let api = FakeApiServer::start(vec![alice.clone()], sre_rules("alice", &ns)).await;
-    let agent = secure_agent(&api, "node-a");
-    for pod in real_pods(&agent, alice.token, &ns, "node-a").await {
-        api.add_pod(pod);
-    }
-    api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", &agent, true));
-    let dir = tempfile::tempdir().unwrap();
+    let (_agent, dir) = one_node(&api, &alice, &ns).await;
     let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
 
-    let session = format!("nsdebug-plugin-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = Command::new("tmux")
-            .args(["-L", &session])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     // After the plugin: its exit code, and whether the terminal is back in
     // canonical mode (raw mode undone).
     let command = format!(
@@ -731,47 +718,23 @@ async fn shell_is_a_real_terminal_that_follows_the_window() {
         env!("CARGO_BIN_EXE_kubectl-nsdebug"),
         kubeconfig.display()
     );
-    tmux(&["new-session", "-d", "-x", "100", "-y", "30", &command]);
-    struct KillServer(String);
-    impl Drop for KillServer {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .status();
-        }
-    }
-    let _server = KillServer(session.clone());
-    let screen = |want: &'static str| {
-        let tmux = &tmux;
-        async move {
-            let last = std::sync::Mutex::new(String::new());
-            let found = tokio::time::timeout(
-                std::time::Duration::from_secs(20),
-                support::eventually(want, std::time::Duration::from_secs(30), || async {
-                    let text = tmux(&["capture-pane", "-p"]);
-                    *last.lock().unwrap() = text.clone();
-                    text.contains(want).then_some(text)
-                }),
-            )
-            .await;
-            found.unwrap_or_else(|_| panic!("{want:?} never on screen:\n{}", last.lock().unwrap()))
-        }
-    };
+    let tmux = support::Tmux::start("nsdebug-plugin", 100, 30, &command);
+    let screen = |want: &'static str| tmux.screen(want);
     screen("/ #").await;
-    tmux(&["send-keys", "stty size; tty", "Enter"]);
+    tmux.run(&["send-keys", "stty size; tty", "Enter"]);
     let text = screen("/dev/pts/").await;
     assert!(text.contains("30 100"), "the terminal's size: {text}");
-    tmux(&["resize-window", "-x", "120", "-y", "40"]);
-    tmux(&["send-keys", "clear; stty size", "Enter"]);
+    tmux.run(&["resize-window", "-x", "120", "-y", "40"]);
+    tmux.run(&["send-keys", "clear; stty size", "Enter"]);
     screen("40 120").await;
     // Ctrl-C reaches the command in the container, not the plugin.
-    tmux(&["send-keys", "echo sleeping-$((1 + 1)); sleep 30", "Enter"]);
+    tmux.run(&["send-keys", "echo sleeping-$((1 + 1)); sleep 30", "Enter"]);
     screen("sleeping-2").await;
-    tmux(&["send-keys", "C-c"]);
-    tmux(&["send-keys", "echo still-$((6 * 7))", "Enter"]);
+    tmux.run(&["send-keys", "C-c"]);
+    tmux.run(&["send-keys", "echo still-$((6 * 7))", "Enter"]);
     let text = screen("still-42").await;
     assert!(text.contains("^C"), "{text}");
-    tmux(&["send-keys", "exit 7", "Enter"]);
+    tmux.run(&["send-keys", "exit 7", "Enter"]);
     let text = screen("MODE=").await;
     assert!(text.contains("EXITED=7"), "{text}");
     assert!(

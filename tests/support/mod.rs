@@ -253,6 +253,58 @@ where
     }
 }
 
+/// A tmux server of the test's own, running one command in a detached
+/// window; it is killed however the test ends.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` in a `width` x `height` window.
+    pub fn start(name: &str, width: u16, height: u16, command: &str) -> Self {
+        let tmux = Self {
+            socket: format!("{name}-{}", std::process::id()),
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        tmux.run(&["new-session", "-d", "-x", &width, "-y", &height, command]);
+        tmux
+    }
+
+    /// `tmux ARGS` on this server; what it printed.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen once it shows `want` (within 20 s; the panic shows the
+    /// last screen).
+    pub async fn screen(&self, want: &str) -> String {
+        let last = std::sync::Mutex::new(String::new());
+        let found = tokio::time::timeout(
+            Duration::from_secs(20),
+            eventually(want, Duration::from_secs(30), || async {
+                let text = self.run(&["capture-pane", "-p"]);
+                *last.lock().unwrap() = text.clone();
+                text.contains(want).then_some(text)
+            }),
+        )
+        .await;
+        found.unwrap_or_else(|_| panic!("{want:?} never on screen:\n{}", last.lock().unwrap()))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
 /// The children of process `pid` (of all its threads), from
 /// `/proc/PID/task/*/children`.
 pub fn children(pid: u32) -> Vec<u32> {
