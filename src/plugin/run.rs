@@ -93,9 +93,6 @@ impl Output for Prefixed {
             &mut std::io::stderr().lock(),
         );
     }
-    fn note(&mut self, message: &str) {
-        self.stderr(format!("kubectl-nsdebug: {message}\n").as_bytes());
-    }
     fn finish(&mut self) {
         Self::flush_lines(
             &self.prefix,
