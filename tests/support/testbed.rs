@@ -81,6 +81,8 @@ pub struct ContainerSpec {
     pub no_new_privs: bool,
     /// `resources.limits.memory`, in bytes.
     pub memory_limit: Option<i64>,
+    /// `securityContext.capabilities.drop` (names without `CAP_`, or `ALL`).
+    pub drop_capabilities: Vec<String>,
 }
 
 /// A container's seccomp profile, as the kubelet passes it through the CRI.
@@ -105,7 +107,14 @@ impl ContainerSpec {
             seccomp: None,
             no_new_privs: false,
             memory_limit: None,
+            drop_capabilities: Vec::new(),
         }
+    }
+
+    /// `securityContext.capabilities.drop`: `["ALL"]`, or names such as `NET_RAW`.
+    pub fn drop_capabilities(mut self, names: &[&str]) -> Self {
+        self.drop_capabilities = names.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     pub fn memory_limit(mut self, bytes: i64) -> Self {
@@ -173,6 +182,10 @@ pub struct PodSpec {
     /// The pod's DNS settings as the kubelet passes them (cluster DNS or
     /// `dnsConfig`); `None` lets the runtime copy the node's resolv.conf.
     pub dns: Option<cri::DnsConfig>,
+    /// `spec.hostPID`: the containers share the node's PID namespace.
+    pub host_pid: bool,
+    /// `spec.hostNetwork`: the pod uses the node's network namespace.
+    pub host_network: bool,
 }
 
 impl PodSpec {
@@ -184,7 +197,21 @@ impl PodSpec {
             annotations: Vec::new(),
             containers,
             dns: None,
+            host_pid: false,
+            host_network: false,
         }
+    }
+
+    /// `spec.hostPID: true`.
+    pub fn host_pid(mut self) -> Self {
+        self.host_pid = true;
+        self
+    }
+
+    /// `spec.hostNetwork: true`.
+    pub fn host_network(mut self) -> Self {
+        self.host_network = true;
+        self
     }
 
     /// Nameservers, search domains and resolv.conf options (`ndots:5`) of
@@ -251,7 +278,7 @@ impl PodSpec {
             dns_config: self.dns.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(kubelet_namespaces()),
+                    namespace_options: Some(kubelet_namespaces(self)),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -261,11 +288,19 @@ impl PodSpec {
     }
 }
 
-/// What the kubelet sets for a v1 pod: network and IPC per pod, PID per container.
-fn kubelet_namespaces() -> cri::NamespaceOption {
+/// What the kubelet sets for a v1 pod: network and IPC per pod, PID per
+/// container; the node's for `hostNetwork` and `hostPID`.
+fn kubelet_namespaces(pod: &PodSpec) -> cri::NamespaceOption {
+    let node_or = |host: bool, mode: cri::NamespaceMode| {
+        if host {
+            cri::NamespaceMode::Node as i32
+        } else {
+            mode as i32
+        }
+    };
     cri::NamespaceOption {
-        network: cri::NamespaceMode::Pod as i32,
-        pid: cri::NamespaceMode::Container as i32,
+        network: node_or(pod.host_network, cri::NamespaceMode::Pod),
+        pid: node_or(pod.host_pid, cri::NamespaceMode::Container),
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
     }
@@ -417,7 +452,13 @@ impl RunningPod {
             log_path: format!("{}/{attempt}.log", container.name),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(kubelet_namespaces()),
+                    namespace_options: Some(kubelet_namespaces(&self.spec)),
+                    capabilities: (!container.drop_capabilities.is_empty()).then(|| {
+                        cri::Capability {
+                            drop_capabilities: container.drop_capabilities.clone(),
+                            ..Default::default()
+                        }
+                    }),
                     run_as_user: container.run_as_user.map(|value| cri::Int64Value { value }),
                     seccomp: container.seccomp.as_ref().map(SeccompProfile::to_cri),
                     no_new_privs: container.no_new_privs,
