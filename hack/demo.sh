@@ -51,5 +51,8 @@ cat <<MSG
 MSG
 # The local demo has no Kubernetes API server to check tokens with: plain HTTP
 # and no authentication, which the agent allows on loopback only.
+# The toolbox runs the test bed's tool tree (hack/image/toolbox.sh), the
+# layout the image ships at /toolbox.
+toolbox_root=$(bash hack/testbed.sh env | sed -n 's/^NSDEBUG_TOOLBOX_ROOT=//p')
 exec target/release/nsdebug serve --cri-socket "$socket" --listen "127.0.0.1:${port}" \
-    --insecure-http --auth none --node-name "$(hostname)"
+    --insecure-http --auth none --node-name "$(hostname)" --toolbox-root "$toolbox_root"

@@ -52,6 +52,9 @@ CTRD_STATE="$STATE/containerd"
 RUNC_ROOT="$STATE/runc"
 OPT_DIR="$ROOT/opt"
 IMAGE_CACHE="$ROOT/images"
+# The tool tree toolbox mode and the privileged profile run (what the
+# image ships at /toolbox), laid out by hack/image/toolbox.sh.
+TOOLBOX_DIR="$ROOT/toolbox"
 
 CNI_NAME="nsdebug-testbed"
 BRIDGE="nsdbg0"
@@ -67,7 +70,8 @@ HELLO_IMAGE="nsdebug.local/distroless-hello:1"
 IMAGE_RECIPE_VERSION=1
 
 APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static protobuf-compiler
-  iproute2 gcc libc6-dev python3 procps mount util-linux)
+  iproute2 gcc libc6-dev python3 procps mount util-linux
+  tcpdump strace lsof curl ca-certificates)
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_DIR="$SCRIPT_DIR/testbed"
@@ -452,6 +456,7 @@ cmd_up() {
     die "CNI plugins missing in $CNI_BIN_DIR"
 
   build_images
+  bash "$SCRIPT_DIR/image/toolbox.sh" --tools-only "$TOOLBOX_DIR" >&2
 
   mkdir -p "$STATE" "$CNI_DIR" "$CNI_IPAM_DIR" "$CTRD_ROOT" "$OPT_DIR"
   chmod 0711 "$STATE"
@@ -791,6 +796,7 @@ cmd_env() {
   printf 'NSDEBUG_BUSYBOX_IMAGE=%q\n' "$BUSYBOX_IMAGE"
   printf 'NSDEBUG_DISTROLESS_IMAGE=%q\n' "$HELLO_IMAGE"
   printf 'NSDEBUG_POD_SUBNET=%q\n' "$SUBNET"
+  printf 'NSDEBUG_TOOLBOX_ROOT=%q\n' "$TOOLBOX_DIR"
 }
 
 usage() {

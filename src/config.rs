@@ -3,7 +3,7 @@
 //! DaemonSet can configure the agent without rewriting its command.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -291,14 +291,16 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_UI_SESSION_TTL", value_name = "DURATION", default_value = "8h", value_parser = parse_duration)]
     pub ui_session_ttl: Duration,
 
-    /// The filesystem whose tools toolbox mode runs inside a target (its
-    /// bin, sbin, lib*, usr, etc and opt, read-only): the agent's own root
-    /// by default, where its image ships busybox, iproute2, tcpdump, ...
+    /// The tool tree whose programs toolbox mode and the privileged profile
+    /// run inside a target (its bin, sbin, lib*, usr, etc and opt, shown
+    /// read-only): a dedicated directory holding no secret of the agent,
+    /// laid out by hack/image/toolbox.sh (the image ships it at /toolbox).
+    /// The agent's own root is refused: it holds the agent's TLS key.
     #[arg(
         long,
         env = "NSDEBUG_TOOLBOX_ROOT",
         value_name = "PATH",
-        default_value = "/"
+        default_value = "/toolbox"
     )]
     pub toolbox_root: PathBuf,
 
@@ -366,6 +368,10 @@ pub enum ConfigError {
     CriSocketMissing { path: PathBuf },
     #[error("--node-name is empty and the host name could not be read")]
     NodeName,
+    #[error(
+        "--toolbox-root '{}' is the agent's own root filesystem, whose /etc and volumes hold the agent's secrets; point it at a dedicated tool tree (hack/image/toolbox.sh lays one out; the image has it at /toolbox)", path.display()
+    )]
+    ToolboxRootIsAgentRoot { path: PathBuf },
 }
 
 /// The validated configuration of `nsdebug serve`.
@@ -450,6 +456,17 @@ impl Config {
         if !args.proc_root.join("1").is_dir() {
             return Err(ConfigError::ProcRoot {
                 path: args.proc_root,
+            });
+        }
+        // `/`, however spelt (`/.`, `//`, a link to it).
+        if args
+            .toolbox_root
+            .canonicalize()
+            .unwrap_or(args.toolbox_root.clone())
+            == Path::new("/")
+        {
+            return Err(ConfigError::ToolboxRootIsAgentRoot {
+                path: args.toolbox_root,
             });
         }
         if let Some(path) = &args.cri_socket
@@ -580,6 +597,23 @@ mod tests {
             Command::Serve(args) => *args,
             Command::LoginLink(_) => unreachable!("parsed `serve`"),
         })
+    }
+
+    #[test]
+    fn the_agents_root_is_no_tool_tree() {
+        for root in ["/", "//", "/.", "/usr/.."] {
+            let err = Config::from_args(
+                serve_args(&["--node-name", "n1", "--toolbox-root", root]).unwrap(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("is the agent's own root filesystem"),
+                "{root}: {err}"
+            );
+        }
+        let config = Config::from_args(serve_args(&["--node-name", "n1"]).unwrap()).unwrap();
+        assert_eq!(config.toolbox_root, Path::new("/toolbox"));
     }
 
     #[test]

@@ -12,8 +12,13 @@
 # hack/test.sh installs the same packages). A missing tool is an error.
 set -euo pipefail
 
-out=${1:?usage: toolbox.sh OUT [NSDEBUG_BINARY]}
-agent=${2:-}
+if [[ ${1:-} == --tools-only ]]; then
+    out=${2:?usage: toolbox.sh --tools-only DIR}
+    agent=
+else
+    out=${1:?usage: toolbox.sh OUT [NSDEBUG_BINARY]}
+    agent=${2:-}
+fi
 
 # The toolbox: what an SRE reaches for in a pod that has nothing.
 tools=(

@@ -42,6 +42,15 @@ pub async fn cri()
     testbed::connect(&testbed_socket()).await
 }
 
+/// The test bed's tool tree (`hack/testbed.sh up` lays it out with
+/// `hack/image/toolbox.sh`), what the image ships at `/toolbox`.
+pub fn toolbox_root() -> PathBuf {
+    let root = std::env::var_os("NSDEBUG_TESTBED_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/nsdebug-testbed"));
+    root.join("toolbox")
+}
+
 /// The node name every test agent reports.
 pub const NODE_NAME: &str = "nsdebug-test-node";
 
@@ -121,6 +130,14 @@ impl Agent {
             .any(|(key, _)| key == "NSDEBUG_CRI_SOCKET")
         {
             command.env_remove("NSDEBUG_CRI_SOCKET");
+        }
+        // The test bed's tool tree, as the image's /toolbox, unless the
+        // test chose one (`--toolbox-root` wins over the variable).
+        if !command
+            .get_envs()
+            .any(|(key, _)| key == "NSDEBUG_TOOLBOX_ROOT")
+        {
+            command.env("NSDEBUG_TOOLBOX_ROOT", toolbox_root());
         }
         let mut child = command
             .stdout(Stdio::piped())
