@@ -36,6 +36,10 @@ pub struct ExecSpec {
     pub selinux_label: Option<String>,
     /// `linux.seccomp`; `None` when the container runs without a filter.
     pub seccomp: Option<LinuxSeccomp>,
+    /// `process.env` (`NAME=value`): the environment an exec starts with,
+    /// the container's spec and not its init's live one.
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 /// The capability sets of `process.capabilities`, as names (`CAP_NET_RAW`).
@@ -89,6 +93,8 @@ struct ProcessParts {
     apparmor_profile: Option<String>,
     #[serde(default)]
     selinux_label: Option<String>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +127,7 @@ impl RuntimeSpec {
             apparmor_profile: process.apparmor_profile.filter(|p| !p.is_empty()),
             selinux_label: process.selinux_label.filter(|l| !l.is_empty()),
             seccomp: parts.linux.and_then(|linux| linux.seccomp),
+            env: process.env.unwrap_or_default(),
         }))
     }
 }

@@ -307,10 +307,8 @@ async fn wire_protocol_as_the_api_server_speaks_it() {
         json!({"reason": "ExitCode", "message": "4"})
     );
 
-    // Success, on the base64 text variant, and a namespace subset.
-    let query = format!(
-        "{path}?command=sh&command=-c&command=ls+%2Fetc%2Fdebian_version&stdout=true&namespaces=net"
-    );
+    // Success, on the base64 text variant, in the toolbox.
+    let query = format!("{path}?command=ls&command=-d&command=%2Ftarget&stdout=true&toolbox=true");
     let (mut socket, chosen) = connect(&agent, &query, "v4.base64.channel.k8s.io").await;
     assert_eq!(chosen, "v4.base64.channel.k8s.io");
     let seen = frames(&mut socket).await;
@@ -320,8 +318,8 @@ async fn wire_protocol_as_the_api_server_speaks_it() {
         .flat_map(|(_, d)| d.clone())
         .collect();
     assert_eq!(
-        stdout, b"/etc/debian_version\n",
-        "the agent's filesystem with net only"
+        stdout, b"/target\n",
+        "the tool tree, the container's files at /target"
     );
     let status: Value =
         serde_json::from_slice(&seen.iter().find(|(c, _)| *c == 3).unwrap().1).unwrap();

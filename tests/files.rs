@@ -404,7 +404,7 @@ async fn uploads_are_atomic_and_owned_by_the_container_user() {
     );
     let response = reqwest::Client::new()
         .post(format!("{}/v1/targets/{ns}/up/run?container=user", agent.url))
-        .json(&json!({"command": ["sh", "-c", "echo secret > /tmp/root-only && chmod 0600 /tmp/root-only"], "profile": "privileged"}))
+        .json(&json!({"command": ["sh", "-c", "echo secret > /target/tmp/root-only && chmod 0600 /target/tmp/root-only"], "profile": "privileged"}))
         .send()
         .await
         .unwrap();

@@ -121,7 +121,8 @@ async fn localhost_seccomp_profile_binds_the_container_profile_only() {
         &ns,
         "filtered",
         "privileged",
-        &format!("mkdir /tmp/x && chmod 777 /tmp/f && {SECURITY_LINES}"),
+        // Privileged runs the tool tree; the container's files are at /target.
+        &format!("mkdir /target/tmp/x && chmod 777 /target/tmp/f && {SECURITY_LINES}"),
     )
     .await;
     assert_eq!(code, 0, "{stderr}");

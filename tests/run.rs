@@ -143,26 +143,25 @@ async fn namespace_subsets_and_profiles() {
     let target = agent.get_ok(&format!("/v1/targets/{ns}/users")).await;
     let pid = target["pid"].as_u64().unwrap();
 
-    // Network only: the pod's eth0, the agent's filesystem.
+    // Network only is the toolbox: the pod's eth0, the tool tree's files,
+    // the container's at /target; a bare namespace subset is refused.
     let net = run_ok(
         &agent,
         &path,
-        json!({"command": ["sh", "-c", "ip -4 -o addr show dev eth0; cat /etc/debian_version"], "namespaces": ["net"]}),
+        json!({"command": ["sh", "-c", "ip -4 -o addr show dev eth0; ls -d /target"], "toolbox": true}),
     )
     .await;
     assert_eq!(net["exitCode"], 0, "{net}");
     let out = net["stdout"].as_str().unwrap();
     assert!(out.contains(&format!("inet {}/", eth0_ipv4(pid))), "{out}");
-    let full = run_ok(
+    assert!(out.ends_with("/target\n"), "{out}");
+    let (code, subset) = run(
         &agent,
         &path,
-        json!({"command": ["cat", "/etc/debian_version"]}),
+        json!({"command": ["true"], "namespaces": ["net"]}),
     )
     .await;
-    assert_eq!(
-        full["exitCode"], 1,
-        "the container has no such file: {full}"
-    );
+    assert_eq!(code, 400, "{subset}");
 
     // The container profile is the container's user and capabilities.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

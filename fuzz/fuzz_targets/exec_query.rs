@@ -22,7 +22,11 @@ fn encode(options: &ExecQuery) -> String {
     ] {
         query.append_pair(name, if on { "true" } else { "false" });
     }
-    if let (Some(namespaces), false) = (&options.namespaces, options.toolbox) {
+    // A privileged view names its namespaces; a container toolbox does not.
+    if let (Some(namespaces), true) = (
+        &options.namespaces,
+        !options.toolbox || options.profile == "privileged",
+    ) {
         query.append_pair("namespaces", &namespaces.join(","));
     }
     query.append_pair("profile", options.profile);
@@ -48,7 +52,21 @@ fuzz_target!(|input: &[u8]| {
             assert!(!namespaces[..i].contains(name), "{name} twice");
         }
     }
-    if options.toolbox {
+    // The one rule: the container profile is the whole container or the
+    // toolbox, never a subset; the privileged profile runs the tool tree and
+    // never joins the container's mount namespace.
+    if options.profile == "privileged" {
+        assert!(options.toolbox);
+        assert!(
+            options
+                .namespaces
+                .as_ref()
+                .is_some_and(|list| !list.iter().any(|n| n == "mnt"))
+        );
+    } else if !options.toolbox {
+        assert_eq!(options.namespaces, None);
+    }
+    if options.toolbox && options.profile != "privileged" {
         assert_eq!(
             options.namespaces.as_deref(),
             Some(

@@ -48,7 +48,18 @@ fn check(body: &RunBody, plan: &RunPlan) {
             assert!(!namespaces[..i].contains(name), "{name} twice");
         }
     }
-    if body.toolbox {
+    // The one rule: the container profile is the whole container or the
+    // toolbox, never a subset; the privileged profile runs the tool tree and
+    // never joins the container's mount namespace.
+    let privileged = body.profile == Some(nsdebug::enter::Profile::Privileged);
+    if privileged {
+        assert!(plan.toolbox);
+        let list = plan.namespaces.as_ref().expect("a privileged view names its namespaces");
+        assert!(!list.iter().any(|n| n == "mnt"));
+    } else if !plan.toolbox {
+        assert_eq!(plan.namespaces, None);
+    }
+    if body.toolbox && !privileged {
         // An empty list (or blanks) names nothing, as when it is left out.
         let named = body.namespaces.iter().flatten();
         assert!(

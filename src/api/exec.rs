@@ -165,7 +165,9 @@ impl ExecOptions {
             }
         }
         super::run::validate_command(&options.command)?;
-        options.namespaces = super::toolbox_namespaces(options.toolbox, options.namespaces)?;
+        let view = super::choose_view(options.profile, options.toolbox, options.namespaces)?;
+        options.namespaces = view.namespaces;
+        options.toolbox = view.toolbox;
         // With a terminal, stderr is the terminal too; then at least one
         // stream must be left (the kubelet's order: `tty` with only `stderr`
         // asks for nothing).

@@ -97,25 +97,15 @@ impl AppState {
     }
 }
 
-/// The namespaces of toolbox mode, or a 400 if the caller also chose some.
-pub fn toolbox_namespaces(
+/// The view a caller asked for ([`crate::enter::View::choose`]), or the 400
+/// that says why it is refused.
+pub fn choose_view(
+    profile: crate::enter::Profile,
     toolbox: bool,
     namespaces: Option<Vec<String>>,
-) -> Result<Option<Vec<String>>, ApiError> {
-    match (toolbox, namespaces) {
-        (false, namespaces) => Ok(namespaces),
-        (true, None) => Ok(Some(
-            crate::enter::TOOLBOX_NAMESPACES
-                .iter()
-                .map(|n| n.to_string())
-                .collect(),
-        )),
-        (true, Some(_)) => Err(ApiError::bad_request(format!(
-            "toolbox mode joins the {} namespaces (and runs the agent's tools, with the container's files at {}); it takes no namespaces of its own",
-            crate::enter::TOOLBOX_NAMESPACES.join(", "),
-            crate::enter::TOOLBOX_TARGET_DIR
-        ))),
-    }
+) -> Result<crate::enter::View, ApiError> {
+    crate::enter::View::choose(profile, toolbox, namespaces)
+        .map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
 /// The exit code a shell reports for a command that could not start (127: not

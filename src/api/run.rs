@@ -72,6 +72,8 @@ pub struct RunPlan {
     pub output_bytes: usize,
     /// Namespaces to join, `None` for all the container has.
     pub namespaces: Option<Vec<String>>,
+    /// Run the agent's tool tree (toolbox mode, and every privileged run).
+    pub toolbox: bool,
     pub stdin: Vec<u8>,
 }
 
@@ -101,7 +103,7 @@ impl RunBody {
             Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
             None => None,
         };
-        let namespaces = super::toolbox_namespaces(self.toolbox, namespaces)?;
+        let view = super::choose_view(self.profile.unwrap_or_default(), self.toolbox, namespaces)?;
         if self
             .env
             .keys()
@@ -135,7 +137,8 @@ impl RunBody {
         Ok(RunPlan {
             timeout: std::time::Duration::from_secs_f64(timeout),
             output_bytes,
-            namespaces,
+            namespaces: view.namespaces,
+            toolbox: view.toolbox,
             stdin,
         })
     }
@@ -277,6 +280,7 @@ async fn run(
         timeout,
         output_bytes,
         namespaces,
+        toolbox,
         stdin,
     } = body.check()?;
 
@@ -309,7 +313,7 @@ async fn run(
         env: body.env.into_iter().collect(),
         terminal: None,
         runtime_spec: target.runtime_spec_for(body.profile.unwrap_or_default()),
-        toolbox: body.toolbox.then(|| state.toolbox_root.to_path_buf()),
+        toolbox: toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     audit
         .entering(&target, &request)

@@ -80,6 +80,17 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         return Err(setup("request without a command or with the wrong stdio"));
     }
 
+    // The one rule of `view.rs`, again where it is enforced: whatever sent
+    // this request, no mixed view and no container binary as node root.
+    super::View::check(
+        request.profile,
+        request.toolbox.is_some(),
+        request.namespaces.as_deref(),
+    )
+    .map_err(|err| Failure {
+        kind: FailureKind::Refused,
+        message: err.to_string(),
+    })?;
     let target = pin_target(&request)?;
     let profile = TargetProfile::read(&request)?;
     // Toolbox mode reads the pod's files while the host's /proc is at hand.
@@ -164,8 +175,22 @@ impl TargetProfile {
                 Some(Confinement::prepare(&spec, request.pid, &host).map_err(confine_failure)?)
             }
         };
-        let environ = std::fs::read(format!("{dir}/environ"))
-            .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
+        let env = match (request.profile, &request.runtime_spec) {
+            // Nothing of the container's: its variables would steer the
+            // agent's tools (`ENV`, `PS1`, `BASH_ENV`...) as node root.
+            (Profile::Privileged, _) => Vec::new(),
+            // What `kubectl exec` gives: the spec's environment.
+            (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
+                parse_spec_env(&spec.env)
+            }
+            // No spec from the runtime: the container's process's, the
+            // only account of its environment there is.
+            (Profile::Container, _) => {
+                let environ = std::fs::read(format!("{dir}/environ"))
+                    .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
+                parse_environ(&environ)
+            }
+        };
         let cwd = open(
             format!("{dir}/cwd"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -174,10 +199,24 @@ impl TargetProfile {
         .map_err(|e| setup(format!("failed to open {dir}/cwd: {e}")))?;
         Ok(Self {
             confinement,
-            env: parse_environ(&environ),
+            env,
             cwd,
         })
     }
+}
+
+/// `NAME=value` entries of a spec's `process.env`; an entry without `=`
+/// is a name with an empty value, as `execve(2)` would pass it.
+fn parse_spec_env(entries: &[String]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter(|entry| !entry.contains('\0'))
+        .map(|entry| match entry.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (entry.clone(), String::new()),
+        })
+        .filter(|(name, _)| !name.is_empty())
+        .collect()
 }
 
 /// A confinement that cannot be reproduced is a refusal that says why and
@@ -231,9 +270,13 @@ fn enter_namespaces(
         .map_err(|e| setup(crate::error_chain(&e)))?;
     let mut flags = ThreadNameSpaceType::empty();
     for kind in NAMESPACES {
+        let differs = theirs.get(kind.name) != ours.get(kind.name);
         let wanted = match &request.namespaces {
+            // Every view joins the container's user namespace, first: its
+            // IDs and capabilities are only the container's inside it.
+            _ if kind.name == "user" => differs,
             Some(list) => list.iter().any(|n| n == kind.name),
-            None => theirs.get(kind.name) != ours.get(kind.name),
+            None => differs,
         };
         if wanted {
             flags |= kind.flag;
@@ -350,9 +393,10 @@ fn spawn(
     stdio: ChildStdio,
 ) -> Result<std::process::Child, Failure> {
     let tty = matches!(stdio, ChildStdio::Terminal(_));
-    let mut env = match proc_mount {
-        Some(_) => toolbox::environment(profile.env),
-        None => profile.env,
+    let mut env = match (request.profile, &proc_mount) {
+        (Profile::Privileged, _) => toolbox::clean_environment(),
+        (Profile::Container, Some(_)) => toolbox::environment(profile.env),
+        (Profile::Container, None) => profile.env,
     };
     for (key, value) in &request.env {
         env.retain(|(k, _)| k != key);

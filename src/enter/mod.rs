@@ -40,6 +40,7 @@ mod seccomp;
 mod spawn;
 mod sys;
 mod toolbox;
+mod view;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,8 @@ pub use helper::main as helper_main;
 pub use netns::{NetnsError, join_network_namespace};
 pub use pin::{ContainerProcess, PinError, has_exited};
 pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
-pub use toolbox::{NAMESPACES as TOOLBOX_NAMESPACES, TARGET_DIR as TOOLBOX_TARGET_DIR};
+pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
+pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
@@ -172,7 +174,9 @@ pub struct EnterRequest {
     /// The container ID, which the target's cgroup paths must name.
     pub container_id: String,
     /// Namespaces to join; `None` joins every one the container has that
-    /// differs from the agent's.
+    /// differs from the agent's. The user namespace is joined whenever the
+    /// container has its own, whatever the list says. Only [`View::choose`]
+    /// makes this and `toolbox`; the helper checks them with [`View::check`].
     pub namespaces: Option<Vec<String>>,
     pub profile: Profile,
     /// argv; `argv[0]` is looked up in the container's `PATH`.

@@ -30,10 +30,6 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
-/// The namespaces a toolbox command joins (never the mount namespace: the
-/// tools come from the agent; nor the user namespace).
-pub const NAMESPACES: &[&str] = &["ipc", "uts", "net", "pid", "cgroup"];
-
 /// The toolbox root's directories shown, read-only. Nothing else of the
 /// agent's filesystem is (no `/var`, `/run`, `/home`, service account token).
 const SHOWN: &[&str] = &[
@@ -98,10 +94,15 @@ impl PodView {
     }
 }
 
+/// Where the old root waits under the new one until the command detaches it.
+const OLD_ROOT_NAME: &str = ".old";
+
 /// What the command's process does after `fork`, in the target's PID
-/// namespace: mount the procfs of that namespace at `/proc`.
+/// namespace: mount the procfs of that namespace at `/proc`, then detach the
+/// host's filesystem, so nothing of it stays reachable.
 pub struct ProcMount {
     target: CString,
+    old_root: CString,
 }
 
 impl ProcMount {
@@ -113,8 +114,10 @@ impl ProcMount {
             c"proc",
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
-        )
-        .map_err(Into::into)
+        )?;
+        rustix::mount::unmount(self.old_root.as_c_str(), UnmountFlags::DETACH)?;
+        rustix::fs::rmdir(self.old_root.as_c_str())?;
+        Ok(())
     }
 }
 
@@ -174,9 +177,12 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
             _ => continue,
         }
         mkdir(&place)?;
-        rustix::mount::mount_bind_recursive(through_fd.join(name), &place).map_err(step(
-            format!("bind {}/{name} into the toolbox", toolbox_root.display()),
-        ))?;
+        // Not recursive: a mount below the tool tree (a secret volume, say)
+        // is not shown, and what is shown is read-only all the way down.
+        rustix::mount::mount_bind(through_fd.join(name), &place).map_err(step(format!(
+            "bind {}/{name} into the toolbox",
+            toolbox_root.display()
+        )))?;
         rustix::mount::mount_remount(
             &place,
             MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
@@ -243,14 +249,16 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
 
     // pivot_root(2): the new root in, the old one detached and gone.
     rustix::process::chdir(root).map_err(step("enter the toolbox's root"))?;
-    mkdir(Path::new(".old"))?;
-    rustix::process::pivot_root(".", ".old").map_err(step("pivot into the toolbox's root"))?;
+    mkdir(Path::new(OLD_ROOT_NAME))?;
+    rustix::process::pivot_root(".", OLD_ROOT_NAME)
+        .map_err(step("pivot into the toolbox's root"))?;
     rustix::process::chdir("/").map_err(step("enter /"))?;
-    rustix::mount::unmount("/.old", UnmountFlags::DETACH)
-        .map_err(step("detach the host's filesystem"))?;
-    rustix::fs::rmdir("/.old").map_err(step("remove /.old"))?;
+    // The old root stays attached until the command's process has mounted
+    // its procfs: in a user namespace the kernel mounts a procfs only where
+    // a full one is visible (`mount_too_revealing`). It detaches it then.
     Ok(ProcMount {
-        target: CString::new("/proc").unwrap_or_default(),
+        target: c"/proc".into(),
+        old_root: c"/.old".into(),
     })
 }
 
@@ -258,6 +266,9 @@ fn mkdir(path: &Path) -> Result<(), ToolboxError> {
     rustix::fs::mkdir(path, Mode::from_raw_mode(0o755))
         .map_err(step(format!("create {}", path.display())))
 }
+
+/// The character devices a toolbox's `/dev` shows.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// A minimal `/dev`: the usual character devices and a devpts of its own
 /// (the terminal of a toolbox session is made there).
@@ -277,30 +288,18 @@ fn make_dev(dev: &Path) -> Result<(), ToolboxError> {
         Mode::empty(),
     )
     .map_err(step("open /dev"))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        rustix::fs::mknodat(
-            dir.as_fd(),
-            name,
-            rustix::fs::FileType::CharacterDevice,
+    // The agent's own device nodes, bound in: mknod(2) is refused inside
+    // a user namespace, and a bind keeps them exactly what they are.
+    for name in DEVICES {
+        rustix::fs::openat(
+            &dir,
+            *name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
         )
         .map_err(step(format!("create /dev/{name}")))?;
-        // mknod(2) honours the umask: set the mode the devices need.
-        rustix::fs::chmodat(
-            dir.as_fd(),
-            name,
-            Mode::from_raw_mode(0o666),
-            rustix::fs::AtFlags::empty(),
-        )
-        .map_err(step(format!("chmod /dev/{name}")))?;
+        rustix::mount::mount_bind(Path::new("/dev").join(name), dev.join(name))
+            .map_err(step(format!("bind /dev/{name}")))?;
     }
     let pts = dev.join("pts");
     mkdir(&pts)?;
@@ -324,17 +323,36 @@ fn make_dev(dev: &Path) -> Result<(), ToolboxError> {
     Ok(())
 }
 
-/// The environment of a toolbox command: the container's, with the
-/// toolbox's `PATH` and `HOME`, and without variables that would make the
-/// toolbox's programs load the container's libraries.
+/// Variables of the container's that never reach a tool: they would make
+/// the tool tree's programs load the container's libraries or run its
+/// scripts (`sh` reads `$ENV`, bash `$BASH_ENV`).
+fn steers_tools(name: &str) -> bool {
+    matches!(name, "PATH" | "HOME" | "ENV" | "BASH_ENV" | "PS1" | "PS4") || name.starts_with("LD_")
+}
+
+/// The environment of a toolbox command in the `container` profile: the
+/// container's spec environment, with the toolbox's `PATH` and `HOME`, and
+/// without the variables that steer the tools ([`steers_tools`]).
 pub fn environment(container: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = container
         .into_iter()
-        .filter(|(k, _)| k != "PATH" && k != "HOME" && !k.starts_with("LD_"))
+        .filter(|(k, _)| !steers_tools(k))
         .collect();
     env.push(("PATH".into(), PATH.into()));
     env.push(("HOME".into(), "/root".into()));
     env
+}
+
+/// The environment of a privileged command: nothing of the container's
+/// (its variables are the attacker's), a fixed prompt, an empty `HOME`
+/// (so no rc file is read), and what the caller sets.
+pub fn clean_environment() -> Vec<(String, String)> {
+    vec![
+        ("PATH".into(), PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("PS1".into(), "nsdebug(privileged)# ".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
 }
 
 #[cfg(test)]
@@ -352,6 +370,24 @@ mod tests {
         assert!(env.contains(&("PATH".into(), PATH.into())));
         assert!(!env.iter().any(|(k, _)| k == "LD_PRELOAD"));
         assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+
+    #[test]
+    fn variables_that_steer_the_tools_are_dropped() {
+        let env = environment(vec![
+            ("ENV".into(), "/target/evil.sh".into()),
+            ("BASH_ENV".into(), "/target/evil.sh".into()),
+            ("PS1".into(), "$(evil)".into()),
+            ("TZ".into(), "UTC".into()),
+        ]);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["TZ", "PATH", "HOME"]);
+        let clean = clean_environment();
+        assert!(
+            clean
+                .iter()
+                .all(|(k, _)| ["PATH", "HOME", "PS1", "LANG"].contains(&k.as_str()))
+        );
     }
 
     #[test]

@@ -44,9 +44,6 @@ async fn agent_client(agent: &Reached, mode: RunMode) -> Result<kube::Client, Pl
     if mode.privileged {
         extra.append_pair("profile", "privileged");
     }
-    if mode.net_only {
-        extra.append_pair("namespaces", "net");
-    }
     let extra = extra.finish();
     let add_mode = tower::util::MapRequestLayer::new(
         move |mut request: axum::http::Request<kube::client::Body>| {
@@ -251,7 +248,7 @@ pub async fn shell(
     mode: RunMode,
 ) -> Result<ExitCode, PluginError> {
     let mut mode = mode;
-    if !mode.toolbox && !mode.net_only {
+    if !mode.toolbox {
         let probe: Vec<String> = ["sh", "-c", "exit 0"].map(String::from).to_vec();
         let timeout = std::time::Duration::from_secs(30);
         let code = super::run::exec_code(agent, target, &probe, mode, timeout, &mut Quiet).await?;

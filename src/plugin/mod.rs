@@ -82,15 +82,15 @@ pub struct PodArgs {
 /// How a command runs in the container.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct RunMode {
-    /// The agent's tools in the pod's namespaces, its files at /target.
-    #[arg(long, conflicts_with = "net_only")]
+    /// The agent's tools in the pod's network, processes and IPC, its files
+    /// at /target (`--net-only` says the same: a network view always comes
+    /// with the pod's processes, never with the host's).
+    #[arg(long, alias = "net-only")]
     pub toolbox: bool,
-    /// Root with every capability (needs the node right).
+    /// Root with every capability, in the agent's tool tree (needs the node
+    /// right); the container's own programs never run as node root.
     #[arg(long)]
     pub privileged: bool,
-    /// Only the pod's network namespace, with the agent's files.
-    #[arg(long)]
-    pub net_only: bool,
 }
 
 /// Where `ui` and `kubeconfig` forward: a pod's node, or a node.

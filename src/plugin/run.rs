@@ -111,16 +111,12 @@ impl Output for Prefixed {
 
 /// The body of a run request.
 fn run_body(command: &[String], mode: RunMode, timeout: Duration) -> Value {
-    let mut body = json!({
+    json!({
         "command": command,
         "toolbox": mode.toolbox,
         "profile": if mode.privileged { "privileged" } else { "container" },
         "timeoutSeconds": timeout.as_secs_f64(),
-    });
-    if mode.net_only {
-        body["namespaces"] = json!(["net"]);
-    }
-    body
+    })
 }
 
 /// Runs `command` in the target through the streamed run API; the exit code

@@ -330,8 +330,12 @@ async function connect(tab) {
   const view = tab.pane.querySelector(".view").value;
   const profile = tab.pane.querySelector(".profile").value;
   const note = tab.pane.querySelector(".note");
-  let command = ["/bin/sh"], namespaces = "", toolbox = false;
-  if (!info?.shell && view === "") {
+  let command = ["/bin/sh"], toolbox = false;
+  if (profile === "privileged") {
+    // The container's own programs never run as node root: the agent's.
+    toolbox = true;
+    note.textContent = "privileged: root with every capability, the agent's tools among the container's processes and network, its files at /target";
+  } else if (!info?.shell && view === "") {
     // Distroless: nothing to run inside, so the toolbox.
     tab.pane.querySelector(".view").value = "toolbox";
     toolbox = true;
@@ -339,16 +343,12 @@ async function connect(tab) {
   } else if (view === "toolbox") {
     toolbox = true;
     note.textContent = "toolbox: the agent's tools among the container's processes and network, its files at /target";
-  } else if (view === "net") {
-    namespaces = "net";
-    note.textContent = "network only: the pod's network, the agent's files and processes";
   } else {
     command = [info.shell];
     note.textContent = "";
   }
   const q = new URLSearchParams({ container: tab.container, stdin: "true", stdout: "true", tty: "true", profile });
   for (const arg of command) q.append("command", arg);
-  if (namespaces) q.set("namespaces", namespaces);
   if (toolbox) q.set("toolbox", "true");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}/api/v1/namespaces/${encodeURIComponent(tab.ns)}/pods/${encodeURIComponent(tab.pod)}/exec?${q}`;
@@ -356,7 +356,7 @@ async function connect(tab) {
   const ws = new WebSocket(url, ["v5.channel.k8s.io", ...bearerProtocol()]);
   ws.binaryType = "arraybuffer";
   tab.ws = ws;
-  const entered = toolbox ? "toolbox" : namespaces ? namespaces.replaceAll(",", "+") : "all namespaces";
+  const entered = toolbox ? "toolbox" : "all namespaces";
   statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")} · connecting…`);
   ws.addEventListener("open", () => {
     statusLine(tab, `${tab.ns}/${tab.pod}/${tab.container} · ${target.containerId.slice(0, 12)} · pid ${target.pid} · ${entered} · ${profile} profile · ${command.join(" ")}`);
