@@ -25,7 +25,8 @@
 # --tools-only DIR lays out the tool tree alone, directly in DIR (the test
 # bed's toolbox root). It does nothing when DIR already holds the tree this
 # script, with these tools, makes (a stamp file, DIR/.toolbox-stamp), and
-# replaces DIR only when it is empty or one it made before.
+# replaces DIR only when it is empty or one it made before. DIR.lock beside
+# it keeps two runs from laying it out at once.
 #
 # The tools must be installed where it runs (the Dockerfile's apt-get line;
 # hack/test.sh installs the same packages). A missing tool is an error.
