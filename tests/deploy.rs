@@ -123,20 +123,24 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     let agent = &pod.containers[0];
     let resources = agent.resources.as_ref().unwrap();
     assert!(resources.requests.is_some() && resources.limits.is_some());
-    // The CRI sockets are mounted read-only.
-    let run = agent
-        .volume_mounts
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|m| m.mount_path == "/host/run")
-        .unwrap();
-    assert_eq!(run.read_only, Some(true));
 
     // Its arguments are ones the agent accepts, and they configure a
     // loopback API with TLS and a probe port.
     let args = agent.args.clone().unwrap();
     let config = render::serve_config(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    // The CRI socket is named, and its directory is mounted read-only from
+    // the host, at the same path under /host (tests/security/deployment.rs
+    // checks that nothing more of the host is).
+    let socket = config.cri_socket.as_ref().expect("--cri-socket");
+    let (mount, volume) = render::volume_for(&pod, agent, socket);
+    assert_eq!(mount.read_only, Some(true));
+    let host = volume.host_path.as_ref().expect("a hostPath volume");
+    assert_eq!(
+        Path::new("/host").join(host.path.trim_start_matches('/')),
+        socket.parent().unwrap()
+    );
+    // Toolbox mode runs the image's tool tree, not the agent's own root.
+    assert_eq!(config.toolbox_root, Path::new("/toolbox"));
     assert!(config.listen.ip().is_loopback());
     assert!(config.tls.is_some());
     let health = config
@@ -256,6 +260,7 @@ fn every_value_set() -> Value {
             "pullPolicy": "Always",
             "pullSecrets": ["registry-login"],
         },
+        "criSocket": "/run/k3s/containerd/containerd.sock",
         "auth": "none",
         "tls": { "existingSecret": "nsdebug-tls" },
         "recording": {
@@ -331,6 +336,18 @@ fn chart_values_become_the_agents_settings() {
     assert_eq!(pod.termination_grace_period_seconds, Some(45));
     assert_eq!(config.cri_timeout, Duration::from_secs(2), "extraArgs");
 
+    // The runtime's socket, its directory mounted from the host.
+    let socket = config.cri_socket.as_ref().unwrap();
+    assert_eq!(
+        socket,
+        Path::new("/host/run/k3s/containerd/containerd.sock")
+    );
+    let (_, volume) = render::volume_for(&pod, agent, socket);
+    assert_eq!(
+        volume.host_path.as_ref().unwrap().path,
+        "/run/k3s/containerd"
+    );
+
     // The certificate is the Secret's, where the arguments point.
     let Some(CertSource::Files { cert, key }) = &config.tls else {
         panic!("{:?}: not the mounted certificate", config.tls);
@@ -345,6 +362,7 @@ fn chart_values_become_the_agents_settings() {
             Path::new(file)
         );
         assert_eq!(mount.read_only, Some(true));
+        assert_eq!(secret.default_mode, Some(0o400), "readable by root only");
     }
 
     // Recordings go to the node's directory.
@@ -414,6 +432,18 @@ fn chart_refuses_bad_values() {
         (
             "recording.hostPath=recordings",
             "at '/recording/hostPath': 'recordings' does not match pattern",
+        ),
+        (
+            "criSocket=run/containerd/containerd.sock",
+            "at '/criSocket': 'run/containerd/containerd.sock' does not match pattern",
+        ),
+        (
+            "criSocket=/run/cri-dockerd.sock",
+            "criSocket /run/cri-dockerd.sock is directly in /run",
+        ),
+        (
+            "criSocket=/run/containerd/../containerd.sock",
+            "is not a clean path",
         ),
         (
             "shutdownGraceSeconds=30",

@@ -129,16 +129,22 @@ pub fn only<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
 }
 
 /// The agent's configuration from a container's arguments, through the
-/// agent's own parser and checks, or the agent's complaint.
+/// agent's own parser and checks (but for the CRI socket's existence), or
+/// the agent's complaint.
 pub fn serve_config(args: &[String]) -> Result<nsdebug::config::Config, String> {
     let cli = <nsdebug::config::Cli as clap::Parser>::try_parse_from(
         std::iter::once("nsdebug".to_string()).chain(args.iter().cloned()),
     )
     .map_err(|e| e.to_string())?;
-    let nsdebug::config::Command::Serve(serve) = cli.command else {
+    let nsdebug::config::Command::Serve(mut serve) = cli.command else {
         return Err(format!("{args:?} does not run `serve`"));
     };
-    nsdebug::config::Config::from_args(*serve).map_err(|e| e.to_string())
+    // The CRI socket is the node's, not this machine's: the agent checks
+    // that it exists when it starts there.
+    let socket = serve.cri_socket.take();
+    let mut config = nsdebug::config::Config::from_args(*serve).map_err(|e| e.to_string())?;
+    config.cri_socket = socket;
+    Ok(config)
 }
 
 /// The mount of `container` that holds `path`, and its volume.

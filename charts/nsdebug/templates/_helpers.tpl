@@ -34,9 +34,31 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
-{{/* Where a tls Secret and the recordings appear in the agent's container. */}}
-{{- define "nsdebug.tlsDir" -}}/etc/nsdebug/tls{{- end }}
+{{/*
+Where a tls Secret and the recordings appear in the agent's container. The
+TLS key is beside the service account token, outside the tool tree
+(/toolbox) that toolbox sessions see.
+*/}}
+{{- define "nsdebug.tlsDir" -}}/var/run/secrets/nsdebug/tls{{- end }}
 {{- define "nsdebug.recordDir" -}}/var/lib/nsdebug/recordings{{- end }}
+
+{{/*
+The CRI socket's directory on the host, mounted read-only at the same path
+under /host, and the socket's path in the agent's container. A directory
+that holds much more than a runtime's sockets (/, /run, /var/run) is refused:
+mounting it would give the agent every socket of the host's services.
+*/}}
+{{- define "nsdebug.criSocketDir" -}}
+{{- if ne (clean .Values.criSocket) .Values.criSocket }}
+{{- fail (printf "criSocket %s is not a clean path (no ., .. or //)" .Values.criSocket) }}
+{{- end }}
+{{- $dir := dir .Values.criSocket }}
+{{- if has $dir (list "/" "/run" "/var/run" "/var") }}
+{{- fail (printf "criSocket %s is directly in %s: the chart mounts the socket's directory, and would mount all of %s; give the runtime's socket in a directory of its own (containerd: /run/containerd/containerd.sock, CRI-O: /run/crio/crio.sock)" .Values.criSocket $dir $dir) }}
+{{- end }}
+{{- $dir }}
+{{- end }}
+{{- define "nsdebug.criSocket" -}}/host{{ .Values.criSocket }}{{- end }}
 
 {{/*
 One `--NAME=VALUE` argument as a YAML list item, or nothing when the value is
@@ -54,15 +76,17 @@ Usage: include "nsdebug.flag" (list "max-sessions" .Values.limits.maxSessions)
 {{- end }}
 
 {{/*
-The agent's command line. The first five are what the chart is built on: the
+The agent's command line. The first six are what the chart is built on: the
 API on the pod's loopback (reached through kubectl port-forward), probes on
-their own port, the host's / under /host (CRI sockets), audit on stdout.
+their own port, the CRI socket (its directory mounted under /host), the
+image's tool tree for toolbox mode, audit on stdout.
 */}}
 {{- define "nsdebug.args" -}}
 - serve
 - --listen=127.0.0.1:7443
 - --health-listen=0.0.0.0:7444
-- --host-root=/host
+- --cri-socket={{ include "nsdebug.criSocket" . }}
+- --toolbox-root=/toolbox
 - --audit-log=-
 {{- if .Values.tls.existingSecret }}
 - --tls-cert={{ include "nsdebug.tlsDir" . }}/tls.crt
