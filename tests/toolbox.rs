@@ -138,7 +138,10 @@ async fn toolbox_in_a_distroless_pod() {
     .await;
     let out = result["stdout"].as_str().unwrap();
     for hidden in ["/var", "/run", "/home"] {
-        assert!(!out.lines().any(|l| l == hidden), "{hidden} is shown: {out}");
+        assert!(
+            !out.lines().any(|l| l == hidden),
+            "{hidden} is shown: {out}"
+        );
     }
     assert!(out.contains("/var: No such file or directory"), "{out}");
     let name = marker.file_name().unwrap().to_str().unwrap();
