@@ -8,9 +8,11 @@
 //! DaemonSets that mount the host's `/proc` elsewhere.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use procfs::process::Process;
+use rustix::fs::OFlags;
 use serde::Serialize;
 
 /// Namespace kinds reported for a process, as named in `/proc/PID/ns/`.
@@ -120,7 +122,7 @@ impl ProcRoot {
     /// that root (`openat2(2)` `RESOLVE_IN_ROOT`): an absolute symlink in the
     /// container never leads to the host's files.
     pub fn executable_in_root<'a>(&self, pid: u32, candidates: &[&'a str]) -> Option<&'a str> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        use rustix::fs::{Mode, ResolveFlags, openat2};
         let root = rustix::fs::open(
             self.root.join(pid.to_string()).join("root"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -151,7 +153,7 @@ impl ProcRoot {
     /// file. The open does not block (`O_NONBLOCK`: a FIFO planted there would
     /// wait for a writer) and anything but a regular file is refused.
     pub fn read_in_root(&self, pid: u32, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, openat2};
+        use rustix::fs::{FileType, Mode, ResolveFlags, openat2};
         use std::io::Read;
         let root = rustix::fs::open(
             self.root.join(pid.to_string()).join("root"),
@@ -202,6 +204,21 @@ impl ProcRoot {
             })
             .collect())
     }
+}
+
+/// Opens the object an `O_PATH` descriptor refers to for real I/O, through
+/// `/proc/self/fd` (`open(2)`, `O_PATH`): the very inode that was checked,
+/// even if the name was replaced since, and only after its type was checked,
+/// so a device or FIFO is never opened. Permissions are checked now, for the
+/// thread's (the container user's) credentials.
+/// The caller checks the type: this function cannot tell what it opens.
+pub fn reopen(fd: impl AsFd, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let link = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    rustix::fs::open(
+        link,
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
 }
 
 /// The credentials of a process, from `/proc/PID/status` (`proc(5)`): what a

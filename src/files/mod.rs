@@ -25,12 +25,12 @@ mod download;
 mod upload;
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::process::{Credentials, ProcRoot, ProcessIdentity};
+use crate::process::{Credentials, ProcRoot, ProcessIdentity, reopen};
 
 pub use archive::ArchiveStats;
 pub use download::{Download, FileInfo, Format, download};
@@ -256,21 +256,6 @@ impl ContainerFs {
     fn error(&self, op: &'static str, path: &str, errno: Errno) -> FileError {
         FileError::from_errno(op, path, self.user.uid, errno)
     }
-}
-
-/// Opens the object an `O_PATH` descriptor refers to for real I/O, through
-/// `/proc/self/fd` (`open(2)`, `O_PATH`): the very inode that was checked,
-/// even if the name was replaced since, and only after its type was checked,
-/// so a device or FIFO is never opened. Permissions are checked now, for the
-/// thread's (the container user's) credentials.
-fn reopen(fd: impl AsFd, flags: OFlags) -> Result<OwnedFd, Errno> {
-    use std::os::fd::AsRawFd;
-    let link = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-    rustix::fs::open(
-        link,
-        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
 }
 
 /// A path the caller gave, checked: not empty, no NUL. A relative path is
