@@ -150,8 +150,10 @@ impl ProcRoot {
     /// is an error, not a silent cut). The path resolves inside that root
     /// (`openat2(2)` `RESOLVE_IN_ROOT`, and no magic links such as
     /// `/proc/self/root`), so a symlink in the container never leads to a host
-    /// file. The open does not block (`O_NONBLOCK`: a FIFO planted there would
-    /// wait for a writer) and anything but a regular file is refused.
+    /// file. The container chooses what lies at `path`: it is first opened
+    /// `O_PATH` (which opens nothing, `open(2)`), and only a regular file is
+    /// then reopened for reading ([`reopen`], the very inode checked), so a
+    /// FIFO planted there never blocks the agent and a device is never opened.
     pub fn read_in_root(&self, pid: u32, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
         use rustix::fs::{FileType, Mode, ResolveFlags, openat2};
         use std::io::Read;
@@ -163,7 +165,7 @@ impl ProcRoot {
         let fd = openat2(
             &root,
             path,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )?;
@@ -171,9 +173,10 @@ impl ProcRoot {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "not a regular file",
+                format!("{path} is not a regular file"),
             ));
         }
+        let fd = reopen(&fd, OFlags::RDONLY)?;
         let mut bytes = Vec::new();
         std::fs::File::from(fd)
             .take(limit.saturating_add(1))
@@ -362,6 +365,15 @@ mod tests {
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();
+        // A device node (/dev/null's numbers): never opened, only refused.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("etc/device"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
         let proc_root = ProcRoot::new(proc.path());
         let read = |path: &str, limit| proc_root.read_in_root(7, path, limit);
         assert_eq!(
@@ -370,10 +382,13 @@ mod tests {
         );
         assert_eq!(read("/etc/link", 100).unwrap(), b"the container's\n");
         assert_eq!(read("/etc/climb", 100).unwrap(), b"the container's\n");
-        assert_eq!(
-            read("/etc/fifo", 100).unwrap_err().kind(),
-            std::io::ErrorKind::InvalidInput
-        );
+        for special in ["/etc/fifo", "/etc/device"] {
+            assert_eq!(
+                read(special, 100).unwrap_err().kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{special}"
+            );
+        }
         assert_eq!(
             read("/etc/resolv.conf", 5).unwrap_err().kind(),
             std::io::ErrorKind::FileTooLarge
