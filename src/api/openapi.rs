@@ -151,7 +151,7 @@ fn files_get() {}
 
 #[utoipa::path(put, path = "/v1/targets/{namespace}/{pod}/files", tag = "files",
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
-           ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits, e.g. 0644")),
+           ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits, e.g. 0644; a setuid or setgid bit is refused (400)")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "written"), (status = 200, description = "replaced"),
               (status = 403, body = Status), (status = 404, description = "the parent directory does not exist", body = Status), (status = 413, body = Status)))]

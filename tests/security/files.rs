@@ -5,13 +5,108 @@
 //! type-checked before they are opened: a FIFO or a device planted there is
 //! never opened and never blocks an answer.
 
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::support::files::pid_of;
+use super::support::files::{files_url, pid_of, put, refused};
 use super::support::testbed::ContainerSpec;
-use super::support::{Agent, one_pod};
+use super::support::{Agent, assert_status, one_pod};
+
+/// A uid-0 container that dropped every capability cannot read a 0600 file
+/// of another user, nor write into that user's directory: `kubectl exec`
+/// could not (`cat` and `cp` there fail with EACCES), so the files API must
+/// not either.
+#[tokio::test]
+async fn a_root_container_without_capabilities_gets_no_more_than_its_user_could() {
+    let (ns, mut client, pod) = one_pod(
+        "sec-files-nocaps",
+        "nocaps",
+        vec![ContainerSpec::busybox("shell").drop_capabilities(&["ALL"])],
+    )
+    .await;
+    let agent = Agent::start();
+    let pid = pid_of(&agent, &ns, "nocaps", "shell").await;
+    // Laid out from the host: the container could not chown them.
+    let root = format!("/proc/{pid}/root");
+    let secret = format!("{root}/tmp/secret");
+    std::fs::write(&secret, "uid 1000's own\n").unwrap();
+    chown(&secret, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).unwrap();
+    let locked = format!("{root}/tmp/locked");
+    std::fs::create_dir(&locked).unwrap();
+    chown(&locked, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o755)).unwrap();
+
+    // The container's own root cannot read it: what the API must match.
+    let cat = run(&agent, &ns, "nocaps", json!(["cat", "/tmp/secret"])).await;
+    assert_ne!(cat["exitCode"], 0, "{cat}");
+
+    let url = files_url(&agent, &ns, "nocaps", "shell", "/tmp/secret", &[]);
+    let message = refused(url, 403, "Forbidden").await;
+    assert!(message.contains("permission denied"), "{message}");
+
+    let url = files_url(&agent, &ns, "nocaps", "shell", "/tmp/locked/planted", &[]);
+    let (code, body) = put(url, b"not allowed\n".to_vec()).await;
+    assert_eq!(code, 403, "{body}");
+    assert_status(&body, 403, "Forbidden");
+    assert!(
+        !std::path::Path::new(&format!("{locked}/planted")).exists(),
+        "nothing was written"
+    );
+    // Where its user may write, it still can.
+    let url = files_url(&agent, &ns, "nocaps", "shell", "/tmp/mine", &[]);
+    let (code, body) = put(url, b"mine\n".to_vec()).await;
+    assert_eq!(code, 201, "{body}");
+    pod.remove(&mut client).await;
+}
+
+/// An upload never makes a setuid or setgid file: a user with exec on a pod
+/// must not plant a binary that runs as root for the container's other users.
+#[tokio::test]
+async fn uploads_make_no_setuid_or_setgid_file() {
+    let (ns, mut client, pod) = one_pod(
+        "sec-files-suid",
+        "suid",
+        vec![ContainerSpec::busybox("shell")],
+    )
+    .await;
+    let agent = Agent::start();
+    let pid = pid_of(&agent, &ns, "suid", "shell").await;
+    for (mode, name) in [("4755", "setuid"), ("2755", "setgid"), ("6755", "both")] {
+        let path = format!("/tmp/{name}");
+        let url = files_url(&agent, &ns, "suid", "shell", &path, &[("mode", mode)]);
+        let (code, body) = put(url, b"#!/bin/sh\nid\n".to_vec()).await;
+        assert_eq!(code, 400, "mode {mode}: {body}");
+        assert_status(&body, 400, "BadRequest");
+        assert!(
+            body["message"].as_str().unwrap().contains("setuid"),
+            "{body}"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/root{path}")).exists(),
+            "mode {mode}: no file was made"
+        );
+    }
+    // Plain permission bits (and the sticky bit) are still taken.
+    let url = files_url(
+        &agent,
+        &ns,
+        "suid",
+        "shell",
+        "/tmp/tool",
+        &[("mode", "0755")],
+    );
+    let (code, body) = put(url, b"#!/bin/sh\nid\n".to_vec()).await;
+    assert_eq!((code, &body["mode"]), (201, &json!("0755")), "{body}");
+    pod.remove(&mut client).await;
+}
+
+/// Runs `command` in the pod's only container; the run API's answer.
+async fn run(agent: &Agent, ns: &str, pod: &str, command: Value) -> Value {
+    run_body(agent, ns, pod, json!({ "command": command })).await
+}
 
 async fn run_body(agent: &Agent, ns: &str, pod: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
