@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::support::files::{files_url, pid_of, put, refused};
+use super::support::files::{download, files_url, pid_of, put, refused};
 use super::support::testbed::ContainerSpec;
 use super::support::{Agent, assert_status, one_pod};
 
@@ -59,6 +59,9 @@ async fn a_root_container_without_capabilities_gets_no_more_than_its_user_could(
     let url = files_url(&agent, &ns, "nocaps", "shell", "/tmp/mine", &[]);
     let (code, body) = put(url, b"mine\n".to_vec()).await;
     assert_eq!(code, 201, "{body}");
+    // ...and read back what its user may read, with no capability at all.
+    let mine = download(files_url(&agent, &ns, "nocaps", "shell", "/tmp/mine", &[])).await;
+    assert_eq!(mine.text(), "mine\n");
     pod.remove(&mut client).await;
 }
 
