@@ -341,6 +341,17 @@ impl Auth {
         Ok(())
     }
 
+    /// The privileged right alone (`create nodes/proxy` on this node by
+    /// default), for an act that reaches beyond the container: a view or a
+    /// capture of a target that shares the node's namespaces. The demo mode
+    /// (`--auth none`) allows it, as it allows everything.
+    pub async fn authorize_privileged(&self, user: &User) -> Result<(), AuthError> {
+        match self {
+            Auth::Kube(kube) => kube.authorize(user, &kube.privileged_action()).await,
+            Auth::None => Ok(()),
+        }
+    }
+
     pub fn mode(&self) -> &'static str {
         match self {
             Auth::Kube(_) => "kube",

@@ -8,9 +8,11 @@
 //! DaemonSets that mount the host's `/proc` elsewhere.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use procfs::process::Process;
+use rustix::fs::OFlags;
 use serde::Serialize;
 
 /// Namespace kinds reported for a process, as named in `/proc/PID/ns/`.
@@ -120,7 +122,7 @@ impl ProcRoot {
     /// that root (`openat2(2)` `RESOLVE_IN_ROOT`): an absolute symlink in the
     /// container never leads to the host's files.
     pub fn executable_in_root<'a>(&self, pid: u32, candidates: &[&'a str]) -> Option<&'a str> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+        use rustix::fs::{Mode, ResolveFlags, openat2};
         let root = rustix::fs::open(
             self.root.join(pid.to_string()).join("root"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -148,10 +150,12 @@ impl ProcRoot {
     /// is an error, not a silent cut). The path resolves inside that root
     /// (`openat2(2)` `RESOLVE_IN_ROOT`, and no magic links such as
     /// `/proc/self/root`), so a symlink in the container never leads to a host
-    /// file. The open does not block (`O_NONBLOCK`: a FIFO planted there would
-    /// wait for a writer) and anything but a regular file is refused.
+    /// file. The container chooses what lies at `path`: it is first opened
+    /// `O_PATH` (which opens nothing, `open(2)`), and only a regular file is
+    /// then reopened for reading ([`reopen`], the very inode checked), so a
+    /// FIFO planted there never blocks the agent and a device is never opened.
     pub fn read_in_root(&self, pid: u32, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, openat2};
+        use rustix::fs::{FileType, Mode, ResolveFlags, openat2};
         use std::io::Read;
         let root = rustix::fs::open(
             self.root.join(pid.to_string()).join("root"),
@@ -161,7 +165,7 @@ impl ProcRoot {
         let fd = openat2(
             &root,
             path,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )?;
@@ -169,9 +173,10 @@ impl ProcRoot {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "not a regular file",
+                format!("{path} is not a regular file"),
             ));
         }
+        let fd = reopen(&fd, OFlags::RDONLY)?;
         let mut bytes = Vec::new();
         std::fs::File::from(fd)
             .take(limit.saturating_add(1))
@@ -202,6 +207,21 @@ impl ProcRoot {
             })
             .collect())
     }
+}
+
+/// Opens the object an `O_PATH` descriptor refers to for real I/O, through
+/// `/proc/self/fd` (`open(2)`, `O_PATH`): the very inode that was checked,
+/// even if the name was replaced since, and only after its type was checked,
+/// so a device or FIFO is never opened. Permissions are checked now, for the
+/// thread's (the container user's) credentials.
+/// The caller checks the type: this function cannot tell what it opens.
+pub fn reopen(fd: impl AsFd, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let link = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    rustix::fs::open(
+        link,
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
 }
 
 /// The credentials of a process, from `/proc/PID/status` (`proc(5)`): what a
@@ -345,6 +365,15 @@ mod tests {
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();
+        // A device node (/dev/null's numbers): never opened, only refused.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("etc/device"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
         let proc_root = ProcRoot::new(proc.path());
         let read = |path: &str, limit| proc_root.read_in_root(7, path, limit);
         assert_eq!(
@@ -353,10 +382,13 @@ mod tests {
         );
         assert_eq!(read("/etc/link", 100).unwrap(), b"the container's\n");
         assert_eq!(read("/etc/climb", 100).unwrap(), b"the container's\n");
-        assert_eq!(
-            read("/etc/fifo", 100).unwrap_err().kind(),
-            std::io::ErrorKind::InvalidInput
-        );
+        for special in ["/etc/fifo", "/etc/device"] {
+            assert_eq!(
+                read(special, 100).unwrap_err().kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{special}"
+            );
+        }
         assert_eq!(
             read("/etc/resolv.conf", 5).unwrap_err().kind(),
             std::io::ErrorKind::FileTooLarge

@@ -215,7 +215,7 @@ async fn diagnostics_match_the_hosts_own_views() {
     assert_eq!(code, 404, "{body}");
     assert_eq!(
         body["message"],
-        "no process with PID 99999 in the container's PID namespace"
+        "no process with PID 99999 in the container (its PID namespace and its cgroup)"
     );
     let (code, body) = view(&agent, &ns, "mixed", "gossip", "?container=shell").await;
     assert_eq!(code, 404);

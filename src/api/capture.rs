@@ -2,8 +2,13 @@
 //! of a pod's traffic, usable as `curl ... > trace.pcap` and as a download.
 //!
 //! A capture reveals whatever the pod sends and receives (tokens, cookies),
-//! so it needs what `kubectl exec` needs (`create pods/exec`), is audited as a
-//! session (`ResponseStarted`, then `ResponseComplete` with the packets,
+//! so it needs what `kubectl exec` needs (`create pods/exec`). It opens a raw
+//! socket with the agent's rights, so it is what `kubectl exec` gives only
+//! when the container could capture itself: its init has `CAP_NET_RAW` (in
+//! its effective and bounding sets) and the pod has a network of its own.
+//! A container without `CAP_NET_RAW`, or a `hostNetwork` pod (whose traffic
+//! is the node's), also needs the privileged right (`create nodes/proxy` by
+//! default). A capture is audited as a session (`ResponseStarted`, then `ResponseComplete` with the packets,
 //! bytes and why it ended) and counts against the session limits. The
 //! capture itself is `diag::capture`.
 
@@ -80,6 +85,30 @@ async fn capture_in_container(
     }
     let spec = parse_spec(&q)?;
     capture(state, user, info, TargetRef::ContainerId(id), spec).await
+}
+
+/// The privileged right, when a capture of `target` would be more than the
+/// container could capture itself (see the module comment).
+async fn beyond_the_container(
+    state: &AppState,
+    user: &crate::auth::User,
+    target: &Target,
+) -> Result<(), ApiError> {
+    let reach = super::target_reach(state, target).await?;
+    let why = if reach.host_network {
+        format!(
+            "pod {}/{} uses the node's network namespace (hostNetwork): a capture there sees the node's traffic",
+            target.namespace, target.pod
+        )
+    } else if !reach.net_raw {
+        format!(
+            "container \"{}\" of pod {}/{} has no CAP_NET_RAW (in its effective and bounding sets): it could not capture packets itself",
+            target.container, target.namespace, target.pod
+        )
+    } else {
+        return Ok(());
+    };
+    super::authorize_privileged_for(state, user, &why).await
 }
 
 /// A query value that is there and not blank.
@@ -160,6 +189,13 @@ async fn capture(
         },
     )
     .await?;
+    if let Err(err) = beyond_the_container(&state, &user, &target).await {
+        audit.note("error", err.message());
+        state
+            .audit
+            .record(&audit.event("ResponseComplete", err.code().as_u16()));
+        return Err(err);
+    }
     spec.description = format!(
         "network namespace of pod {}/{} (container {})",
         target.namespace, target.pod, target.container

@@ -3,18 +3,24 @@
 //!
 //! | view | answer | needs |
 //! |---|---|---|
-//! | `processes` | the container's processes (PID inside and on the host, parent, command line, user, state, RSS, CPU time, start) | `create pods/exec` |
-//! | `sockets` | TCP/UDP (v4, v6) and unix sockets of the pod's network, with their processes | `get pods` |
-//! | `interfaces` | interfaces, addresses, counters | `get pods` |
-//! | `routes` | IPv4 routes | `get pods` |
+//! | `processes` | the processes of the container's PID namespace (PID inside and on the host, parent, command line, user, state, RSS, CPU time, start) | `create pods/exec`; for a `hostPID` pod also the privileged right |
+//! | `sockets` | TCP/UDP (v4, v6) and unix sockets of the pod's network, with their processes | `get pods`; for a `hostNetwork` pod also the privileged right |
+//! | `interfaces` | interfaces, addresses, counters | `get pods`; for a `hostNetwork` pod also the privileged right |
+//! | `routes` | IPv4 routes | `get pods`; for a `hostNetwork` pod also the privileged right |
 //! | `cgroup` | memory (usage, limit, OOM kills), CPU (usage, throttling, quota), PIDs | `get pods` |
-//! | `open-files` | the open descriptors of `?pid=` (inside PID; default the init) | `create pods/exec` |
+//! | `open-files` | the open descriptors of `?pid=` (inside PID, one of the container's own; default the init) | `create pods/exec` |
 //! | `env` | the environment of `?pid=`, secret-looking values redacted unless `?reveal=true` | `create pods/exec` |
 //! | `mounts` | the mounts `?pid=` sees | `create pods/exec` |
 //!
 //! What can show secrets (command lines, environment, open paths, mounts) needs
 //! the right to exec into the pod, and is audited like a session; metadata
 //! (sockets, interfaces, routes, cgroup usage) needs the right to read it.
+//! No view reaches past the container for those rights alone: `?pid=` names
+//! only the container's own processes (its PID namespace and its cgroup;
+//! anything else is a 404, whether it exists or not), and a view that would
+//! list the node's processes (`hostPID`) or the node's network
+//! (`hostNetwork`) needs the privileged right (`create nodes/proxy` by
+//! default), a 403 that says why.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -24,6 +30,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, QueryOf as Q, RequestInfo, query};
 use crate::auth::{Action, User};
+use crate::diag::host::Reach;
 use crate::diag::{self, DiagError};
 use crate::resolve::{Target, TargetRef};
 
@@ -73,7 +80,7 @@ async fn in_pod(
         container: q.container.clone().filter(|c| !c.is_empty()),
     };
     let target = state.resolver.resolve(&wanted).await?;
-    answer(&state, record, target, &view, &q).await
+    answer(&state, &user, record, target, &view, &q).await
 }
 
 async fn in_container(
@@ -87,7 +94,7 @@ async fn in_container(
     let exec = needs_exec(&view)?;
     let target = state.resolver.resolve(&TargetRef::ContainerId(id)).await?;
     let record = authorize(&state, &user, &info, &target.namespace, &target.pod, exec).await?;
-    answer(&state, record, target, &view, &q).await
+    answer(&state, &user, record, target, &view, &q).await
 }
 
 pub(super) fn needs_exec(view: &str) -> Result<bool, ApiError> {
@@ -136,13 +143,42 @@ fn diag_error(err: DiagError, target: &Target) -> ApiError {
     }
 }
 
+/// Why `view` of `target` needs the privileged right, if it does: it would
+/// show the node's processes or the node's network.
+fn beyond_the_container(view: &str, reach: Reach, target: &Target) -> Option<String> {
+    let pod = format!("pod {}/{}", target.namespace, target.pod);
+    match view {
+        "processes" if reach.host_pid => Some(format!(
+            "{pod} uses the node's PID namespace (hostPID): its process list is the node's"
+        )),
+        "sockets" | "interfaces" | "routes" if reach.host_network => Some(format!(
+            "{pod} uses the node's network namespace (hostNetwork): its {view} are the node's"
+        )),
+        _ => None,
+    }
+}
+
 async fn answer(
     state: &AppState,
-    record: Option<crate::audit::AuditRecord>,
+    user: &User,
+    mut record: Option<crate::audit::AuditRecord>,
     target: Target,
     view: &str,
     q: &DiagQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let reach = super::target_reach(state, &target).await?;
+    if let Some(why) = beyond_the_container(view, reach, &target)
+        && let Err(err) = super::authorize_privileged_for(state, user, &why).await
+    {
+        if let Some(record) = record.as_mut() {
+            record.note("diag", view).note("error", err.message());
+            state
+                .audit
+                .record(&record.event("ResponseComplete", err.code().as_u16()));
+        }
+        return Err(err);
+    }
+    let container_id = target.container_id.clone();
     let proc_root = state.inventory.proc_root().clone();
     let pid = target.pid;
     let (inside, reveal) = (q.pid, q.reveal);
@@ -159,7 +195,8 @@ async fn answer(
                 "routes" => json!(diag::network::routes(&proc_root, pid)?),
                 "cgroup" => return Ok(json!({ "usage": diag::cgroup::usage(&proc_root, pid)? })),
                 other => {
-                    let host = diag::process_files::host_pid(&proc_root, pid, inside)?;
+                    let host =
+                        diag::process_files::host_pid(&proc_root, pid, &container_id, inside)?;
                     match other {
                         "open-files" => json!(diag::process_files::open_files(&proc_root, host)?),
                         "env" => json!(diag::process_files::environment(&proc_root, host, reveal)?),

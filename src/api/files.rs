@@ -48,7 +48,7 @@ pub(super) struct FilesQuery {
     path: String,
     /// `tar` for an archive (a directory's tree, or one file).
     format: Option<String>,
-    /// Octal permission bits of an uploaded file.
+    /// Octal permission bits of an uploaded file (never setuid or setgid).
     mode: Option<String>,
 }
 
@@ -76,6 +76,15 @@ impl FilesQuery {
             return Ok(None);
         };
         match u32::from_str_radix(text, 8) {
+            // A setuid or setgid file planted by an upload would run with its
+            // owner's (often root's) rights for the container's other users:
+            // refused outright rather than silently dropped, so the caller
+            // knows the file is not what they asked for.
+            Ok(mode) if mode & SET_ID_BITS != 0 && mode <= 0o7777 => {
+                Err(ApiError::bad_request(format!(
+                    "mode \"{text}\" has the setuid or setgid bit; uploads never set them (use 0755-style permission bits)"
+                )))
+            }
             Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
             _ => Err(ApiError::bad_request(format!(
                 "mode \"{text}\" is not octal permission bits such as 0644 or 0755"
@@ -441,6 +450,9 @@ fn body_error(err: axum::Error, path: &str, limit: u64) -> FileError {
     }
 }
 
+/// `S_ISUID | S_ISGID` (`inode(7)`).
+const SET_ID_BITS: u32 = 0o6000;
+
 impl From<FileError> for ApiError {
     fn from(err: FileError) -> Self {
         let message = err.to_string();
@@ -470,6 +482,7 @@ impl From<FileError> for ApiError {
             FileError::OpenRoot { .. }
             | FileError::Credentials { .. }
             | FileError::BecomeUser { .. }
+            | FileError::BecomeCapabilities(_)
             | FileError::Thread(_) => Self::internal(&err),
         }
     }
@@ -499,7 +512,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(q("0755", "tar").mode().unwrap(), Some(0o755));
-        assert_eq!(q("4755", "tar").mode().unwrap(), Some(0o4755));
+        assert_eq!(q("1777", "tar").mode().unwrap(), Some(0o1777));
+        for set_id in ["4755", "2755", "6755", "04711"] {
+            let err = q(set_id, "").mode().unwrap_err();
+            assert!(err.message().contains("setuid"), "{set_id}");
+        }
         assert!(q("0999", "").mode().is_err());
         assert!(q("17777", "").mode().is_err());
         assert_eq!(q("644", "").format().unwrap(), Format::Raw);

@@ -96,13 +96,14 @@ fn run_in_container() {}
 #[utoipa::path(get, path = "/v1/targets/{namespace}/{pod}/diag/{view}", tag = "diagnostics",
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path),
            ("view" = String, Path, description = "processes, sockets, interfaces, routes, cgroup, open-files, env or mounts"),
-           ("container" = Option<String>, Query), ("pid" = Option<u32>, Query, description = "open-files, env, mounts: a PID inside the container (default its init)"),
+           ("container" = Option<String>, Query), ("pid" = Option<u32>, Query, description = "open-files, env, mounts: a PID inside the container, of one of its own processes (default its init)"),
            ("reveal" = Option<bool>, Query, description = "env: show the values of secret-looking names")),
     responses((status = 200, body = DiagAnswer, example = json!({"view": "sockets",
                    "target": {"namespace": "shop", "pod": "hello", "container": "hello", "containerId": "e7d33696699c", "pid": 29057},
                    "items": [{"protocol": "tcp", "state": "LISTEN", "local": "0.0.0.0:8080", "remote": null, "inode": 1235275, "uid": 0,
                               "rxQueue": 0, "txQueue": 0, "processes": [{"pid": 1, "hostPid": 29057, "command": "hello"}]}]})),
-              (status = 403, body = Status), (status = 404, description = "no such pod, view or process", body = Status), (status = 409, body = Status)))]
+              (status = 403, description = "a missing right: exec or get on the pod, or the privileged right for the node's processes (hostPID) or network (hostNetwork)", body = Status),
+              (status = 404, description = "no such pod, view or process of the container", body = Status), (status = 409, body = Status)))]
 fn diag_in_pod() {}
 
 #[utoipa::path(get, path = "/v1/containers/{id}/diag/{view}", tag = "diagnostics",
@@ -151,7 +152,7 @@ fn files_get() {}
 
 #[utoipa::path(put, path = "/v1/targets/{namespace}/{pod}/files", tag = "files",
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
-           ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits, e.g. 0644")),
+           ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits, e.g. 0644; a setuid or setgid bit is refused (400)")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "written"), (status = 200, description = "replaced"),
               (status = 403, body = Status), (status = 404, description = "the parent directory does not exist", body = Status), (status = 413, body = Status)))]
@@ -169,7 +170,7 @@ fn files_put() {}
     responses((status = 200, description = "the pod's packets as a capture file (`Content-Disposition: attachment`), streamed as they arrive; it ends at the duration, packet or byte cap, when the container exits or when the client hangs up",
                content(("application/vnd.tcpdump.pcap"), ("application/x-pcapng"))),
               (status = 400, description = "a bad value, a filter libpcap cannot compile (its message), an unknown interface", body = Status),
-              (status = 403, body = Status), (status = 404, body = Status), (status = 409, description = "the container is not running", body = Status),
+              (status = 403, description = "no exec right on the pod, or no privileged right for a hostNetwork pod or a container without CAP_NET_RAW", body = Status), (status = 404, body = Status), (status = 409, description = "the container is not running", body = Status),
               (status = 429, description = "over the session limits", body = Status)))]
 fn capture_in_pod() {}
 

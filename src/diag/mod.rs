@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod cgroup;
 pub mod dns;
+pub mod host;
 pub mod netns;
 pub mod network;
 pub mod probe;
@@ -20,7 +21,7 @@ pub mod sockets;
 pub enum DiagError {
     #[error("the container's process {pid} is gone")]
     Gone { pid: u32 },
-    #[error("no process with PID {pid} in the container's PID namespace")]
+    #[error("no process with PID {pid} in the container (its PID namespace and its cgroup)")]
     NoSuchProcess { pid: u32 },
     #[error("failed to {what}")]
     Proc {

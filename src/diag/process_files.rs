@@ -11,8 +11,16 @@ use super::DiagError;
 use crate::process::ProcRoot;
 
 /// The host PID of the process with PID `inside` in the PID namespace of
-/// `init` (the target's init process).
-pub fn host_pid(proc_root: &ProcRoot, init: u32, inside: Option<u32>) -> Result<u32, DiagError> {
+/// `init` (the target's init process), if it is one of the container's own:
+/// in its cgroup too. The PID namespace alone is not enough: a `hostPID`
+/// pod's is the node's, and a pod that shares one shows its other
+/// containers'. Any other process is "not there", whether it exists or not.
+pub fn host_pid(
+    proc_root: &ProcRoot,
+    init: u32,
+    container_id: &str,
+    inside: Option<u32>,
+) -> Result<u32, DiagError> {
     let Some(wanted) = inside else {
         return Ok(init);
     };
@@ -21,6 +29,11 @@ pub fn host_pid(proc_root: &ProcRoot, init: u32, inside: Option<u32>) -> Result<
         .iter()
         .find(|p| p.pid == wanted)
         .map(|p| p.host_pid)
+        .filter(|host| {
+            proc_root
+                .cgroup_mentions(*host, container_id)
+                .unwrap_or(false)
+        })
         .ok_or(DiagError::NoSuchProcess { pid: wanted })
 }
 

@@ -12,12 +12,17 @@
 //!
 //! The work runs as the container's user, as `kubectl cp` (which runs `tar`
 //! through exec as that user) would: each request gets its own short-lived
-//! thread that takes the effective uid, gid and supplementary groups of the
-//! container's init process (`/proc/PID/status`) before it touches a path.
-//! Credentials are per thread at the kernel level (`setresuid(2)`, NOTES), so
-//! the change stays on that thread, which exits with the request; no tokio or
-//! blocking-pool thread ever carries it. The kernel then checks permissions
-//! for that user, and uploaded files are owned by it. No `setns` is needed:
+//! thread that takes the effective uid, gid, supplementary groups and the
+//! effective and permitted capability sets of the container's init process
+//! (`/proc/PID/status`) before it touches a path. Credentials and
+//! capabilities are per thread at the kernel level (`setresuid(2)`, NOTES;
+//! `capset(2)`), so the change stays on that thread, which exits with the
+//! request; no tokio or blocking-pool thread ever carries it. The kernel then
+//! checks permissions for that user with the container's capabilities (a
+//! uid-0 container that dropped `CAP_DAC_OVERRIDE` cannot read another
+//! user's 0600 file, through this API either), and uploaded files are owned
+//! by it. Uploads never set the setuid or setgid bit (the API refuses such a
+//! mode). No `setns` is needed:
 //! the root directory descriptor is all the container a path needs.
 
 mod archive;
@@ -25,12 +30,12 @@ mod download;
 mod upload;
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::process::{Credentials, ProcRoot, ProcessIdentity};
+use crate::process::{Credentials, ProcRoot, ProcessIdentity, reopen};
 
 pub use archive::ArchiveStats;
 pub use download::{Download, FileInfo, Format, download};
@@ -61,6 +66,8 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
+    #[error("failed to take on the capability sets of the container")]
+    BecomeCapabilities(#[source] io::Error),
     #[error("failed to start a thread for the file operation")]
     Thread(#[source] io::Error),
     #[error("invalid path {path:?}: {reason}")]
@@ -154,6 +161,9 @@ pub struct FileUser {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The effective and permitted capability sets (`CAP_*` bits).
+    pub effective: u64,
+    pub permitted: u64,
 }
 
 impl From<&Credentials> for FileUser {
@@ -162,6 +172,8 @@ impl From<&Credentials> for FileUser {
             uid: creds.uid,
             gid: creds.gid,
             groups: creds.groups.clone(),
+            effective: creds.effective,
+            permitted: creds.permitted,
         }
     }
 }
@@ -212,19 +224,32 @@ impl ContainerFs {
         })
     }
 
-    /// Takes on the container user's groups, gid and uid on this thread
-    /// (the calling thread only: see the module comment). A non-root uid
-    /// loses the capabilities that bypass file permissions (`capabilities(7)`,
-    /// "Effect of user ID changes"). An agent that is not root itself keeps
-    /// its own credentials: it could not change them, and the kernel checks
-    /// those.
+    /// Takes on the container user's groups, gid, uid and capability sets
+    /// on this thread (the calling thread only: see the module comment).
+    /// Changing the effective uid alone is not enough: a uid-0 container
+    /// would keep the agent's every capability, and a non-root uid loses its
+    /// effective capabilities (`capabilities(7)`, "Effect of user ID
+    /// changes") while a container may have some. So the thread's effective
+    /// and permitted sets become the container's (never more than the
+    /// agent's own), with no inheritable ones. An agent that is not root
+    /// itself keeps its own credentials: it could not change them, and the
+    /// kernel checks those.
     fn become_user(&self) -> Result<(), FileError> {
         use rustix::process::{Gid, Uid};
-        use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+        use rustix::thread::{
+            CapabilitySet, CapabilitySets, capabilities, set_capabilities, set_thread_groups,
+            set_thread_res_gid, set_thread_res_uid,
+        };
         if !rustix::process::geteuid().is_root() {
             return Ok(());
         }
-        let FileUser { uid, gid, groups } = &self.user;
+        let FileUser {
+            uid,
+            gid,
+            groups,
+            effective,
+            permitted,
+        } = &self.user;
         let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
         set_thread_groups(&groups)
             .and_then(|()| set_thread_res_gid(None, Gid::from_raw(*gid), None))
@@ -233,7 +258,21 @@ impl ContainerFs {
                 uid: *uid,
                 gid: *gid,
                 source: errno.into(),
-            })
+            })?;
+        // The saved uid is still 0, so the agent's permitted set survived the
+        // uid change and bounds what this thread can take on.
+        let own = capabilities(None).map_err(|e| FileError::BecomeCapabilities(e.into()))?;
+        let permitted = CapabilitySet::from_bits_retain(*permitted) & own.permitted;
+        let effective = CapabilitySet::from_bits_retain(*effective) & permitted;
+        set_capabilities(
+            None,
+            CapabilitySets {
+                effective,
+                permitted,
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+        .map_err(|e| FileError::BecomeCapabilities(e.into()))
     }
 
     /// `path` opened with `flags`, resolved inside the container's root.
@@ -256,21 +295,6 @@ impl ContainerFs {
     fn error(&self, op: &'static str, path: &str, errno: Errno) -> FileError {
         FileError::from_errno(op, path, self.user.uid, errno)
     }
-}
-
-/// Opens the object an `O_PATH` descriptor refers to for real I/O, through
-/// `/proc/self/fd` (`open(2)`, `O_PATH`): the very inode that was checked,
-/// even if the name was replaced since, and only after its type was checked,
-/// so a device or FIFO is never opened. Permissions are checked now, for the
-/// thread's (the container user's) credentials.
-fn reopen(fd: impl AsFd, flags: OFlags) -> Result<OwnedFd, Errno> {
-    use std::os::fd::AsRawFd;
-    let link = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-    rustix::fs::open(
-        link,
-        flags | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
 }
 
 /// A path the caller gave, checked: not empty, no NUL. A relative path is
@@ -403,6 +427,8 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 groups: vec![],
+                effective: 0,
+                permitted: 0,
             },
         };
         for path in ["/etc/hostname", "/abs", "up", "/../../etc/hostname"] {

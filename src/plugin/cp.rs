@@ -269,7 +269,9 @@ async fn upload(
     let file = tokio::fs::File::open(source).await.map_err(read_error)?;
     let mode = {
         use std::os::unix::fs::PermissionsExt as _;
-        format!("{:o}", metadata.permissions().mode() & 0o7777)
+        // The agent refuses setuid and setgid bits on uploads; like `tar`
+        // extracting as a user who may not keep them, they are left out.
+        format!("{:o}", metadata.permissions().mode() & 0o1777)
     };
     let files = pod_path(target.namespace, target.pod, target.container, "files");
     let response = agent

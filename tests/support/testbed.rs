@@ -268,7 +268,13 @@ impl PodSpec {
                 namespace: self.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: self.name.clone(),
+            // The kubelet sends no hostname for a hostNetwork pod: it has
+            // the node's UTS namespace, and runc refuses to set one there.
+            hostname: if self.host_network {
+                String::new()
+            } else {
+                self.name.clone()
+            },
             log_directory: format!(
                 "/var/log/nsdebug-testbed/pods/{}_{}_{}",
                 self.namespace, self.name, uid
