@@ -141,6 +141,16 @@ impl Drop for Pod {
     }
 }
 
+/// Waits until no session cgroup is left under the container's cgroups
+/// (the helper removes it once the killed processes are gone, after the
+/// agent answered).
+async fn assert_no_session_cgroup(init: u64) {
+    eventually("no session cgroup to be left", PATIENCE, || async {
+        session_cgroups(init).is_empty().then_some(())
+    })
+    .await;
+}
+
 /// A busybox pod for one test, the host PID of its init, and an agent.
 async fn pod(test: &str) -> (Pod, u64, Agent) {
     let (_, mut client, pod) =
@@ -182,7 +192,7 @@ async fn a_timed_out_run_leaves_no_process_behind() {
     assert_eq!(result["timedOut"], true, "{result}");
     assert_eq!(result["stdout"], "ready\n", "the markers ran: {result}");
     assert_all_gone(&markers, "the timed-out run's processes to be gone").await;
-    assert_eq!(session_cgroups(init), Vec::<PathBuf>::new());
+    assert_no_session_cgroup(init).await;
 }
 
 type Socket =
@@ -229,12 +239,16 @@ async fn a_hung_up_exec_leaves_no_process_behind() {
     let markers = markers();
     let script = escaping_script(&markers, "exec sleep 1000");
     let socket = exec_until_ready(&agent, &pod, &["sh", "-c", &script]).await;
+    // While it runs, the session has a cgroup of its own in the container's.
+    assert_eq!(
+        session_cgroups(init).len(),
+        1,
+        "{:?}",
+        session_cgroups(init)
+    );
     drop(socket);
     assert_all_gone(&markers, "the hung-up session's processes to be gone").await;
-    eventually("no session cgroup", PATIENCE, || async {
-        session_cgroups(init).is_empty().then_some(())
-    })
-    .await;
+    assert_no_session_cgroup(init).await;
 }
 
 /// The agent shutting down ends its sessions and everything they started.
@@ -250,10 +264,7 @@ async fn agent_shutdown_leaves_no_process_behind() {
         "the shut-down agent's session processes to be gone",
     )
     .await;
-    eventually("no session cgroup", PATIENCE, || async {
-        session_cgroups(init).is_empty().then_some(())
-    })
-    .await;
+    assert_no_session_cgroup(init).await;
 }
 
 /// A privileged run that exits normally leaves nothing either: by the time
