@@ -544,7 +544,7 @@ mod tests {
     /// run there.
     fn escapers(session: &SessionCgroup) -> Child {
         let procs = session.path.join("cgroup.procs");
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "echo $$ > {}; setsid sleep 1000 & (setsid sleep 1001 &); exec sleep 1002",
@@ -556,17 +556,17 @@ mod tests {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let listed = pids_in_tree(session.dir.as_fd(), &session.path).unwrap();
-            if listed.len() == 3 {
-                return child;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the escapers never ran: {listed:?}"
-            );
+        let mut listed = Vec::new();
+        while listed.len() != 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+            listed = pids_in_tree(session.dir.as_fd(), &session.path).unwrap_or_default();
         }
+        if listed.len() != 3 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the escapers never ran: {listed:?}");
+        }
+        child
     }
 
     fn check_kill(container: Container) {
