@@ -340,3 +340,20 @@ async fn a_container_run_leaves_what_kubectl_exec_leaves() {
     }
     assert_eq!(session_cgroups(init), Vec::<PathBuf>::new());
 }
+
+/// A session that fails after its cgroup was made (here: no such program)
+/// removes the cgroup before it reports the failure.
+#[tokio::test]
+async fn a_failed_session_leaves_no_session_cgroup() {
+    let (pod, init, agent) = pod("lifetime-failed").await;
+    for profile in ["container", "privileged"] {
+        let result = run(
+            &agent,
+            &pod,
+            json!({"command": ["no-such-tool"], "profile": profile}),
+        )
+        .await;
+        assert_eq!(result["exitCode"], 127, "{profile}: {result}");
+        assert_eq!(session_cgroups(init), Vec::<PathBuf>::new(), "{profile}");
+    }
+}
