@@ -237,7 +237,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     served.accept_until(listener, shutdown).await;
     // No new connections from here. Live sessions are told and get the
     // grace period to finish; what still runs then ends with the process
-    // (its helper sees the agent go and kills the command's process group).
+    // (its helper sees the agent go and kills every process of the session).
     draining.cancel();
     let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
     if sessions.active() > 0 {

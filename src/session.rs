@@ -1,7 +1,7 @@
 //! Sessions: commands running inside containers on behalf of a client.
 //!
 //! Every session holds a permit of the agent-wide limit (over it: 429), and
-//! ends with its `Entered`: dropping it kills the command's process group.
+//! ends with its `Entered`: dropping it kills every process the command started.
 //! One-shot runs are collected here with an output cap, a deadline and a
 //! bounded drain, so no client can grow the agent's memory or hold it forever.
 
@@ -177,7 +177,7 @@ pub async fn run_once(
         Ok(exit) => Some(exit?),
         Err(_deadline) => None,
     };
-    // Kills what is left of the process group (all of it on a timeout).
+    // Kills what is left of the session (all of it on a timeout).
     drop(entered);
     feeder.abort();
     let drain_stop = stop.clone();

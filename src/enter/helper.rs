@@ -18,6 +18,7 @@ use rustix::thread::ThreadNameSpaceType;
 use super::confine::{ConfineError, Confinement, HostPaths};
 use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
+use super::session_cgroup::{Fate, SessionCgroup};
 use super::{EnterRequest, NAMESPACES, Profile, toolbox};
 use crate::process::{ProcRoot, parse_environ};
 
@@ -101,7 +102,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         ),
         None => None,
     };
-    join_cgroups(request.pid)?;
+    let session = join_cgroups(&request)?;
     let entered = enter_namespaces(&request, &target)?;
     let proc_mount = match (&request.toolbox, &pod_view) {
         (Some(root), Some(view)) => Some(toolbox::enter(root, view).map_err(|e| {
@@ -137,7 +138,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     protocol::send(control, &started, &master_fds)
         .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
     drop(master);
-    supervise(control, child)
+    supervise(control, child, session)
 }
 
 /// A pidfd for the target, refused if the PID now names another process.
@@ -236,14 +237,15 @@ fn confine_failure(err: ConfineError) -> Failure {
 }
 
 /// Moves the helper (and so the command) into every cgroup of the target, on
-/// cgroup v1 and v2 hierarchies alike.
-fn join_cgroups(pid: u32) -> Result<(), Failure> {
-    let dirs = crate::diag::cgroup::cgroup_dirs(Path::new("/proc"), pid)
+/// cgroup v1 and v2 hierarchies alike, then into a session cgroup made below
+/// the container's (`session_cgroup`), which ends whatever the command starts.
+fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
+    let dirs = crate::diag::cgroup::cgroup_dirs(Path::new("/proc"), request.pid)
         .map_err(|e| setup(crate::error_chain(&e)))?;
     let me = std::process::id().to_string();
     // A hierarchy this mount namespace does not mount is not among them: it
     // cannot be joined here, and the command would not see it either.
-    for group in dirs {
+    for group in &dirs {
         let procs = group.dir.join("cgroup.procs");
         std::fs::write(&procs, &me).map_err(|e| {
             setup(format!(
@@ -252,7 +254,15 @@ fn join_cgroups(pid: u32) -> Result<(), Failure> {
             ))
         })?;
     }
-    Ok(())
+    // What `kubectl exec` leaves after a normal exit, the container profile
+    // leaves too; a privileged or toolbox session leaves nothing
+    // (docs/session-lifetime.md).
+    let fate = if request.profile == Profile::Container && request.toolbox.is_none() {
+        Fate::HandToContainer
+    } else {
+        Fate::Kill
+    };
+    SessionCgroup::enter(&dirs, fate).map_err(|e| setup(crate::error_chain(&e)))
 }
 
 /// Joins the requested namespaces, or every one the target has that differs
@@ -466,11 +476,20 @@ fn spawn(
     })
 }
 
-/// Waits for the command, killing its process group if the agent hangs up.
-fn supervise(control: BorrowedFd<'_>, mut child: std::process::Child) -> Result<(), Failure> {
+/// Waits for the command. If the agent hangs up first (client gone, timeout,
+/// shutdown), kills it and everything of the session; once it exits by itself,
+/// ends the session as its profile says, before reporting the exit.
+fn supervise(
+    control: BorrowedFd<'_>,
+    mut child: std::process::Child,
+    mut session: SessionCgroup,
+) -> Result<(), Failure> {
     let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| setup("child without a PID"))?;
     let child_fd = pidfd_open(pid, PidfdFlags::empty())
         .map_err(|e| setup(format!("pidfd_open of the command failed: {e}")))?;
+    // The command runs in the session cgroup; the helper must not, or
+    // killing the session would kill it too.
+    session.leave().map_err(|e| setup(crate::error_chain(&e)))?;
     loop {
         let mut fds = [
             PollFd::new(&control, PollFlags::IN),
@@ -487,15 +506,23 @@ fn supervise(control: BorrowedFd<'_>, mut child: std::process::Child) -> Result<
             break;
         }
         if hung_up {
-            // The agent closed the session (client gone, timeout, shutdown).
             let _ = kill_process_group(pid, Signal::KILL);
+            let ended = session.kill();
             let _ = child.wait();
+            // Nobody is left to tell but the agent's log.
+            if let Err(err) = ended {
+                eprintln!(
+                    "nsdebug enter helper: ending a session: {}",
+                    crate::error_chain(&err)
+                );
+            }
             return Ok(());
         }
     }
     let status = child
         .wait()
         .map_err(|e| setup(format!("wait for the command failed: {e}")))?;
+    session.end().map_err(|e| setup(crate::error_chain(&e)))?;
     let event = match (status.code(), status.signal()) {
         (Some(code), _) => HelperEvent::Exited { code },
         (None, Some(signal)) => HelperEvent::Signaled { signal },

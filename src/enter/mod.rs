@@ -14,14 +14,19 @@
 //! 3. makes itself non-dumpable, reads what the profile needs from the target
 //!    and its runtime spec (credentials, rlimits, seccomp filter compiled to
 //!    BPF, LSM label, environment, cgroups, working directory; `confine`),
-//!    joins its cgroups, then `setns(pidfd, flags)` into the chosen namespaces
-//!    at once;
+//!    joins its cgroups and a session cgroup of its own below the container's
+//!    (`session_cgroup`), then `setns(pidfd, flags)` into the chosen
+//!    namespaces at once;
 //! 4. spawns the command (a child, so it is inside the PID namespace) in its own
 //!    session with the profile's identity (`identity`) and only its stdio open; a
 //!    terminal is made from the container's own `/dev/ptmx` (its devpts, so
 //!    `tty` and `stty` work inside) and its master is sent back to the agent;
-//! 5. reports `started`/`exited`, or the error, back over the control socket,
-//!    and kills the command's process group when that socket closes.
+//! 5. leaves the session cgroup, reports `started`/`exited`, or the error,
+//!    back over the control socket, and ends the session cgroup: everything in
+//!    it is killed when that socket closes first (hang-up, timeout, shutdown)
+//!    and after a privileged or toolbox session; after a `container` one, what
+//!    is left runs on in the container's cgroup, as after `kubectl exec`
+//!    (docs/session-lifetime.md).
 //!
 //! [`spawn`] is the agent's side of that conversation.
 //!
@@ -37,6 +42,7 @@ mod netns;
 mod pin;
 pub mod protocol;
 mod seccomp;
+mod session_cgroup;
 mod spawn;
 mod sys;
 mod toolbox;

@@ -61,8 +61,9 @@ pub enum Io {
     Tty(std::sync::Arc<Pty>),
 }
 
-/// A running command inside a container. Dropping it kills the command's
-/// process group: the helper does that when its control socket closes.
+/// A running command inside a container. Dropping it kills the command and
+/// every process it started: the helper kills its session cgroup when its
+/// control socket closes.
 pub struct Entered {
     /// The command's PID on the host.
     pub pid: u32,
@@ -186,9 +187,9 @@ mod pool {
             .stdin(std::process::Stdio::from(helper_end))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
-            // Not kill_on_drop: killing the helper would leave the command's
-            // process group behind. Closing the control socket (dropping
-            // `Entered`) makes the helper kill the group and exit; tokio reaps it.
+            // Not kill_on_drop: killing the helper would leave the session's
+            // processes behind. Closing the control socket (dropping
+            // `Entered`) makes the helper kill them and exit; tokio reaps it.
             .spawn()
             .map_err(io_error("start the enter helper"))?;
         Ok(IdleHelper { control, process })
