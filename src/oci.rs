@@ -40,6 +40,13 @@ pub struct ExecSpec {
     /// the container's spec and not its init's live one.
     #[serde(default)]
     pub env: Vec<String>,
+    /// `linux.maskedPaths`: what the container's `/proc` and `/sys` hide
+    /// (the toolbox mounts procfs and sysfs of its own and hides the same).
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    /// `linux.readonlyPaths`: what they show read-only (`/proc/sys`, ...).
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
 }
 
 /// The capability sets of `process.capabilities`, as names (`CAP_NET_RAW`).
@@ -98,9 +105,14 @@ struct ProcessParts {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct LinuxParts {
     #[serde(default)]
     seccomp: Option<LinuxSeccomp>,
+    #[serde(default)]
+    masked_paths: Option<Vec<String>>,
+    #[serde(default)]
+    readonly_paths: Option<Vec<String>>,
 }
 
 impl RuntimeSpec {
@@ -119,6 +131,11 @@ impl RuntimeSpec {
                 reason: "the runtime's spec of the container has no process section".into(),
             };
         };
+        let linux = parts.linux.unwrap_or(LinuxParts {
+            seccomp: None,
+            masked_paths: None,
+            readonly_paths: None,
+        });
         Self::Reported(Arc::new(ExecSpec {
             user: process.user,
             capabilities: process.capabilities,
@@ -126,8 +143,10 @@ impl RuntimeSpec {
             rlimits: process.rlimits.unwrap_or_default(),
             apparmor_profile: process.apparmor_profile.filter(|p| !p.is_empty()),
             selinux_label: process.selinux_label.filter(|l| !l.is_empty()),
-            seccomp: parts.linux.and_then(|linux| linux.seccomp),
             env: process.env.unwrap_or_default(),
+            masked_paths: linux.masked_paths.unwrap_or_default(),
+            readonly_paths: linux.readonly_paths.unwrap_or_default(),
+            seccomp: linux.seccomp,
         }))
     }
 }

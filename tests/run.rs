@@ -349,8 +349,8 @@ async fn hundreds_of_sessions_leave_no_descriptors_or_zombies() {
         };
         runs.push(run(&agent, &path, body));
         if runs.len() == 8 {
-            for (code, _) in futures::future::join_all(runs.drain(..)).await {
-                assert_eq!(code, 200);
+            for (code, answer) in futures::future::join_all(runs.drain(..)).await {
+                assert_eq!(code, 200, "{answer}");
             }
         }
     }

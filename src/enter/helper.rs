@@ -95,7 +95,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     let target = pin_target(&request)?;
     let profile = TargetProfile::read(&request)?;
     // Toolbox mode reads the pod's files while the host's /proc is at hand.
-    let pod_view = match &request.toolbox {
+    let mut pod_view = match &request.toolbox {
         Some(_) => Some(
             toolbox::PodView::read(Path::new("/proc"), request.pid)
                 .map_err(|e| setup(crate::error_chain(&e)))?,
@@ -104,13 +104,22 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     };
     let session = join_cgroups(&request)?;
     let entered = enter_namespaces(&request, &target)?;
+    if let Some(view) = pod_view.as_mut()
+        && !entered.contains(ThreadNameSpaceType::PROCESS_ID)
+    {
+        // A privileged view without the pod's PID namespace: its procfs is
+        // the host's, where the container's init has its host PID.
+        view.use_host_pid(request.pid);
+    }
     let proc_mount = match (&request.toolbox, &pod_view) {
-        (Some(root), Some(view)) => Some(toolbox::enter(root, view).map_err(|e| {
-            setup(format!(
-                "failed to set up the toolbox: {}",
-                crate::error_chain(&e)
-            ))
-        })?),
+        (Some(root), Some(view)) => {
+            Some(toolbox::enter(root, view, masks(&request)).map_err(|e| {
+                setup(format!(
+                    "failed to set up the toolbox: {}",
+                    crate::error_chain(&e)
+                ))
+            })?)
+        }
         _ => None,
     };
     // Inside the container's mount namespace `/` is its root already
@@ -139,6 +148,20 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
     drop(master);
     supervise(control, child, session)
+}
+
+/// What the toolbox's own procfs and sysfs hide: what the container's hide
+/// in the `container` profile (its spec's lists, the kubelet's defaults
+/// when the runtime reports no spec); nothing in the privileged one, which
+/// is node root anyway.
+fn masks(request: &EnterRequest) -> toolbox::Masks {
+    match (request.profile, &request.runtime_spec) {
+        (Profile::Privileged, _) => toolbox::Masks::default(),
+        (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
+            toolbox::Masks::of(&spec.masked_paths, &spec.readonly_paths)
+        }
+        (Profile::Container, _) => toolbox::Masks::kubelet_default(),
+    }
 }
 
 /// A pidfd for the target, refused if the PID now names another process.

@@ -92,17 +92,131 @@ impl PodView {
             .unwrap_or(1);
         Ok(Self { files, pid_inside })
     }
+
+    /// `/target` through the host's PID for the init, for a view whose
+    /// procfs is the host's (the PID namespace was not joined).
+    pub fn use_host_pid(&mut self, host_pid: u32) {
+        self.pid_inside = host_pid;
+    }
 }
 
 /// Where the old root waits under the new one until the command detaches it.
 const OLD_ROOT_NAME: &str = ".old";
 
+/// The paths the container's own `/proc` and `/sys` hide or show read-only
+/// (`linux.maskedPaths`, `linux.readonlyPaths` of its spec). The toolbox
+/// mounts a procfs and a sysfs of its own, which would otherwise show them
+/// all, writable: `/proc/sys/kernel/core_pattern` names a program the
+/// kernel runs as node root.
+#[derive(Debug, Clone, Default)]
+pub struct Masks {
+    masked: Vec<CString>,
+    readonly: Vec<CString>,
+}
+
+/// What the kubelet asks every container without `procMount: Unmasked` to
+/// hide (`k8s.io/kubernetes/pkg/securitycontext`), for a runtime that
+/// reports no spec.
+const DEFAULT_MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const DEFAULT_READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+impl Masks {
+    /// The spec's lists; only absolute paths below `/proc` and `/sys` (the
+    /// toolbox's own mounts) are kept.
+    pub fn of(masked: &[String], readonly: &[String]) -> Self {
+        let keep = |list: &[String]| {
+            list.iter()
+                .filter(|p| {
+                    (p.starts_with("/proc/") || p.starts_with("/sys/")) && !p.contains("/../")
+                })
+                .filter_map(|p| CString::new(p.as_str()).ok())
+                .collect()
+        };
+        Self {
+            masked: keep(masked),
+            readonly: keep(readonly),
+        }
+    }
+
+    /// The kubelet's defaults.
+    pub fn kubelet_default() -> Self {
+        let owned = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        Self::of(&owned(DEFAULT_MASKED), &owned(DEFAULT_READONLY))
+    }
+
+    /// Applies them as runc does: `/dev/null` over a masked file, an empty
+    /// read-only tmpfs over a masked directory, a read-only bind over a
+    /// read-only path; a path that does not exist is skipped. Only system
+    /// calls on data prepared before `fork`.
+    fn apply(&self) -> std::io::Result<()> {
+        use rustix::fs::FileType;
+        for path in &self.masked {
+            let stat = match rustix::fs::stat(path.as_c_str()) {
+                Ok(stat) => stat,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                rustix::mount::mount(
+                    c"tmpfs",
+                    path.as_c_str(),
+                    c"tmpfs",
+                    MountFlags::RDONLY
+                        | MountFlags::NOSUID
+                        | MountFlags::NODEV
+                        | MountFlags::NOEXEC,
+                    None,
+                )?;
+            } else {
+                rustix::mount::mount_bind(c"/dev/null", path.as_c_str())?;
+            }
+        }
+        for path in &self.readonly {
+            match rustix::mount::mount_bind_recursive(path.as_c_str(), path.as_c_str()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            rustix::mount::mount_remount(
+                path.as_c_str(),
+                MountFlags::BIND
+                    | MountFlags::RDONLY
+                    | MountFlags::NOSUID
+                    | MountFlags::NODEV
+                    | MountFlags::NOEXEC,
+                c"",
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// What the command's process does after `fork`, in the target's PID
-/// namespace: mount the procfs of that namespace at `/proc`, then detach the
-/// host's filesystem, so nothing of it stays reachable.
+/// namespace: mount the procfs of that namespace at `/proc`, hide what the
+/// container's own hides ([`Masks`]), then detach the host's filesystem, so
+/// nothing of it stays reachable.
 pub struct ProcMount {
     target: CString,
     old_root: CString,
+    masks: Masks,
 }
 
 impl ProcMount {
@@ -115,6 +229,7 @@ impl ProcMount {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         )?;
+        self.masks.apply()?;
         rustix::mount::unmount(self.old_root.as_c_str(), UnmountFlags::DETACH)?;
         rustix::fs::rmdir(self.old_root.as_c_str())?;
         Ok(())
@@ -124,7 +239,7 @@ impl ProcMount {
 /// Builds the toolbox view from `toolbox_root` and makes it the helper's
 /// root. Runs in the helper after it joined the target's namespaces (the
 /// sysfs it mounts is then the pod network's).
-pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxError> {
+pub fn enter(toolbox_root: &Path, pod: &PodView, masks: Masks) -> Result<ProcMount, ToolboxError> {
     super::sys::unshare_mount_namespace().map_err(step("make a private mount namespace"))?;
     rustix::mount::mount_change(
         "/",
@@ -259,6 +374,7 @@ pub fn enter(toolbox_root: &Path, pod: &PodView) -> Result<ProcMount, ToolboxErr
     Ok(ProcMount {
         target: c"/proc".into(),
         old_root: c"/.old".into(),
+        masks,
     })
 }
 
@@ -278,7 +394,9 @@ fn make_dev(dev: &Path) -> Result<(), ToolboxError> {
         c"tmpfs",
         dev,
         c"tmpfs",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
+        // nodev: a node the command makes here opens nothing; the devices
+        // below are binds, which keep their own mounts' flags.
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         c"mode=0755,size=64k",
     )
     .map_err(step("mount /dev"))?;

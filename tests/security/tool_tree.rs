@@ -285,3 +285,39 @@ fn start_or_refusal(args: &[&str]) -> Result<Agent, String> {
     let out = child.wait_with_output().unwrap();
     Err(String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The toolbox mounts a procfs and a sysfs of its own: they must hide what
+/// the container's hide. Writable `/proc/sys/kernel/core_pattern` names a
+/// program the kernel runs as node root on the next crash (found by an
+/// adversarial review; the test writes back the value already there).
+#[tokio::test]
+async fn the_toolbox_procfs_hides_what_the_containers_hides() {
+    let (ns, mut client, pod) = one_pod(
+        "sec-procmask",
+        "victim",
+        vec![ContainerSpec::busybox("app")],
+    )
+    .await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/victim/run");
+    // Each write in a subshell: a failed redirection ends a POSIX shell.
+    let script = "v=$(cat /proc/sys/kernel/core_pattern); \
+                  (echo \"$v\" > /proc/sys/kernel/core_pattern) && echo WROTE-core_pattern; \
+                  cat /proc/timer_list /proc/keys | wc -c; ls /sys/firmware | wc -l";
+    for body in [
+        json!({"command": ["sh", "-c", script]}),
+        json!({"command": ["sh", "-c", script], "toolbox": true}),
+    ] {
+        let (code, answer) = post_run(&agent, &path, body.clone()).await;
+        assert_eq!(code, 200, "{body}: {answer}");
+        let out = output(&answer);
+        assert!(!out.contains("WROTE-core_pattern"), "{body}: {out}");
+        let stdout = answer["stdout"].as_str().unwrap_or_default();
+        assert_eq!(
+            stdout, "0\n0\n",
+            "/proc/timer_list, /proc/keys and /sys/firmware hidden (this kernel has no\
+             /proc/kcore or /proc/sysrq-trigger): {body}: {out}"
+        );
+    }
+    pod.remove(&mut client).await;
+}

@@ -63,6 +63,30 @@ pub async fn cri_pid(client: &mut RuntimeServiceClient<Channel>, id: &str) -> u6
     info["pid"].as_u64().unwrap()
 }
 
+/// The paths the kubelet masks in every container's `/proc` and `/sys`.
+pub const KUBELET_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths the kubelet makes read-only in every container's `/proc`.
+pub const KUBELET_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// A container of a [`PodSpec`].
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -466,6 +490,13 @@ impl RunningPod {
                         }
                     }),
                     run_as_user: container.run_as_user.map(|value| cri::Int64Value { value }),
+                    // What the kubelet asks of every container without
+                    // `procMount: Unmasked` (pkg/securitycontext).
+                    masked_paths: KUBELET_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+                    readonly_paths: KUBELET_READONLY_PATHS
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
                     seccomp: container.seccomp.as_ref().map(SeccompProfile::to_cri),
                     no_new_privs: container.no_new_privs,
                     ..Default::default()
