@@ -12,9 +12,10 @@ use crate::process::ProcRoot;
 
 /// The host PID of the process with PID `inside` in the PID namespace of
 /// `init` (the target's init process), if it is one of the container's own:
-/// in its cgroup too. The PID namespace alone is not enough: a `hostPID`
-/// pod's is the node's, and a pod that shares one shows its other
-/// containers'. Any other process is "not there", whether it exists or not.
+/// in its cgroup and its mount namespace too. The PID namespace alone is not
+/// enough: a `hostPID` pod's is the node's, a pod that shares one shows its
+/// other containers', and an nsdebug toolbox or privileged session runs in
+/// it. Any other process is "not there", whether it exists or not.
 pub fn host_pid(
     proc_root: &ProcRoot,
     init: u32,
@@ -33,6 +34,19 @@ pub fn host_pid(
             proc_root
                 .cgroup_mentions(*host, container_id)
                 .unwrap_or(false)
+        })
+        // And in its mount namespace: a toolbox or privileged session runs
+        // in the container's PID namespace and cgroup too, as node root or
+        // with the caller's secrets in its environment, in a mount
+        // namespace of its own; it is not the container's to read.
+        .filter(|host| {
+            let mnt = |pid: u32| {
+                proc_root
+                    .namespaces(pid)
+                    .ok()
+                    .and_then(|ids| ids.get("mnt").copied())
+            };
+            mnt(*host).is_some() && mnt(*host) == mnt(init)
         })
         .ok_or(DiagError::NoSuchProcess { pid: wanted })
 }

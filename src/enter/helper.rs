@@ -93,6 +93,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         message: err.to_string(),
     })?;
     let target = pin_target(&request)?;
+    refuse_a_tracer_with_node_root(&request)?;
     let profile = TargetProfile::read(&request)?;
     // Toolbox mode reads the pod's files while the host's /proc is at hand.
     let mut pod_view = match &request.toolbox {
@@ -148,6 +149,36 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
     drop(master);
     supervise(control, child, session)
+}
+
+/// `CAP_SYS_PTRACE` (bit 19 of `capabilities(7)`).
+const CAP_SYS_PTRACE: u64 = 1 << 19;
+
+/// A privileged command in the container's PID namespace is node root among
+/// the container's processes: one holding `CAP_SYS_PTRACE` (forbidden by the
+/// Pod Security baseline, not by Kubernetes) could attach to it and act as
+/// node root. Such a target gets a privileged view only from outside its PID
+/// namespace.
+fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure> {
+    let joins_pid = request
+        .namespaces
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|n| n == "pid"));
+    if request.profile != Profile::Privileged || !joins_pid {
+        return Ok(());
+    }
+    let path = format!("/proc/{}/status", request.pid);
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| setup(format!("failed to read {path}: {e}")))?;
+    let creds = crate::process::Credentials::from_status(&status)
+        .map_err(|e| setup(format!("{path}: {e}")))?;
+    if creds.bounding & CAP_SYS_PTRACE != 0 {
+        return Err(Failure {
+            kind: FailureKind::Refused,
+            message: "the container holds CAP_SYS_PTRACE, so its processes could attach to a privileged session in its PID namespace and act as node root; open the privileged session outside it, naming the namespaces without pid (namespaces=net,ipc,uts,cgroup)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// What the toolbox's own procfs and sysfs hide: what the container's hide
@@ -383,21 +414,32 @@ fn open_terminal(
     size: super::TerminalSize,
     uid: Option<u32>,
 ) -> Result<(OwnedFd, OwnedFd), Failure> {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, unlockpt};
     let fail = |what: &str, e: rustix::io::Errno| {
         setup(format!("failed to {what} a terminal in the container: {e}"))
     };
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+    // The container's /dev/ptmx is the container's to plant: it is opened
+    // without blocking, must be a character device, and the slave comes
+    // from the master itself (`TIOCGPTPEER`), never from a path.
+    let nonblock = OpenptFlags::from_bits_retain(OFlags::NONBLOCK.bits());
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC | nonblock)
         .map_err(|e| fail("open", e))?;
+    let stat = rustix::fs::fstat(&master).map_err(|e| fail("inspect", e))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::CharacterDevice {
+        return Err(Failure {
+            kind: FailureKind::Refused,
+            message: "the container's /dev/ptmx is not a terminal multiplexer (a character device); open the session without a terminal, or in the toolbox".into(),
+        });
+    }
     grantpt(&master).map_err(|e| fail("grant", e))?;
     unlockpt(&master).map_err(|e| fail("unlock", e))?;
-    let name = ptsname(&master, Vec::new()).map_err(|e| fail("name", e))?;
-    let slave = open(
-        name.as_c_str(),
-        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
     )
     .map_err(|e| fail("open the slave of", e))?;
+    // Blocking again, as the agent's side has always been handed it.
+    rustix::fs::fcntl_setfl(&master, OFlags::empty()).map_err(|e| fail("set up", e))?;
     if let Some(uid) = uid {
         rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(uid)), None)
             .map_err(|e| fail("hand over", e))?;

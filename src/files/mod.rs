@@ -215,13 +215,24 @@ impl ContainerFs {
             pid,
             source: io::Error::new(io::ErrorKind::InvalidData, err),
         })?;
+        // Capabilities held in a user namespace of the container's own
+        // (`hostUsers: false`) grant nothing over the node's files, where
+        // this thread acts: its uid and gid (the host IDs the status file
+        // shows) then decide alone.
+        let own_user_namespace = proc_root
+            .namespaces(pid)
+            .ok()
+            .zip(proc_root.namespaces(std::process::id()).ok())
+            .is_none_or(|(theirs, ours)| theirs.get("user") != ours.get("user"));
         if !proc_root.is_alive(process) {
             return Err(FileError::TargetGone { pid });
         }
-        Ok(Self {
-            root,
-            user: FileUser::from(&creds),
-        })
+        let mut user = FileUser::from(&creds);
+        if own_user_namespace {
+            user.effective = 0;
+            user.permitted = 0;
+        }
+        Ok(Self { root, user })
     }
 
     /// Takes on the container user's groups, gid, uid and capability sets

@@ -212,3 +212,62 @@ async fn capture_from_a_container_without_net_raw_needs_the_privileged_right() {
     );
     running.remove(&mut client).await;
 }
+
+/// An SRE's privileged session runs in the container's PID namespace and
+/// cgroup, with the SRE's secrets in its environment: `diag/env?pid=` of it
+/// must not hand them to whoever may exec into the pod (found by an
+/// adversarial review). Demo mode: the exec right is all `?pid=` needs.
+#[tokio::test]
+async fn a_privileged_session_is_not_the_containers_process_to_read() {
+    use serde_json::json;
+    let ns = support::test_namespace("sec-diag-session");
+    let mut client = support::cri().await;
+    let pod = run_pod(
+        &mut client,
+        &PodSpec::new(&ns, "victim", vec![ContainerSpec::busybox("app")]),
+        "test",
+    )
+    .await;
+    let agent = Agent::start();
+    let run_url = format!("{}/v1/targets/{ns}/victim/run", agent.url);
+    let sre = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(run_url)
+            .json(
+                &json!({"command": ["sleep", "20.5"], "profile": "privileged",
+                          "env": {"SRE_SECRET": "hunter2-of-the-sre"}, "timeoutSeconds": 20}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let processes = format!("/v1/targets/{ns}/victim/diag/processes");
+    let pid = support::eventually(
+        "the privileged session's process",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, listing) = agent.get(&processes).await;
+            listing["items"].as_array()?.iter().find_map(|p| {
+                (p["cmdline"] == json!(["sleep", "20.5"])).then(|| p["pid"].as_u64())?
+            })
+        },
+    )
+    .await;
+    for view in ["env", "open-files", "mounts"] {
+        let (code, body) = agent
+            .get(&format!(
+                "/v1/targets/{ns}/victim/diag/{view}?pid={pid}&reveal=true"
+            ))
+            .await;
+        assert!(
+            !body.to_string().contains("hunter2"),
+            "{view}: the SRE's secret: {body}"
+        );
+        assert_eq!(code, 404, "{view}: {body}");
+    }
+    sre.abort();
+    pod.remove(&mut client).await;
+}

@@ -321,3 +321,109 @@ async fn the_toolbox_procfs_hides_what_the_containers_hides() {
     }
     pod.remove(&mut client).await;
 }
+
+/// A container holding `CAP_SYS_PTRACE` could attach to a privileged
+/// session in its PID namespace (root with every capability, no filter) and
+/// act as node root: the privileged profile enters it only from outside its
+/// PID namespace (found by an adversarial review).
+#[tokio::test]
+async fn a_tracer_container_gets_no_privileged_session_in_its_pid_namespace() {
+    let (ns, mut client, pod) = one_pod(
+        "sec-tracer",
+        "tracer",
+        vec![ContainerSpec::busybox("app").add_capabilities(&["SYS_PTRACE"])],
+    )
+    .await;
+    let agent = Agent::start();
+    let path = format!("/v1/targets/{ns}/tracer/run");
+    let (code, answer) = post_run(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "echo RAN-AS-ROOT"], "profile": "privileged"}),
+    )
+    .await;
+    assert!(!output(&answer).contains("RAN-AS-ROOT"), "{answer}");
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("CAP_SYS_PTRACE") && m.contains("namespaces=")),
+        "{answer}"
+    );
+    // From outside its PID namespace it still works.
+    let (code, answer) = post_run(
+        &agent,
+        &path,
+        json!({"command": ["sh", "-c", "echo RAN-AS-ROOT"], "profile": "privileged",
+               "namespaces": ["net", "ipc", "uts", "cgroup"]}),
+    )
+    .await;
+    assert_eq!(
+        (code, answer["stdout"].as_str()),
+        (200, Some("RAN-AS-ROOT\n")),
+        "{answer}"
+    );
+    pod.remove(&mut client).await;
+}
+
+/// A root container can put anything at its own `/dev/ptmx`: a terminal
+/// session into it must fail clearly, never hang or open what was planted.
+#[tokio::test]
+async fn a_planted_dev_ptmx_fails_a_terminal_session_clearly() {
+    let plant = "rm -f /dev/ptmx; mkfifo /dev/ptmx; exec sleep 100000";
+    let (ns, mut client, pod) = one_pod(
+        "sec-ptmx",
+        "planted",
+        vec![ContainerSpec::new(
+            "app",
+            crate::support::testbed::BUSYBOX_IMAGE,
+            &["sh", "-c", plant],
+        )],
+    )
+    .await;
+    let agent = Agent::start();
+    let pid = agent.get_ok(&format!("/v1/targets/{ns}/planted")).await["pid"]
+        .as_u64()
+        .unwrap();
+    crate::support::eventually(
+        "the planted FIFO",
+        std::time::Duration::from_secs(10),
+        || async {
+            let meta = std::fs::symlink_metadata(format!("/proc/{pid}/root/dev/ptmx")).ok()?;
+            std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()).then_some(())
+        },
+    )
+    .await;
+    let url = format!(
+        "{}/api/v1/namespaces/{ns}/pods/planted/exec?command=sh&stdin=true&stdout=true&tty=true",
+        agent.url.replace("http://", "ws://")
+    );
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Every frame until the agent closes, within a bound: a hang fails here.
+    let frames = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use futures::StreamExt;
+        let mut text = String::new();
+        while let Some(Ok(message)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Binary(data) = message {
+                text.push_str(&String::from_utf8_lossy(&data[1..]));
+            }
+        }
+        text
+    })
+    .await
+    .expect("the session hung on a planted /dev/ptmx");
+    assert!(
+        frames.contains("/dev/ptmx is not a terminal multiplexer"),
+        "{frames}"
+    );
+    pod.remove(&mut client).await;
+}

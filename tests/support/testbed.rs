@@ -107,6 +107,8 @@ pub struct ContainerSpec {
     pub memory_limit: Option<i64>,
     /// `securityContext.capabilities.drop` (names without `CAP_`, or `ALL`).
     pub drop_capabilities: Vec<String>,
+    /// `securityContext.capabilities.add` (names without `CAP_`).
+    pub add_capabilities: Vec<String>,
 }
 
 /// A container's seccomp profile, as the kubelet passes it through the CRI.
@@ -132,7 +134,14 @@ impl ContainerSpec {
             no_new_privs: false,
             memory_limit: None,
             drop_capabilities: Vec::new(),
+            add_capabilities: Vec::new(),
         }
+    }
+
+    /// `securityContext.capabilities.add`, such as `SYS_PTRACE`.
+    pub fn add_capabilities(mut self, names: &[&str]) -> Self {
+        self.add_capabilities = names.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// `securityContext.capabilities.drop`: `["ALL"]`, or names such as `NET_RAW`.
@@ -483,11 +492,12 @@ impl RunningPod {
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(kubelet_namespaces(&self.spec)),
-                    capabilities: (!container.drop_capabilities.is_empty()).then(|| {
-                        cri::Capability {
-                            drop_capabilities: container.drop_capabilities.clone(),
-                            ..Default::default()
-                        }
+                    capabilities: (!container.drop_capabilities.is_empty()
+                        || !container.add_capabilities.is_empty())
+                    .then(|| cri::Capability {
+                        drop_capabilities: container.drop_capabilities.clone(),
+                        add_capabilities: container.add_capabilities.clone(),
+                        ..Default::default()
                     }),
                     run_as_user: container.run_as_user.map(|value| cri::Int64Value { value }),
                     // What the kubelet asks of every container without
