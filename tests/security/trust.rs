@@ -210,7 +210,9 @@ async fn the_plugin_sends_no_token_to_an_agent_whose_certificate_was_not_publish
     );
     // Why, naming the agent and both certificates.
     assert!(
-        err.contains("nsdebug/nsdebug-x7k2p") && err.contains(&real) && err.contains(&impostor.sha256),
+        err.contains("nsdebug/nsdebug-x7k2p")
+            && err.contains(&real)
+            && err.contains(&impostor.sha256),
         "{err}"
     );
 
@@ -219,7 +221,13 @@ async fn the_plugin_sends_no_token_to_an_agent_whose_certificate_was_not_publish
     let (code, _, err) = blocking(|| {
         plugin(
             &kubeconfig,
-            &["kubeconfig", "--node", "node-a", "-o", written.to_str().unwrap()],
+            &[
+                "kubeconfig",
+                "--node",
+                "node-a",
+                "-o",
+                written.to_str().unwrap(),
+            ],
         )
     });
     assert_eq!(code, 1, "{err}");
@@ -315,11 +323,9 @@ async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_i
     api.add_pod(pod);
 
     // It published its certificate, which is the one it serves.
-    let lease = support::eventually(
-        "the agent's Lease",
-        Duration::from_secs(30),
-        || async { api.lease(AGENT_NS, "node-a") },
-    )
+    let lease = support::eventually("the agent's Lease", Duration::from_secs(30), || async {
+        api.lease(AGENT_NS, "node-a")
+    })
     .await;
     assert_eq!(lease["spec"]["holderIdentity"], "nsdebug-x7k2p", "{lease}");
     let pinned = lease["metadata"]["annotations"][ANNOTATION]
@@ -338,7 +344,13 @@ async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_i
     let mut child = blocking(|| {
         start_forwarding(
             &kubeconfig,
-            &["kubeconfig", "--node", "node-a", "-o", written.to_str().unwrap()],
+            &[
+                "kubeconfig",
+                "--node",
+                "node-a",
+                "-o",
+                written.to_str().unwrap(),
+            ],
         )
     });
     let text = std::fs::read_to_string(&written).unwrap();
@@ -352,7 +364,14 @@ async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_i
     assert_eq!(sha256_hex(&ca), pinned);
     let output = blocking(|| {
         Command::new("kubectl")
-            .args(["--kubeconfig", written.to_str().unwrap(), "get", "pods", "-o", "name"])
+            .args([
+                "--kubeconfig",
+                written.to_str().unwrap(),
+                "get",
+                "pods",
+                "-o",
+                "name",
+            ])
             .output()
             .unwrap()
     });
@@ -412,7 +431,12 @@ async fn token_reviews_ask_for_the_agents_audiences_and_refuse_others() {
     command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--node-name", support::NODE_NAME])
-        .args(["--cri-socket", socket.to_str().unwrap(), "--kubeconfig", kubeconfig])
+        .args([
+            "--cri-socket",
+            socket.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig,
+        ])
         .env("NSDEBUG_TOKEN_AUDIENCES", "nsdebug");
     let agent = Agent::spawn_command(command);
 
@@ -440,7 +464,10 @@ async fn token_reviews_ask_for_the_agents_audiences_and_refuse_others() {
     let (code, body) = whoami(&strict, alice.token).await;
     assert_eq!(code, 401, "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains(API_AUDIENCE),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(API_AUDIENCE),
         "{body}"
     );
     let review = api.reviews("TokenReview").pop().unwrap();

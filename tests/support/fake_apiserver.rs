@@ -656,7 +656,9 @@ async fn apply_lease(
     }
     {
         let mut leases = t.leases.lock().unwrap();
-        leases.retain(|l| !(l["metadata"]["namespace"] == namespace && l["metadata"]["name"] == name));
+        leases.retain(|l| {
+            !(l["metadata"]["namespace"] == namespace && l["metadata"]["name"] == name)
+        });
         leases.push(stored.clone());
     }
     t.record("Lease", stored.clone());
