@@ -284,6 +284,27 @@ fn start_forwarding(kubeconfig: &Path, args: &[&str]) -> std::process::Child {
     panic!("the plugin never forwarded: {seen:?}");
 }
 
+/// Puts the pods of `ns`, as `agent` serves them, on `node`.
+async fn on_node(api: &FakeApiServer, agent: &Agent, token: &str, ns: &str, node: &str) {
+    let pods: Value = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/namespaces/{ns}/pods", agent.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for pod in pods["items"].as_array().unwrap() {
+        let mut pod = pod.clone();
+        pod["spec"]["nodeName"] = json!(node);
+        api.add_pod(pod);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_it() {
     let (ns, _client, _pod) =
@@ -305,22 +326,7 @@ async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_i
     let agent = Agent::spawn_command(command);
     let port: u16 = agent.url.rsplit(':').next().unwrap().parse().unwrap();
     api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", port));
-    // The target pod, as the agent serves it, on node-a.
-    let pods: Value = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
-        .get(format!("{}/api/v1/namespaces/{ns}/pods", agent.url))
-        .bearer_auth(alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut pod = pods["items"][0].clone();
-    pod["spec"]["nodeName"] = json!("node-a");
-    api.add_pod(pod);
+    on_node(&api, &agent, alice.token, &ns, "node-a").await;
 
     // It published its certificate, which is the one it serves.
     let lease = support::eventually("the agent's Lease", Duration::from_secs(30), || async {
@@ -399,6 +405,73 @@ async fn the_agent_publishes_its_certificate_and_the_plugin_and_kubectl_verify_i
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_authority_given_replaces_the_published_certificate() {
+    let (ns, _client, _pod) =
+        support::one_pod("trust-ca", "app", vec![ContainerSpec::busybox("shell")]).await;
+    let alice = user("alice", "alice-token");
+    let api = FakeApiServer::start(vec![alice.clone()], plugin_rules("alice", &ns)).await;
+    // An agent serving a certificate of the user's own (here self-signed,
+    // its own CA) and not knowing its pod: it publishes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = nsdebug::tls::generate(&["127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let (other, _) = nsdebug::tls::generate(&["127.0.0.1".into()]).unwrap();
+    let other_path = dir.path().join("other.crt");
+    std::fs::write(&other_path, other).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--node-name", "node-a"])
+        .arg("--cri-socket")
+        .arg(support::testbed_socket())
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE");
+    let agent = Agent::spawn_command(command);
+    let port: u16 = agent.url.rsplit(':').next().unwrap().parse().unwrap();
+    api.add_pod(agent_pod("nsdebug-x7k2p", "node-a", port));
+    on_node(&api, &agent, alice.token, &ns, "node-a").await;
+    let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
+    let run = |args: &[&str]| blocking(|| plugin(&kubeconfig, args));
+
+    let (code, _, err) = run(&["exec", "app", "--", "hostname"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("has not published"), "{err}");
+    let ca = cert_path.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "--certificate-authority",
+        ca,
+        "exec",
+        "app",
+        "--",
+        "hostname",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "app\n"), "{err}");
+    let wrong = other_path.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "--certificate-authority",
+        wrong,
+        "exec",
+        "app",
+        "--",
+        "hostname",
+    ]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(
+        api.lease(AGENT_NS, "node-a").is_none(),
+        "nothing was published"
+    );
 }
 
 /// `GET /v1/whoami` with `token`: (status, body).
