@@ -474,6 +474,64 @@ async fn a_certificate_authority_given_replaces_the_published_certificate() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_certificate_is_published_again() {
+    let api = FakeApiServer::start(vec![], vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let new_pair = || {
+        let (cert, key) = nsdebug::tls::generate(&["127.0.0.1".into()]).unwrap();
+        let sha256 = sha256_hex(&CertificateDer::from_pem_slice(cert.as_bytes()).unwrap());
+        (cert, key, sha256)
+    };
+    let (cert, key, first) = new_pair();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--node-name", "node-a"])
+        .arg("--cri-socket")
+        .arg(support::testbed_socket())
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .env("POD_NAME", "nsdebug-x7k2p")
+        .env("POD_NAMESPACE", AGENT_NS);
+    let _agent = Agent::spawn_command(command);
+    let published = |want: String| {
+        let api = &api;
+        async move {
+            let lease = api.lease(AGENT_NS, "node-a")?;
+            (lease["metadata"]["annotations"][ANNOTATION] == want.as_str()).then_some(lease)
+        }
+    };
+    let lease = support::eventually("the first certificate", Duration::from_secs(30), || {
+        published(first.clone())
+    })
+    .await;
+    // The certificate itself too, for `kubectl --certificate-authority`.
+    let pem = lease["metadata"]["annotations"]["nsdebug.io/serving-cert"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        sha256_hex(&CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()),
+        first
+    );
+    // The Secret is updated: the new certificate is published (the agent
+    // looks at the files every few seconds).
+    let (cert, key, second) = new_pair();
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&cert_path, cert).unwrap();
+    support::eventually("the reloaded certificate", Duration::from_secs(30), || {
+        published(second.clone())
+    })
+    .await;
+}
+
 /// `GET /v1/whoami` with `token`: (status, body).
 async fn whoami(agent: &Agent, token: &str) -> (u16, Value) {
     let response = reqwest::Client::builder()
