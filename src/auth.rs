@@ -125,6 +125,8 @@ pub struct KubeAuth {
     ttl: Duration,
     node_name: String,
     privileged: Permission,
+    /// Audiences a token must be valid for (empty: the API server's).
+    audiences: Vec<String>,
     tokens: Mutex<HashMap<String, Cached<Result<User, String>>>>,
     decisions: Mutex<DecisionCache>,
 }
@@ -148,12 +150,14 @@ impl KubeAuth {
         node_name: &str,
         privileged: Permission,
         ttl: Duration,
+        audiences: Vec<String>,
     ) -> Self {
         Self {
             client,
             ttl,
             node_name: node_name.into(),
             privileged,
+            audiences,
             tokens: Mutex::new(HashMap::new()),
             decisions: Mutex::new(HashMap::new()),
         }
@@ -173,7 +177,7 @@ impl KubeAuth {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
-                ..Default::default()
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..Default::default()
         };
@@ -183,6 +187,17 @@ impl KubeAuth {
             .map_err(AuthError::Unavailable)?;
         let status = answer.status.unwrap_or_default();
         let result = match (status.authenticated, status.user) {
+            (Some(true), Some(_))
+                if !audiences_match(&self.audiences, status.audiences.as_deref()) =>
+            {
+                // An authenticator that does not know audiences answers for
+                // its own: refused, as the kube-apiserver's would.
+                Err(format!(
+                    "the token is valid for the audiences {:?}, none of which this agent accepts ({:?})",
+                    status.audiences.unwrap_or_default(),
+                    self.audiences
+                ))
+            }
             (Some(true), Some(user)) => Ok(User {
                 name: user.username.unwrap_or_default(),
                 uid: user.uid.unwrap_or_default(),
@@ -295,6 +310,16 @@ impl KubeAuth {
         action.subresource = self.privileged.subresource.clone();
         action
     }
+}
+
+/// Whether a TokenReview's answered audiences suit the ones asked for: any
+/// when none were asked for, else at least one in common.
+fn audiences_match(wanted: &[String], answered: Option<&[String]>) -> bool {
+    wanted.is_empty()
+        || answered
+            .unwrap_or_default()
+            .iter()
+            .any(|a| wanted.contains(a))
 }
 
 /// The agent's access control: the cluster's, or none (loopback demos).
@@ -479,6 +504,17 @@ mod tests {
             action.forbidden_message(&user),
             "pods \"web\" is forbidden: User \"alice\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\""
         );
+    }
+
+    #[test]
+    fn audiences_must_intersect_when_asked_for() {
+        let wanted = vec!["nsdebug".to_string()];
+        let api = vec!["https://kubernetes.default.svc".to_string()];
+        assert!(audiences_match(&[], None));
+        assert!(audiences_match(&[], Some(&api)));
+        assert!(audiences_match(&wanted, Some(&["nsdebug".to_string()])));
+        assert!(!audiences_match(&wanted, Some(&api)));
+        assert!(!audiences_match(&wanted, None));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("the agent at {url} did not answer within {seconds}s")]
+    Timeout { url: String, seconds: u64 },
     #[error("the agent refused ({code}): {message}")]
     Refused { code: u16, message: String },
 }
@@ -208,20 +210,48 @@ pub fn http_client(
     })
 }
 
+/// An HTTP client for the agent that trusts only the certificate `pin`
+/// names (what the agent published), with a deadline.
+pub fn pinned_client(
+    pin: &std::sync::Arc<crate::anchor::PinnedCertificate>,
+    timeout: Option<Duration>,
+) -> Result<reqwest::Client, ClientError> {
+    let mut client = reqwest::Client::builder().use_preconfigured_tls(pin.client_config());
+    if let Some(timeout) = timeout {
+        client = client.timeout(timeout);
+    }
+    client.build().map_err(|source| ClientError::Request {
+        url: "the agent".into(),
+        source,
+    })
+}
+
 /// Asks the agent for a one-time web UI login link.
 pub async fn login_link(args: &AgentArgs) -> Result<LoginLink, ClientError> {
     let token = token(args)?;
     let client = http_client(args, Some(TIMEOUT))?;
-    let url = format!("{}/v1/login-links", args.url().trim_end_matches('/'));
+    request_login_link(&client, args.url(), &token).await
+}
+
+/// Asks the agent at `base` for a one-time web UI login link, with `client`
+/// (which decides whom it trusts).
+pub async fn request_login_link(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Result<LoginLink, ClientError> {
+    let base = base.trim_end_matches('/');
+    let url = format!("{base}/v1/login-links");
     let request_error = |source| ClientError::Request {
-        url: args.url().to_string(),
+        url: base.to_string(),
         source,
     };
-    let response = client
-        .post(&url)
-        .bearer_auth(token)
-        .send()
+    let response = tokio::time::timeout(TIMEOUT, client.post(&url).bearer_auth(token).send())
         .await
+        .map_err(|_| ClientError::Timeout {
+            url: base.to_string(),
+            seconds: TIMEOUT.as_secs(),
+        })?
         .map_err(request_error)?;
     let code = response.status().as_u16();
     let body: serde_json::Value = response.json().await.map_err(request_error)?;
@@ -237,7 +267,7 @@ pub async fn login_link(args: &AgentArgs) -> Result<LoginLink, ClientError> {
     })?;
     // The URL as the caller reaches the agent, whatever Host it saw.
     if let Some((_, fragment)) = link.url.split_once('#') {
-        link.url = format!("{}/#{fragment}", args.url().trim_end_matches('/'));
+        link.url = format!("{base}/#{fragment}");
     }
     Ok(link)
 }

@@ -36,10 +36,13 @@ pub enum Command {
     /// expires in a minute).
     #[command(after_help = "Examples:\n  \
         kubectl -n nsdebug port-forward pod/nsdebug-abcde 7443 &\n  \
-        nsdebug login-link --insecure-skip-tls-verify            # token from your kubeconfig\n  \
+        nsdebug login-link --certificate-authority agent.crt     # token from your kubeconfig\n  \
         nsdebug login-link --agent https://127.0.0.1:7443 --token \"$(kubectl create token my-sa)\"\n\n\
         The token comes from --token, --token-file, $NSDEBUG_TOKEN, or the current kubeconfig user's \
-        token, tokenFile or exec credential plugin.")]
+        token, tokenFile or exec credential plugin. agent.crt is the agent's certificate, which it \
+        publishes in its node's Lease: kubectl -n nsdebug get lease NODE -o \
+        jsonpath='{.metadata.annotations.nsdebug\\.io/serving-cert}'. `kubectl nsdebug ui` does all \
+        of this itself.")]
     LoginLink(LoginLinkArgs),
 }
 
@@ -81,12 +84,16 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// PEM file of the CA that signed the agent's certificate.
+    /// PEM file of the CA that signed the agent's certificate, or of the
+    /// agent's own certificate (published in its node's Lease). Through the
+    /// cluster, `kubectl nsdebug` otherwise trusts the certificate the agent
+    /// published.
     #[arg(long, value_name = "PATH")]
     pub certificate_authority: Option<PathBuf>,
 
-    /// Accept any certificate from the agent (its default certificate is
-    /// self-signed). Only through a trusted tunnel such as port-forward.
+    /// INSECURE: accept any certificate, so your token goes to whatever
+    /// answers on the agent's address. Never needed through the cluster,
+    /// where the plugin verifies the certificate the agent published.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
 }
@@ -161,6 +168,38 @@ pub struct ServeArgs {
         default_value = "-"
     )]
     pub audit_log: String,
+
+    /// Audiences a caller's token must be valid for, comma-separated (e.g.
+    /// `nsdebug`): asked for in every TokenReview, and a review that answers
+    /// none of them is refused. Default: the API server's own audiences, so
+    /// every token kubectl would accept. Tokens bound to an audience of their
+    /// own (`kubectl create token SA --audience nsdebug`, projected tokens)
+    /// are useless to anyone who steals them from the agent; list the API
+    /// server's audience too to keep accepting ordinary users' tokens.
+    #[arg(
+        long,
+        env = "NSDEBUG_TOKEN_AUDIENCES",
+        value_name = "AUDIENCES",
+        value_delimiter = ',',
+        value_parser = parse_audience
+    )]
+    pub token_audiences: Vec<String>,
+
+    /// The agent's own pod (the DaemonSet sets it from the downward API):
+    /// with --pod-namespace, the agent publishes its serving certificate's
+    /// SHA-256 in the Lease named after its node in that namespace, which
+    /// `kubectl nsdebug` pins before it sends a token.
+    #[arg(
+        long,
+        env = "POD_NAME",
+        value_name = "NAME",
+        requires = "pod_namespace"
+    )]
+    pub pod_name: Option<String>,
+
+    /// The agent's own namespace, where it publishes its certificate.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS", requires = "pod_name")]
+    pub pod_namespace: Option<String>,
 
     /// How long a TokenReview or an allowed SubjectAccessReview is reused
     /// (refusals half as long), never past the token's own expiry.
@@ -329,6 +368,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
+fn parse_audience(text: &str) -> Result<String, String> {
+    let audience = text.trim();
+    if audience.is_empty() {
+        return Err("an audience cannot be empty".into());
+    }
+    Ok(audience.to_string())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if duration.is_zero() {
@@ -384,6 +431,10 @@ pub struct Config {
     pub auth: AuthMode,
     pub kubeconfig: Option<PathBuf>,
     pub auth_cache_ttl: Duration,
+    /// Audiences tokens must have (empty: the API server's).
+    pub token_audiences: Vec<String>,
+    /// Where this agent publishes its serving certificate, if it knows its pod.
+    pub publication: Option<crate::anchor::Publication>,
     pub audit_log: String,
     pub privileged_permission: Permission,
     pub cri_socket: Option<PathBuf>,
@@ -501,6 +552,17 @@ impl Config {
             auth: args.auth,
             kubeconfig: args.kubeconfig,
             auth_cache_ttl: args.auth_cache_ttl,
+            token_audiences: args.token_audiences,
+            publication: match (args.pod_name, args.pod_namespace) {
+                (Some(pod), Some(namespace)) if !pod.is_empty() && !namespace.is_empty() => {
+                    Some(crate::anchor::Publication {
+                        namespace,
+                        pod,
+                        node: node_name.clone(),
+                    })
+                }
+                _ => None,
+            },
             audit_log: args.audit_log,
             privileged_permission,
             cri_socket: args.cri_socket,
@@ -644,6 +706,46 @@ mod tests {
         }
         let err = Config::from_args(serve_args(&["--listen", "localhost"]).unwrap()).unwrap_err();
         assert!(matches!(err, ConfigError::ListenSyntax { .. }));
+    }
+
+    #[test]
+    fn token_audiences_are_a_comma_list() {
+        let config = Config::from_args(serve_args(&["--node-name", "n"]).unwrap()).unwrap();
+        assert!(config.token_audiences.is_empty());
+        let args = serve_args(&[
+            "--token-audiences",
+            "nsdebug, https://kubernetes.default.svc",
+        ]);
+        assert_eq!(
+            args.unwrap().token_audiences,
+            ["nsdebug", "https://kubernetes.default.svc"]
+        );
+        assert!(serve_args(&["--token-audiences", "nsdebug,,x"]).is_err());
+    }
+
+    #[test]
+    fn the_agent_publishes_only_knowing_its_pod() {
+        let config = Config::from_args(
+            serve_args(&[
+                "--node-name",
+                "n1",
+                "--pod-name",
+                "nsdebug-abc",
+                "--pod-namespace",
+                "ops",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.publication,
+            Some(crate::anchor::Publication {
+                namespace: "ops".into(),
+                pod: "nsdebug-abc".into(),
+                node: "n1".into(),
+            })
+        );
+        assert!(serve_args(&["--pod-name", "nsdebug-abc"]).is_err());
     }
 
     #[test]

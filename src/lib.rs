@@ -9,8 +9,10 @@
 //! host's `/proc` and `oci` the part of a container's runtime spec that an
 //! exec applies. `enter` runs commands inside a target, `files` reads and
 //! writes inside its root. `config` parses flags once; `serve` wires the
-//! stages together.
+//! stages together. `anchor` is the trust between clients and agents: the
+//! certificate an agent publishes and clients pin.
 
+pub mod anchor;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -138,11 +138,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             &config.node_name,
             config.privileged_permission.clone(),
             config.auth_cache_ttl,
+            config.token_audiences.clone(),
         ))),
         None => Auth::None,
     };
-    let events =
-        crate::events::PodEvents::new(kube.filter(|_| config.pod_events), &config.node_name);
+    let events = crate::events::PodEvents::new(
+        kube.clone().filter(|_| config.pod_events),
+        &config.node_name,
+    );
     if let Some(recording) = &config.recording {
         recording
             .prepare()
@@ -156,12 +159,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             path: config.audit_log.clone(),
             source,
         })?;
-    let tls = match &config.tls {
-        Some(source) => Some(TlsAcceptor::from(
-            crate::tls::server_config(source, cancel.clone()).map_err(ServeError::Tls)?,
-        )),
+    let serving = match &config.tls {
+        Some(source) => {
+            Some(crate::tls::server_config(source, cancel.clone()).map_err(ServeError::Tls)?)
+        }
         None => None,
     };
+    let tls = serving
+        .as_ref()
+        .map(|serving| TlsAcceptor::from(serving.config.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -200,6 +206,22 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
     if let Some(recording) = &config.recording {
         tasks.spawn(recording.clone().keep_pruned(cancel.clone()));
+    }
+    // Clients trust this agent once it has published its certificate.
+    match (&config.publication, &kube, serving) {
+        (Some(publication), Some(client), Some(serving)) => {
+            tasks.spawn(publication.clone().keep_published(
+                client.clone(),
+                serving.certificate,
+                cancel.clone(),
+            ));
+        }
+        (Some(_), _, _) => tracing::warn!(
+            "not publishing a serving certificate (plain HTTP or --auth none): the plugin will not trust this agent"
+        ),
+        (None, _, _) => tracing::info!(
+            "not publishing a serving certificate (no POD_NAME and POD_NAMESPACE): clients need --certificate-authority"
+        ),
     }
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();

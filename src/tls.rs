@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Why a certificate could not be used.
@@ -105,11 +106,19 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// The server's TLS configuration, and the certificate it serves now.
+pub struct ServingTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// The end-entity certificate served, updated when the files are
+    /// reloaded (what [`crate::anchor`] publishes).
+    pub certificate: watch::Receiver<CertificateDer<'static>>,
+}
+
 /// The server's TLS configuration and, for files, a task that reloads them.
 pub fn server_config(
     source: &CertSource,
     cancel: CancellationToken,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+) -> Result<ServingTls, TlsError> {
     let key = match source {
         CertSource::Files { cert, key } => load_files(cert, key)?,
         CertSource::Generated { names } => {
@@ -129,11 +138,18 @@ pub fn server_config(
             certified_key(chain, key)?
         }
     };
+    let (served, certificate) = watch::channel(key.cert[0].clone());
     let resolver = Arc::new(CertResolver {
         current: RwLock::new(Arc::new(key)),
     });
     if let CertSource::Files { cert, key } = source {
-        tokio::spawn(reload(resolver.clone(), cert.clone(), key.clone(), cancel));
+        tokio::spawn(reload(
+            resolver.clone(),
+            served,
+            cert.clone(),
+            key.clone(),
+            cancel,
+        ));
     }
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -143,7 +159,10 @@ pub fn server_config(
     .with_no_client_auth()
     .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServingTls {
+        config: Arc::new(config),
+        certificate,
+    })
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -154,6 +173,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// broken pair is logged and the old certificate kept.
 async fn reload(
     resolver: Arc<CertResolver>,
+    served: watch::Sender<CertificateDer<'static>>,
     cert: PathBuf,
     key: PathBuf,
     cancel: CancellationToken,
@@ -171,6 +191,7 @@ async fn reload(
         seen = now;
         match load_files(&cert, &key) {
             Ok(fresh) => {
+                served.send_replace(fresh.cert[0].clone());
                 *resolver.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
                 tracing::info!(cert = %cert.display(), "reloaded the TLS certificate");
             }
@@ -192,6 +213,27 @@ mod tests {
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         load_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+    }
+
+    #[test]
+    fn generated_certificates_name_loopback_addresses_as_ip_addresses() {
+        // kubectl and the plugin dial https://127.0.0.1:PORT through a
+        // port-forward: the certificate must name that IP address as one.
+        let (cert, _) = generate(&["localhost".into(), "127.0.0.1".into(), "::1".into()]).unwrap();
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let names = parsed.subject_alternative_name().unwrap().unwrap();
+        let ips: Vec<&[u8]> = names
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::IPAddress(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        assert!(ips.contains(&&[127u8, 0, 0, 1][..]), "{ips:?}");
+        assert_eq!(ips.len(), 2, "127.0.0.1 and ::1");
     }
 
     #[test]

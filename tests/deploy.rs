@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, PodSpec, ServiceAccount, Toleration};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nsdebug::config::{AuthMode, Config, LogFormat};
 use nsdebug::tls::CertSource;
@@ -29,22 +29,31 @@ use render::{RELEASE, helm, helm_template, only, strictly};
 /// these objects and no others, each strictly its type; RBAC that only
 /// reviews tokens and access and writes events, bound to the agent's
 /// account; a hostPID DaemonSet on every node whose arguments the agent
-/// accepts, serving a loopback API with TLS and probes on the health port.
+/// accepts, serving a loopback API with TLS and probes on the health port;
+/// a Role that only writes Leases in the agent's namespace, and the pod's
+/// name and namespace given to the agent so it publishes its certificate.
 /// Returns the agent's pod and its configuration for more checks.
 fn check_install(objects: &[Value]) -> (PodSpec, Config) {
-    let kinds: Vec<&str> = objects
+    // (kustomize and helm order them each their own way)
+    let kinds: BTreeSet<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
         .filter(|kind| *kind != "Namespace")
         .collect();
     assert_eq!(
+        objects.len() - usize::from(objects[0]["kind"] == "Namespace"),
+        kinds.len()
+    );
+    assert_eq!(
         kinds,
-        [
+        BTreeSet::from([
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "DaemonSet"
-        ]
+        ])
     );
     let account: ServiceAccount = strictly(only(objects, "ServiceAccount"));
     let role: ClusterRole = strictly(only(objects, "ClusterRole"));
@@ -68,26 +77,7 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     }
 
     // RBAC: reviews and events, nothing more, bound to the agent's account.
-    let rules: BTreeSet<(String, String, String)> = role
-        .rules
-        .unwrap()
-        .into_iter()
-        .flat_map(|r| {
-            let groups = r.api_groups.unwrap_or_default();
-            let resources = r.resources.unwrap_or_default();
-            let verbs = r.verbs;
-            groups.into_iter().flat_map(move |g| {
-                let verbs = verbs.clone();
-                resources.clone().into_iter().flat_map(move |res| {
-                    let g = g.clone();
-                    verbs
-                        .clone()
-                        .into_iter()
-                        .map(move |v| (g.clone(), res.clone(), v))
-                })
-            })
-        })
-        .collect();
+    let rules = flat_rules(role.rules.unwrap());
     let expected: BTreeSet<(String, String, String)> = [
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
@@ -112,6 +102,44 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     );
     assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
 
+    // In its own namespace, Leases only (where it publishes its serving
+    // certificate), bound to the agent's account.
+    let lease_role: Role = strictly(only(objects, "Role"));
+    let lease_binding: RoleBinding = strictly(only(objects, "RoleBinding"));
+    assert_eq!(lease_role.metadata.namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(
+        lease_binding.metadata.namespace.as_deref(),
+        Some(ns.as_str())
+    );
+    let expected: BTreeSet<(String, String, String)> = [
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "patch"),
+    ]
+    .into_iter()
+    .map(|(g, r, v)| (g.into(), r.into(), v.into()))
+    .collect();
+    assert_eq!(flat_rules(lease_role.rules.unwrap()), expected);
+    assert_eq!(
+        (
+            lease_binding.role_ref.kind.as_str(),
+            lease_binding.role_ref.name.as_str()
+        ),
+        ("Role", lease_role.metadata.name.as_deref().unwrap())
+    );
+    let subject = &lease_binding.subjects.unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        (
+            "ServiceAccount",
+            account.metadata.name.as_deref().unwrap(),
+            Some(ns.as_str())
+        )
+    );
+
     // The DaemonSet: the host's PIDs, not its network, found by the plugin.
     let spec = daemonset.spec.unwrap();
     let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
@@ -123,6 +151,17 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     let agent = &pod.containers[0];
     let resources = agent.resources.as_ref().unwrap();
     assert!(resources.requests.is_some() && resources.limits.is_some());
+
+    // The agent knows its pod, so it publishes its certificate.
+    let env = agent.env.clone().unwrap_or_default();
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env.iter().find(|e| e.name == name).expect(name);
+        let from = var.value_from.as_ref().and_then(|v| v.field_ref.as_ref());
+        assert_eq!(from.map(|f| f.field_path.as_str()), Some(field), "{name}");
+    }
 
     // Its arguments are ones the agent accepts, and they configure a
     // loopback API with TLS and a probe port.
@@ -251,6 +290,28 @@ fn chart_defaults_install_what_the_manifests_do() {
     );
 }
 
+/// RBAC rules as (API group, resource, verb) triples.
+fn flat_rules(rules: Vec<PolicyRule>) -> BTreeSet<(String, String, String)> {
+    rules
+        .into_iter()
+        .flat_map(|r| {
+            let groups = r.api_groups.unwrap_or_default();
+            let resources = r.resources.unwrap_or_default();
+            let verbs = r.verbs;
+            groups.into_iter().flat_map(move |g| {
+                let verbs = verbs.clone();
+                resources.clone().into_iter().flat_map(move |res| {
+                    let g = g.clone();
+                    verbs
+                        .clone()
+                        .into_iter()
+                        .map(move |v| (g.clone(), res.clone(), v))
+                })
+            })
+        })
+        .collect()
+}
+
 /// Values that differ from every default, each one the agent can check.
 fn every_value_set() -> Value {
     json!({
@@ -262,6 +323,7 @@ fn every_value_set() -> Value {
         },
         "criSocket": "/run/k3s/containerd/containerd.sock",
         "auth": "none",
+        "tokenAudiences": ["nsdebug", "https://kubernetes.default.svc.cluster.local"],
         "tls": { "existingSecret": "nsdebug-tls" },
         "recording": {
             "enabled": true,
@@ -303,6 +365,10 @@ fn chart_values_become_the_agents_settings() {
     let agent = &pod.containers[0];
 
     assert_eq!(config.auth, AuthMode::None);
+    assert_eq!(
+        config.token_audiences,
+        ["nsdebug", "https://kubernetes.default.svc.cluster.local"]
+    );
     assert_eq!(config.log_format, LogFormat::Json);
     assert!(!config.pod_events);
     let limits = config.limits;

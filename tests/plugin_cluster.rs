@@ -23,14 +23,16 @@ fn user(name: &'static str, token: &'static str) -> FakeUser {
     }
 }
 
-/// The rules an SRE using the plugin needs in `ns`: read the pod, find and
-/// forward to the agent, exec (checked by the agent).
+/// The rules an SRE using the plugin needs in `ns`: read the pod, find the
+/// agent and read the certificate it published, forward to it, exec
+/// (checked by the agent).
 fn sre_rules(user: &'static str, ns: &str) -> Vec<Rule> {
     vec![
         rule(user, "get", "pods", Some(ns)),
         rule(user, "list", "pods", Some(ns)),
         rule(user, "create", "pods/exec", Some(ns)),
         rule(user, "list", "pods", Some("nsdebug")),
+        rule(user, "get", "leases", Some("nsdebug")),
         rule(user, "create", "pods/portforward", Some("nsdebug")),
     ]
 }
@@ -76,7 +78,7 @@ async fn real_pods(agent: &Agent, token: &str, ns: &str, node: &str) -> Vec<Valu
 /// Node `node-a` with a real agent (pod `nsdebug/nsdebug-x7k2p`) and the
 /// pods of `ns` on it, as `user` sees them; a directory for the test's files.
 async fn one_node(api: &FakeApiServer, user: &FakeUser, ns: &str) -> (Agent, tempfile::TempDir) {
-    let agent = secure_agent(api, "node-a");
+    let agent = secure_agent(api, "node-a", "nsdebug-x7k2p").await;
     for pod in real_pods(&agent, user.token, ns, "node-a").await {
         api.add_pod(pod);
     }
@@ -84,7 +86,9 @@ async fn one_node(api: &FakeApiServer, user: &FakeUser, ns: &str) -> (Agent, tem
     (agent, tempfile::tempdir().unwrap())
 }
 
-fn secure_agent(api: &FakeApiServer, node: &str) -> Agent {
+/// The agent of pod `nsdebug/{pod}` on `node`, once it has published its
+/// certificate in the node's Lease (which the plugin checks).
+async fn secure_agent(api: &FakeApiServer, node: &str, pod: &str) -> Agent {
     let socket = support::testbed_socket();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nsdebug"));
     command
@@ -92,7 +96,18 @@ fn secure_agent(api: &FakeApiServer, node: &str) -> Agent {
         .args(["--listen", "127.0.0.1:0", "--node-name", node]);
     command.arg("--cri-socket").arg(&socket);
     command.arg("--kubeconfig").arg(&api.kubeconfig);
-    Agent::spawn_command(command)
+    command.env("POD_NAME", pod).env("POD_NAMESPACE", "nsdebug");
+    let agent = Agent::spawn_command(command);
+    support::eventually(
+        "the agent's published certificate",
+        std::time::Duration::from_secs(30),
+        || async {
+            api.lease("nsdebug", node)
+                .filter(|lease| lease["spec"]["holderIdentity"] == pod)
+        },
+    )
+    .await;
+    agent
 }
 
 /// Runs the plugin with `kubeconfig`; (exit code, stdout, stderr).
@@ -355,10 +370,17 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
             ),
         "{err}"
     );
-    // An agent pod whose port nothing listens on: the kubelet's own error.
+    // An agent pod whose port nothing listens on (though it published its
+    // certificate): the kubelet's own error.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
+    let published = api.lease("nsdebug", "node-a").unwrap();
+    api.add_lease(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "node-c", "namespace": "nsdebug", "annotations": published["metadata"]["annotations"]},
+        "spec": {"holderIdentity": "nsdebug-dead"},
+    }));
     let mut dead = agent_pod("nsdebug-dead", "node-c", &agent, true);
     dead["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(closed_port);
     api.add_pod(dead);
@@ -398,8 +420,8 @@ async fn exec_fans_out_to_every_matching_pod_on_every_node() {
     .await;
     // Two nodes, each with its agent; both see the test bed's pods, so the
     // node a pod is on decides which agent runs it.
-    let agent_a = secure_agent(&api, "node-a");
-    let agent_b = secure_agent(&api, "node-b");
+    let agent_a = secure_agent(&api, "node-a", "nsdebug-aaaaa").await;
+    let agent_b = secure_agent(&api, "node-b", "nsdebug-bbbbb").await;
     for pod in real_pods(&agent_a, alice.token, &ns, "node-a").await {
         let node = if pod["metadata"]["name"] == "fan-b" {
             "node-b"
@@ -585,6 +607,9 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
         !text.contains("alice-token") || text.contains("\"token\""),
         "{text}"
     );
+    // kubectl verifies the agent: its certificate is the cluster's CA.
+    assert!(!text.contains("insecure-skip-tls-verify"), "{text}");
+    assert!(text.contains("certificate-authority-data"), "{text}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&written).unwrap().permissions(),
     );

@@ -100,6 +100,21 @@ impl Cluster {
         })
     }
 
+    /// A client of the user's cluster.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The namespace the agents run in.
+    pub fn agent_namespace(&self) -> &str {
+        &self.agent_namespace
+    }
+
+    /// An API server error about `what`, explained.
+    pub fn api_error(&self, what: String, err: kube::Error) -> PluginError {
+        api_error(&self.server, what, err)
+    }
+
     /// The pod, which must be scheduled on a node.
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Pod, PluginError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);

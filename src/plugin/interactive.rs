@@ -30,7 +30,13 @@ const SHELL: &[&str] = &[
 /// query parameters on exec requests.
 async fn agent_client(agent: &Reached, mode: RunMode) -> Result<kube::Client, PluginError> {
     let user = super::kubeconfig::token_user(agent.token.clone().unwrap_or_default());
-    let kubeconfig = super::kubeconfig::for_agent(&agent.args, user, "nsdebug", "default");
+    let kubeconfig = super::kubeconfig::for_agent(
+        &agent.args,
+        agent.certificate.as_ref(),
+        user,
+        "nsdebug",
+        "default",
+    );
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await

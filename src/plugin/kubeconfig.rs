@@ -6,24 +6,46 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
+use base64::Engine as _;
 use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
 
+use rustls::pki_types::CertificateDer;
+
 use super::PluginError;
 use crate::config::AgentArgs;
 
-/// A kubeconfig with one context: the agent at `args.url()`, as `user`.
-pub fn for_agent(args: &AgentArgs, user: AuthInfo, context: &str, namespace: &str) -> Kubeconfig {
-    let cluster = Cluster {
-        server: Some(args.url().to_string()),
-        insecure_skip_tls_verify: args.insecure_skip_tls_verify.then_some(true),
-        certificate_authority: args
-            .certificate_authority
-            .as_ref()
-            .filter(|_| !args.insecure_skip_tls_verify)
-            .map(|path| path.display().to_string()),
-        ..Default::default()
+/// A kubeconfig with one context: the agent at `args.url()`, as `user`,
+/// trusting `certificate` (the agent's own, verified against what it
+/// published: a self-signed certificate is its own CA), else the
+/// `--certificate-authority` given.
+pub fn for_agent(
+    args: &AgentArgs,
+    certificate: Option<&CertificateDer<'_>>,
+    user: AuthInfo,
+    context: &str,
+    namespace: &str,
+) -> Kubeconfig {
+    let cluster = match certificate {
+        Some(certificate) => Cluster {
+            server: Some(args.url().to_string()),
+            certificate_authority_data: Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(crate::anchor::to_pem(certificate)),
+            ),
+            ..Default::default()
+        },
+        None => Cluster {
+            server: Some(args.url().to_string()),
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify.then_some(true),
+            certificate_authority: args
+                .certificate_authority
+                .as_ref()
+                .filter(|_| !args.insecure_skip_tls_verify)
+                .map(|path| path.display().to_string()),
+            ..Default::default()
+        },
     };
     Kubeconfig {
         api_version: Some("v1".into()),

@@ -18,6 +18,7 @@ mod cp;
 mod interactive;
 mod kubeconfig;
 mod run;
+mod trust;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,7 +45,10 @@ use crate::config::AgentArgs;
     after_help = "The agent is found through your kubeconfig: the pod's node, the nsdebug pod on \
         that node, and a port-forward to it through the API server (you need `get pods` on the \
         target, `list pods` and `create pods/portforward` in the agent's namespace, and the \
-        agent checks `create pods/exec` on the target). --agent-url talks to one agent directly.\n\n\
+        agent checks `create pods/exec` on the target), and `get leases` in the agent's namespace: \
+        each agent publishes its certificate's SHA-256 in its node's Lease, and the plugin sends \
+        your token only to the agent whose certificate matches. --agent-url talks to one agent \
+        directly.\n\n\
         Examples:\n  \
         kubectl nsdebug exec -n shop web -- ps\n  \
         kubectl nsdebug exec -it -n shop web -- sh\n  \
@@ -231,9 +235,9 @@ pub enum PluginCommand {
         kubectl nsdebug kubeconfig --node worker-1 -o /tmp/agent.kubeconfig &\n  \
         KUBECONFIG=/tmp/agent.kubeconfig kubectl get pods -A\n\n\
         The context uses your own kubeconfig user (token, tokenFile or exec plugin), which the \
-        agent reviews with the API server; no secret is written. The agent's certificate is \
-        not verified (it is self-signed; the tunnel is the API server's) unless \
-        --certificate-authority is given.")]
+        agent reviews with the API server; no secret is written. The cluster entry trusts the \
+        agent's own certificate (certificate-authority-data), the one the agent published in its \
+        node's Lease and the plugin verified, or the --certificate-authority given.")]
     Kubeconfig {
         #[command(flatten)]
         target: NodeTarget,
@@ -255,6 +259,25 @@ pub enum PluginError {
     },
     #[error("cannot reach the agent through {via}: {why}")]
     Forwarded { via: String, why: String },
+    #[error(
+        "refusing the agent {namespace}/{pod} on node {node}: it presented a certificate with SHA-256 {presented}, but published {published} (Lease {namespace}/{node}); no token was sent. Something other than the agent answers on its port, or the agent restarted since: if so, try again"
+    )]
+    Untrusted {
+        namespace: String,
+        pod: String,
+        node: String,
+        presented: String,
+        published: String,
+    },
+    #[error(
+        "refusing the agent {namespace}/{pod} on node {node}: {why}; no token was sent (with agents serving a certificate of your own CA, pass --certificate-authority)"
+    )]
+    Unpublished {
+        namespace: String,
+        pod: String,
+        node: String,
+        why: String,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("{0}")]
@@ -275,17 +298,19 @@ pub enum PluginError {
     },
 }
 
-/// An agent, reached: its URL, a client for it, the caller's token, and
-/// the forward that carries it (when through the cluster).
+/// An agent, reached: its URL, a client for it, the caller's token, the
+/// forward that carries it (when through the cluster), and the certificate
+/// it was verified to serve (when pinned through the cluster).
 pub struct Reached {
     pub args: AgentArgs,
     pub http: reqwest::Client,
     pub token: Option<String>,
+    pub certificate: Option<rustls::pki_types::CertificateDer<'static>>,
     forward: Option<Forward>,
 }
 
 impl Reached {
-    fn base(&self) -> &str {
+    pub fn base(&self) -> &str {
         self.args.url().trim_end_matches('/')
     }
 
@@ -397,6 +422,7 @@ fn direct(args: &AgentArgs) -> Result<Reached, PluginError> {
         http: http_client(args, None)?,
         args: args.clone(),
         token,
+        certificate: None,
         forward: None,
     })
 }
@@ -407,20 +433,34 @@ async fn forwarded(
     agent: &cluster::AgentPod,
     port: u16,
 ) -> Result<Reached, PluginError> {
-    // The agent reviews the caller's own bearer token.
+    // The agent reviews the caller's own bearer token: it goes only to the
+    // agent the cluster vouches for.
     let token = crate::client::token(args)?;
     let forward = cluster.forward(agent, port).await?;
     let mut args = args.clone();
     args.url = Some(forward.url());
-    // The tunnel is the API server's and the kubelet's, authenticated end to
-    // end; the agent's default certificate is self-signed. Verify it only
-    // when told which CA signed it.
-    args.insecure_skip_tls_verify =
-        args.insecure_skip_tls_verify || args.certificate_authority.is_none();
+    if args.insecure_skip_tls_verify || args.certificate_authority.is_some() {
+        if args.insecure_skip_tls_verify {
+            eprintln!(
+                "kubectl-nsdebug: WARNING: --insecure-skip-tls-verify: your token goes to whatever answers on the agent's port, unverified"
+            );
+        }
+        return Ok(Reached {
+            http: http_client(&args, None)?,
+            args,
+            token: Some(token),
+            certificate: None,
+            forward: Some(forward),
+        });
+    }
+    let published = trust::published(cluster, agent).await?;
+    let pin = crate::anchor::PinnedCertificate::new(&published);
+    let certificate = trust::handshake(cluster, agent, &forward, &pin).await?;
     Ok(Reached {
-        http: http_client(&args, None)?,
+        http: crate::client::pinned_client(&pin, None)?,
         args,
         token: Some(token),
+        certificate: Some(certificate),
         forward: Some(forward),
     })
 }
@@ -584,7 +624,8 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
         } => cp::copy(&route, &source, &destination, container.as_deref()).await,
         PluginCommand::Ui { target, no_browser } => {
             let agent = node_target(&route, &target).await?;
-            let link = crate::client::login_link(&agent.args).await?;
+            let token = agent.token.clone().unwrap_or_default();
+            let link = crate::client::request_login_link(&agent.http, agent.base(), &token).await?;
             announce(&agent);
             println!("{}", link.url);
             eprintln!(
@@ -607,7 +648,13 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             };
             let namespace = route.namespace(target.namespace.as_deref());
             let user = kubeconfig::user(&cli.agent)?;
-            let config = kubeconfig::for_agent(&agent.args, user, &context, &namespace);
+            let config = kubeconfig::for_agent(
+                &agent.args,
+                agent.certificate.as_ref(),
+                user,
+                &context,
+                &namespace,
+            );
             let text = serde_json::to_string_pretty(&config).unwrap_or_default();
             kubeconfig::write_private(&output, text.as_bytes())?;
             eprintln!(

@@ -24,3 +24,6 @@ mod namespace_subsets;
 /// Privileged and toolbox sessions run only the agent's tools, from a clean
 /// environment, in a tool tree holding no secret, inside the user namespace.
 mod tool_tree;
+/// Clients send tokens only to the agent the cluster vouches for; tokens can
+/// be bound to the agent's audience.
+mod trust;

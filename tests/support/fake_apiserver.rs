@@ -5,7 +5,9 @@
 //! event the agent sends is recorded, so tests check what was asked.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -58,13 +60,27 @@ struct Tables {
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
     /// The cluster's pods, as `v1.Pod` JSON, for the plugin's lookups.
     pods: Arc<Mutex<Vec<Value>>>,
+    /// The cluster's `coordination.k8s.io/v1` Leases (where agents publish
+    /// their serving certificates).
+    leases: Arc<Mutex<Vec<Value>>>,
+    /// Tokens bound to audiences other than the API server's.
+    audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Answer TokenReviews as an authenticator that ignores `spec.audiences`
+    /// does: authenticated, with the token's own audiences.
+    ignore_audiences: Arc<AtomicBool>,
 }
+
+/// The audience of the API server's own tokens (`--api-audiences`).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 pub struct FakeApiServer {
     pub url: String,
     pub kubeconfig: PathBuf,
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
     pods: Arc<Mutex<Vec<Value>>>,
+    leases: Arc<Mutex<Vec<Value>>>,
+    audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    ignore_audiences: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,10 +90,38 @@ async fn token_review(State(t): State<Tables>, Json(review): Json<Value>) -> Jso
         .unwrap()
         .push(("TokenReview".into(), review.clone()));
     let token = review["spec"]["token"].as_str().unwrap_or_default();
+    // As the kube-apiserver: a token is valid for its own audiences (the
+    // API server's unless bound to others); a review names the audiences it
+    // accepts (the API server's when it names none) and is answered with
+    // the intersection, or refused when there is none.
+    let own: Vec<String> = t
+        .audiences
+        .lock()
+        .unwrap()
+        .get(token)
+        .cloned()
+        .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
+    let wanted: Vec<String> = match review["spec"]["audiences"].as_array() {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect(),
+        _ => vec![API_AUDIENCE.to_string()],
+    };
+    let granted: Vec<String> = if t.ignore_audiences.load(Ordering::SeqCst) {
+        own.clone()
+    } else {
+        own.iter().filter(|a| wanted.contains(a)).cloned().collect()
+    };
     let status = match t.users.iter().find(|u| u.token == token) {
+        Some(_) if granted.is_empty() => json!({
+            "authenticated": false,
+            "error": format!("[invalid bearer token, token audiences {own:?} is invalid for the target audiences {wanted:?}]"),
+        }),
         Some(user) => json!({
             "authenticated": true,
             "user": {"username": user.name, "uid": format!("uid-{}", user.name), "groups": user.groups},
+            "audiences": granted,
         }),
         None => json!({"authenticated": false, "error": "invalid bearer token"}),
     };
@@ -531,15 +575,111 @@ async fn forward(mut socket: WebSocket, pod: String, port: u16) {
     tokio::join!(to_pod, from_pod);
 }
 
+fn find_lease(t: &Tables, namespace: &str, name: &str) -> Option<Value> {
+    t.leases
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l["metadata"]["namespace"] == namespace && l["metadata"]["name"] == name)
+        .cloned()
+}
+
+/// `GET` a Lease, for a caller with `get leases` in its namespace.
+async fn get_lease(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let user = match t.caller(&headers) {
+        Ok(user) => user,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = t.authorize(&user, "get", "leases", Some(&name), Some(&namespace)) {
+        return refused.into_response();
+    }
+    match find_lease(&t, &namespace, &name) {
+        Some(lease) => Json(lease).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        ),
+    }
+}
+
+/// A server-side apply (`PATCH`, `application/apply-patch+yaml`) of a
+/// Lease: created when missing, its applied fields replaced otherwise. The
+/// agent's kubeconfig here has no credentials: a request without a token is
+/// the agent's service account, whose RBAC (`create`, `patch` leases in its
+/// own namespace) tests/deploy.rs checks in the chart and manifests.
+async fn apply_lease(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/apply-patch+yaml" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the fake serves server-side apply only, not {content_type:?}"),
+        );
+    }
+    let Ok(applied) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON");
+    };
+    if applied["kind"] != "Lease"
+        || applied["apiVersion"] != "coordination.k8s.io/v1"
+        || applied["metadata"]["name"] != name.as_str()
+    {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the applied object is not this Lease",
+        );
+    }
+    let mut stored = find_lease(&t, &namespace, &name).unwrap_or_else(|| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": name, "namespace": namespace, "uid": format!("lease-{name}")}})
+    });
+    if let Some(annotations) = applied["metadata"]["annotations"].as_object() {
+        for (key, value) in annotations {
+            stored["metadata"]["annotations"][key] = value.clone();
+        }
+    }
+    if applied["spec"].is_object() {
+        stored["spec"] = applied["spec"].clone();
+    }
+    {
+        let mut leases = t.leases.lock().unwrap();
+        leases.retain(|l| {
+            !(l["metadata"]["namespace"] == namespace && l["metadata"]["name"] == name)
+        });
+        leases.push(stored.clone());
+    }
+    t.record("Lease", stored.clone());
+    Json(stored).into_response()
+}
+
 impl FakeApiServer {
     pub async fn start(users: Vec<FakeUser>, rules: Vec<Rule>) -> Self {
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let pods = Arc::new(Mutex::new(Vec::new()));
+        let leases = Arc::new(Mutex::new(Vec::new()));
+        let audiences = Arc::new(Mutex::new(HashMap::new()));
+        let ignore_audiences = Arc::new(AtomicBool::new(false));
         let tables = Tables {
             users,
             rules,
             reviews: reviews.clone(),
             pods: pods.clone(),
+            leases: leases.clone(),
+            audiences: audiences.clone(),
+            ignore_audiences: ignore_audiences.clone(),
         };
         let app = Router::new()
             .route(
@@ -561,6 +701,10 @@ impl FakeApiServer {
                 "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
                 get(port_forward),
             )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+                get(get_lease).patch(apply_lease),
+            )
             .with_state(tables);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -579,8 +723,40 @@ impl FakeApiServer {
             kubeconfig,
             reviews,
             pods,
+            leases,
+            audiences,
+            ignore_audiences,
             _dir: dir,
         }
+    }
+
+    /// Adds a Lease (`coordination.k8s.io/v1` JSON) to the cluster.
+    pub fn add_lease(&self, lease: Value) {
+        self.leases.lock().unwrap().push(lease);
+    }
+
+    /// The Lease `namespace/name`, if there is one.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.leases
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l["metadata"]["namespace"] == namespace && l["metadata"]["name"] == name)
+            .cloned()
+    }
+
+    /// Binds `token` to `audiences` (as `kubectl create token --audience`).
+    pub fn bind_token(&self, token: &str, audiences: &[&str]) {
+        self.audiences.lock().unwrap().insert(
+            token.to_string(),
+            audiences.iter().map(|a| a.to_string()).collect(),
+        );
+    }
+
+    /// From now on, answer TokenReviews ignoring `spec.audiences`, as an
+    /// authenticator that knows nothing of audiences would.
+    pub fn ignore_audiences(&self) {
+        self.ignore_audiences.store(true, Ordering::SeqCst);
     }
 
     /// Adds a pod (`v1.Pod` JSON) to the cluster.

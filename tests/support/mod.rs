@@ -131,6 +131,13 @@ impl Agent {
         {
             command.env_remove("NSDEBUG_CRI_SOCKET");
         }
+        // The agent publishes its certificate only when a test says which
+        // pod it is, never because the test runner happens to run in one.
+        for name in ["POD_NAME", "POD_NAMESPACE"] {
+            if !command.get_envs().any(|(key, _)| key == name) {
+                command.env_remove(name);
+            }
+        }
         // The test bed's tool tree, as the image's /toolbox, unless the
         // test chose one (`--toolbox-root` wins over the variable).
         if !command

@@ -93,6 +93,9 @@ image's tool tree for toolbox mode, audit on stdout.
 - --tls-key={{ include "nsdebug.tlsDir" . }}/tls.key
 {{- end }}
 {{- include "nsdebug.flag" (list "auth" .Values.auth) }}
+{{- with .Values.tokenAudiences }}
+- --token-audiences={{ join "," . }}
+{{- end }}
 {{- if .Values.recording.enabled }}
 - --record-dir={{ include "nsdebug.recordDir" . }}
 {{- include "nsdebug.flag" (list "record-max-bytes" .Values.recording.maxBytes) }}
