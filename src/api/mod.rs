@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod browser;
 mod capture;
 mod diag;
 mod discovery;
@@ -55,8 +56,10 @@ pub struct AppState {
     pub toolbox_root: Arc<std::path::Path>,
     pub logins: Arc<crate::login::Logins>,
     pub backoff: Arc<crate::auth::FailureBackoff>,
-    /// Served over TLS (for the links the agent hands out).
+    /// Served over TLS (for the links the agent hands out, and its own origin).
     pub tls: bool,
+    /// Host names the agent answers to besides loopback (`--allowed-host`).
+    pub allowed_hosts: browser::AllowedHosts,
     /// Cancelled on SIGTERM: live sessions tell their users, and end when
     /// `shutdown_grace` has passed.
     pub draining: tokio_util::sync::CancellationToken,
@@ -91,6 +94,7 @@ impl AppState {
             )),
             backoff: Arc::default(),
             tls: config.tls.is_some(),
+            allowed_hosts: browser::AllowedHosts::new(&config.allowed_hosts),
             draining: tokio_util::sync::CancellationToken::new(),
             shutdown_grace: config.shutdown_grace,
         }
@@ -178,6 +182,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
+        ))
+        // Before authentication: a browser's request from another site or
+        // through a rebound name is refused whatever credentials it carries.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
         ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
