@@ -263,23 +263,23 @@ async fn authenticate(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let token = crate::auth::bearer_token(request.headers());
-    let token = match token {
-        Some(session) if session.starts_with(crate::login::SESSION_PREFIX) => {
-            match state.logins.session_token(&session) {
-                Some(token) => {
-                    request.extensions_mut().insert(login::UiSession(session));
-                    Some(token)
-                }
-                None => {
-                    return ApiError::unauthorized(
-                        "the web UI login has expired or was logged out; log in again",
-                    )
-                    .into_response();
-                }
-            }
-        }
-        other => other,
-    };
+    // A UI session stands for the identity reviewed at its login.
+    if let Some(session) = token
+        .as_deref()
+        .filter(|t| t.starts_with(crate::login::SESSION_PREFIX))
+    {
+        let Some(user) = state.logins.session_user(session) else {
+            return ApiError::unauthorized(
+                "the web UI login has expired or was logged out; log in again",
+            )
+            .into_response();
+        };
+        request
+            .extensions_mut()
+            .insert(login::UiSession(session.to_string()));
+        request.extensions_mut().insert(user);
+        return next.run(request).await;
+    }
     match authenticate_token(&state, peer, token.as_deref()).await {
         Ok(user) => {
             request.extensions_mut().insert(user);

@@ -6,8 +6,11 @@
 //! argv, a link minted by one user silently logged another user's tab in,
 //! and one user's logins evicted everybody else's UI sessions.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
+use crate::support::fake_apiserver::{FakeApiServer, FakeUser, rule};
 use crate::support::testbed::ContainerSpec;
 use crate::support::{Agent, one_pod};
 
@@ -203,4 +206,152 @@ async fn a_cross_site_websocket_gets_no_shell() {
     assert_refusal(response.status().as_u16(), &body, 403, "evil.example");
     assert!(!marker_written(&agent, &run).await, "the command ran");
     pod.remove(&mut client).await;
+}
+
+/// Alice and bob, who may both use the web UI; an agent that reviews them.
+async fn two_users() -> (FakeApiServer, Agent) {
+    let users = ["alice", "bob"]
+        .into_iter()
+        .map(|name| FakeUser {
+            token: if name == "alice" {
+                "alice-token"
+            } else {
+                "bob-token"
+            },
+            name,
+            groups: vec!["dev"],
+        })
+        .collect();
+    let rules = vec![
+        rule("alice", "list", "pods", Some("default")),
+        rule("bob", "list", "pods", Some("default")),
+    ];
+    let api = FakeApiServer::start(users, rules).await;
+    let socket = crate::support::testbed_socket();
+    let agent = Agent::start_secure(&[
+        "--cri-socket",
+        socket.to_str().unwrap(),
+        "--kubeconfig",
+        api.kubeconfig.to_str().unwrap(),
+    ]);
+    (api, agent)
+}
+
+fn https() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+/// `POST /v1/login` with `body`, as a tab holding `session` (if any).
+async fn login(agent: &Agent, body: Value, session: Option<&str>) -> (u16, Value) {
+    let mut request = https().post(format!("{}/v1/login", agent.url)).json(&body);
+    if let Some(session) = session {
+        request = request.bearer_auth(session);
+    }
+    send(request).await
+}
+
+/// A one-time login code minted with `token`.
+async fn mint(agent: &Agent, token: &str) -> String {
+    let (code, minted) = send(
+        https()
+            .post(format!("{}/v1/login-links", agent.url))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(code, 201, "{minted}");
+    minted["path"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/#login=")
+        .to_string()
+}
+
+async fn whoami(agent: &Agent, session: &str) -> (u16, Value) {
+    send(
+        https()
+            .get(format!("{}/v1/whoami", agent.url))
+            .bearer_auth(session),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_link_of_another_user_does_not_silently_switch_a_tab() {
+    let (_api, agent) = two_users().await;
+    let (code, answer) = login(&agent, json!({"token": "bob-token"}), None).await;
+    assert_eq!(code, 200, "{answer}");
+    let bobs_tab = answer["session"].as_str().unwrap().to_string();
+
+    // Mallory-as-alice sends bob a link. The page first learns whose it is,
+    // without spending it, and shows that before any session exists.
+    let link = mint(&agent, "alice-token").await;
+    let (code, preview) = login(
+        &agent,
+        json!({"code": link, "preview": true}),
+        Some(&bobs_tab),
+    )
+    .await;
+    assert_eq!(code, 200, "{preview}");
+    assert_eq!(preview["kind"], "LoginPreview", "{preview}");
+    assert_eq!(preview["user"]["name"], "alice", "{preview}");
+    assert!(preview.get("session").is_none(), "{preview}");
+
+    // Redeeming it in bob's tab without saying "switch" is refused...
+    let (code, refused) = login(&agent, json!({"code": link}), Some(&bobs_tab)).await;
+    assert_refusal(code, &refused, 409, "logged in as bob");
+    let (code, me) = whoami(&agent, &bobs_tab).await;
+    assert_eq!((code, me["user"]["name"].as_str()), (200, Some("bob")));
+    // ...and did not spend the link: the tab may still choose to switch.
+    let (code, switched) = login(
+        &agent,
+        json!({"code": link, "switch": true}),
+        Some(&bobs_tab),
+    )
+    .await;
+    assert_eq!(code, 200, "{switched}");
+    assert_eq!(switched["user"]["name"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_logins_do_not_end_anothers_ui_session() {
+    let (_api, agent) = two_users().await;
+    let (code, answer) = login(&agent, json!({"token": "alice-token"}), None).await;
+    assert_eq!(code, 200, "{answer}");
+    let alices = answer["session"].as_str().unwrap().to_string();
+    let (code, answer) = login(&agent, json!({"token": "bob-token"}), None).await;
+    assert_eq!(code, 200, "{answer}");
+    let bobs_first = answer["session"].as_str().unwrap().to_string();
+
+    // Bob logs in again and again (10,000 filled the old global table).
+    let client = https();
+    let url = format!("{}/v1/login", agent.url);
+    let (client, url) = (&client, &url);
+    futures::future::join_all((0..16).map(|_| async move {
+        for _ in 0..10_000 / 16 {
+            let response = client
+                .post(url)
+                .json(&json!({"token": "bob-token"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    }))
+    .await;
+    let (code, me) = whoami(&agent, &alices).await;
+    assert_eq!(
+        (code, me["user"]["name"].as_str()),
+        (200, Some("alice")),
+        "alice's session survives bob's logins: {me}"
+    );
+    // Bob's oldest session made way for his newest.
+    let (code, me) = whoami(&agent, &bobs_first).await;
+    assert_eq!(code, 401, "bob's first session: {me}");
+    let (code, answer) = login(&agent, json!({"token": "bob-token"}), None).await;
+    assert_eq!(code, 200, "{answer}");
+    let (code, me) = whoami(&agent, answer["session"].as_str().unwrap()).await;
+    assert_eq!((code, me["user"]["name"].as_str()), (200, Some("bob")));
 }
