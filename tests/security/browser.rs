@@ -355,3 +355,87 @@ async fn one_users_logins_do_not_end_anothers_ui_session() {
     let (code, me) = whoami(&agent, answer["session"].as_str().unwrap()).await;
     assert_eq!((code, me["user"]["name"].as_str()), (200, Some("bob")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_puts_no_login_secret_in_the_browsers_argv() {
+    let (_api, agent) = two_users().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let opened = dir.path().join("opened");
+    // The stand-in browser writes down its whole command line, as another
+    // user of the machine reads it in /proc/PID/cmdline.
+    std::fs::write(
+        bin.join("xdg-open"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > {0}.tmp && mv {0}.tmp {0}\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("xdg-open"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+        .args([
+            "--agent",
+            &agent.url,
+            "--token",
+            "alice-token",
+            "--insecure-skip-tls-verify",
+            "ui",
+            "--node",
+            "here",
+        ])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env_remove("NSDEBUG_TOKEN")
+        .env_remove("NSDEBUG_AGENT")
+        .env("KUBECONFIG", "/nonexistent")
+        // The page goes here, so the test's directory takes it away.
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let argv =
+        crate::support::eventually("the browser was started", Duration::from_secs(10), || {
+            let opened = opened.clone();
+            async move { std::fs::read_to_string(&opened).ok() }
+        })
+        .await;
+    let said = |child: std::process::Child| {
+        let output = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    if argv.contains("login=") {
+        let _ = child.kill();
+        panic!(
+            "the one-time code is on the browser's command line: {argv}\n{}",
+            said(child)
+        );
+    }
+    // What the browser was given leads to the code, for the user alone.
+    let page = argv.lines().nth(1).unwrap().trim_start_matches("file://");
+    let read = std::fs::metadata(page).and_then(|meta| Ok((meta, std::fs::read_to_string(page)?)));
+    let _ = child.kill();
+    let (meta, text) = read.unwrap_or_else(|err| panic!("{page}: {err}\n{}", said(child)));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    assert_eq!(mode & 0o077, 0, "only the user reads {page}");
+    let code = text
+        .split("#login=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no link in the page: {text}"));
+    let (status, answer) = login(&agent, json!({"code": code}), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["user"]["name"], "alice");
+}
