@@ -43,7 +43,7 @@ impl AllowedHosts {
     /// is one the agent answers to.
     fn allows(&self, host: &str) -> bool {
         let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
-        LOOPBACK.contains(&name.as_str()) || self.0.iter().any(|allowed| *allowed == name)
+        LOOPBACK.contains(&name.as_str()) || self.0.contains(&name)
     }
 }
 
@@ -120,11 +120,10 @@ fn check(
             })
             .filter(|media| !media.is_empty());
         let upload = method == Method::PUT && uri.path().ends_with("/files");
-        let accepted = match (upload, media.as_deref()) {
-            (true, None | Some("application/octet-stream")) => true,
-            (false, Some("application/json")) => true,
-            _ => false,
-        };
+        let accepted = matches!(
+            (upload, media.as_deref()),
+            (true, None | Some("application/octet-stream")) | (false, Some("application/json"))
+        );
         if !accepted {
             let wanted = if upload {
                 "application/octet-stream (the file's bytes)"
