@@ -580,9 +580,11 @@ async function confirmLink(code) {
   $("confirm-detail").textContent =
     (current && current !== who ? `This tab is logged in as ${current}. ` : "") +
     `The link logs in as ${who}` + (groups ? ` (groups: ${groups}).` : ".");
+  $("confirm-yes").textContent = `Log in as ${who}`;
   $("confirm-no").textContent = current ? `Stay ${current}` : "Cancel";
   $("confirm").hidden = false;
-  $("confirm-yes").focus();
+  // Switching users is never what Enter does.
+  (current && current !== who ? $("confirm-no") : $("confirm-yes")).focus();
   const yes = await new Promise((resolve) => {
     $("confirm-yes").onclick = () => resolve(true);
     $("confirm-no").onclick = () => resolve(false);
