@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `Host` is a loopback name (`localhost`, `127.0.0.1`, `[::1]`, any port) or an `--allowed-host` | DNS rebinding: a page on `evil.example` that resolves to the agent | 421 |
 //! | `Origin`, when sent, is the agent's own (`scheme://Host`) | cross-site requests and WebSocket upgrades (browsers send `Origin` on both) | 403 |
+//! | `Sec-Fetch-Site`, when sent, is `same-origin` or `none` (a navigation to `/` may come from anywhere) | what another site's `<img>`, `<script>` or link makes the browser fetch: such GETs carry no `Origin` | 403 |
 //! | a request body is `application/json` (an upload to `…/files` is `application/octet-stream` or untyped) | the bodies a cross-site form or `sendBeacon` can send without a CORS preflight (`text/plain`, forms) | 415 |
 //!
 //! Clients that are not browsers (kubectl, client-go, the Python client,
@@ -20,6 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
 use super::{ApiError, AppState};
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+const SEC_FETCH_MODE: &str = "sec-fetch-mode";
 
 /// Host names always allowed: the loopback names a port-forward gives.
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
@@ -102,6 +106,23 @@ fn check(
             return Err(ApiError::forbidden(format!(
                 "cross-origin request refused: it comes from a page of {origin:?}, not of this agent ({scheme}://{}); open the agent's own page instead",
                 host.unwrap_or("?")
+            )));
+        }
+    }
+    // Fetch Metadata: an <img>, <script> or link of another site sends no
+    // Origin on a GET, but the browser says where the request comes from.
+    // Only a navigation to the page itself may come from elsewhere (a link
+    // to the agent, the plugin's login page).
+    if let Some(site) = headers.get(SEC_FETCH_SITE) {
+        let site = site.to_str().unwrap_or("\u{fffd}");
+        let navigates_to_the_page = method == Method::GET
+            && uri.path() == "/"
+            && headers
+                .get(SEC_FETCH_MODE)
+                .is_some_and(|mode| mode == "navigate");
+        if !matches!(site, "same-origin" | "none") && !navigates_to_the_page {
+            return Err(ApiError::forbidden(format!(
+                "cross-site request refused: the browser says it comes from another site (Sec-Fetch-Site: {site}); open the agent's own page instead"
             )));
         }
     }

@@ -208,6 +208,47 @@ async fn a_cross_site_websocket_gets_no_shell() {
     pod.remove(&mut client).await;
 }
 
+#[tokio::test]
+async fn a_cross_site_page_cannot_make_the_browser_fetch_from_the_agent() {
+    let agent = Agent::start();
+    let http = reqwest::Client::new();
+    // An <img> or <script> of another site: no Origin on a no-cors GET, but
+    // the browser says where the request comes from (Fetch Metadata).
+    let (code, body) = send(
+        http.get(format!("{}/v1/targets", agent.url))
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("Sec-Fetch-Mode", "no-cors")
+            .header("Sec-Fetch-Dest", "image"),
+    )
+    .await;
+    assert_refusal(code, &body, 403, "another site");
+    // A link from another site to the agent's page still opens it.
+    let (code, _) = send(
+        http.get(format!("{}/", agent.url))
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("Sec-Fetch-Mode", "navigate")
+            .header("Sec-Fetch-Dest", "document"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    // ...but not any other route by navigation.
+    let (code, body) = send(
+        http.get(format!("{}/v1/targets", agent.url))
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("Sec-Fetch-Mode", "navigate"),
+    )
+    .await;
+    assert_refusal(code, &body, 403, "another site");
+    // The page's own requests.
+    let (code, body) = send(
+        http.get(format!("{}/v1/targets", agent.url))
+            .header("Sec-Fetch-Site", "same-origin")
+            .header("Sec-Fetch-Mode", "cors"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}
+
 /// Alice and bob, who may both use the web UI; an agent that reviews them.
 async fn two_users() -> (FakeApiServer, Agent) {
     let users = ["alice", "bob"]
