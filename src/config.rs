@@ -326,6 +326,19 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_LOGIN_LINK_TTL", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub login_link_ttl: Duration,
 
+    /// A host name the agent answers to besides localhost, 127.0.0.1 and
+    /// [::1] (any port), e.g. a name users reach it by through a proxy;
+    /// repeat it or separate names with commas. Requests naming any other
+    /// host are refused with 421, so a page whose name is rebound to the
+    /// agent's address (DNS rebinding) gets nothing, even with --auth none.
+    #[arg(
+        long = "allowed-host",
+        env = "NSDEBUG_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// How long a web UI login lasts at most (never past the user's token).
     #[arg(long, env = "NSDEBUG_UI_SESSION_TTL", value_name = "DURATION", default_value = "8h", value_parser = parse_duration)]
     pub ui_session_ttl: Duration,
@@ -394,6 +407,10 @@ pub enum AuthMode {
 /// A flag combination that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "--allowed-host {value:?} is not a host name: give a bare name or address such as agent.example or [fd00::1], without scheme, port or wildcard"
+    )]
+    AllowedHost { value: String },
     #[error("--listen '{value}' is not an IP address and port (e.g. 127.0.0.1:7443 or [::1]:7443)")]
     ListenSyntax { value: String },
     #[error("--health-listen '{value}' is not an IP address and port (e.g. 0.0.0.0:7444)")]
@@ -448,6 +465,8 @@ pub struct Config {
     pub recording: Option<crate::recording::RecordingConfig>,
     pub login_link_ttl: Duration,
     pub ui_session_ttl: Duration,
+    /// Host names answered besides loopback (`--allowed-host`).
+    pub allowed_hosts: Vec<String>,
     pub toolbox_root: PathBuf,
     pub log: String,
     pub log_format: LogFormat,
@@ -498,6 +517,18 @@ impl Config {
                     what: "--auth none",
                 });
             }
+        }
+        let allowed_hosts: Vec<String> = args
+            .allowed_hosts
+            .iter()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .collect();
+        if let Some(bad) = allowed_hosts.iter().find(|name| {
+            name.contains(['/', ':', '*', '@']) && !(name.starts_with('[') && name.ends_with(']'))
+                || name.chars().any(char::is_whitespace)
+        }) {
+            return Err(ConfigError::AllowedHost { value: bad.clone() });
         }
         let privileged_permission = Permission::parse(&args.privileged_permission).ok_or(
             ConfigError::PrivilegedPermission {
@@ -592,6 +623,7 @@ impl Config {
                 }),
             login_link_ttl: args.login_link_ttl,
             ui_session_ttl: args.ui_session_ttl,
+            allowed_hosts,
             toolbox_root: args.toolbox_root,
             log: args.log,
             log_format: args.log_format,

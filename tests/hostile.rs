@@ -44,7 +44,7 @@ async fn slow_clients_get_408_and_cannot_crowd_out_others() {
         .map(|_| {
             let mut stream = TcpStream::connect(&address).unwrap();
             stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
                 .unwrap();
             stream
                 .set_read_timeout(Some(Duration::from_secs(30)))
@@ -159,7 +159,7 @@ fn raw(address: &str, method: &str, path_and_query: &str, body: &[u8]) -> (u16, 
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let head = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path_and_query} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

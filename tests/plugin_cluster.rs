@@ -655,7 +655,8 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
     stop(&mut child);
 
     // ui: a one-time link handed to the browser (xdg-open, here a stand-in
-    // that writes down what it was given); the link logs in as alice.
+    // that writes down what it was given) through a private page, never on
+    // the browser's command line; the link logs in as alice.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let opened = dir.path().join("opened");
@@ -671,13 +672,9 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
     .unwrap();
     let (mut child, _) = blocking(|| start_forwarding(&kubeconfig, &["ui", "app"], Some(&bin)));
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut link = String::new();
-    blocking(|| stdout.read_line(&mut link).unwrap());
-    let link = link.trim().to_string();
-    assert!(
-        link.starts_with("https://127.0.0.1:") && link.contains("/#login="),
-        "{link}"
-    );
+    let mut login_page = String::new();
+    blocking(|| stdout.read_line(&mut login_page).unwrap());
+    let login_page = login_page.trim().to_string();
     let browser_got = support::eventually(
         "the browser was started",
         std::time::Duration::from_secs(10),
@@ -691,7 +688,18 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
         },
     )
     .await;
-    assert_eq!(browser_got.trim(), link);
+    assert_eq!(browser_got.trim(), login_page);
+    assert!(!login_page.contains("login="), "{login_page}");
+    let text = std::fs::read_to_string(&login_page).unwrap();
+    let link = text
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no link in the page: {text}"));
+    assert!(
+        link.starts_with("https://127.0.0.1:") && link.contains("/#login="),
+        "{link}"
+    );
     let (base, code) = link.split_once("/#login=").unwrap();
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -711,6 +719,10 @@ async fn ui_and_kubeconfig_forward_until_stopped() {
         .unwrap();
     assert_eq!(login["user"]["name"], "alice", "{login}");
     stop(&mut child);
+    assert!(
+        !Path::new(&login_page).exists(),
+        "the page is removed: {login_page}"
+    );
 }
 
 /// SIGTERM, and the plugin exits 0.

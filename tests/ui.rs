@@ -72,11 +72,18 @@ async fn web_login_in_a_real_browser() {
     let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
     let (ns, mut client, pod) =
         support::one_pod("ui-login", "desk", vec![ContainerSpec::busybox("shell")]).await;
-    let users = vec![FakeUser {
-        token: "alice-token",
-        name: "alice",
-        groups: vec!["dev"],
-    }];
+    let users = vec![
+        FakeUser {
+            token: "alice-token",
+            name: "alice",
+            groups: vec!["dev"],
+        },
+        FakeUser {
+            token: "bob-token",
+            name: "bob",
+            groups: vec!["dev"],
+        },
+    ];
     let rules = ["create pods/exec", "get pods", "list pods"]
         .into_iter()
         .map(|right| {
@@ -97,22 +104,26 @@ async fn web_login_in_a_real_browser() {
         "--kubeconfig",
         api.kubeconfig.to_str().unwrap(),
     ]);
-    let minted = Command::new(env!("CARGO_BIN_EXE_nsdebug"))
-        .args([
-            "login-link",
-            "--agent",
-            &agent.url,
-            "--insecure-skip-tls-verify",
-        ])
-        .args(["--token", "alice-token"])
-        .output()
-        .unwrap();
-    assert!(minted.status.success(), "{minted:?}");
-    let link = String::from_utf8(minted.stdout).unwrap();
+    let mint = |token: &str| {
+        let minted = Command::new(env!("CARGO_BIN_EXE_nsdebug"))
+            .args([
+                "login-link",
+                "--agent",
+                &agent.url,
+                "--insecure-skip-tls-verify",
+            ])
+            .args(["--token", token])
+            .output()
+            .unwrap();
+        assert!(minted.status.success(), "{minted:?}");
+        String::from_utf8(minted.stdout).unwrap().trim().to_string()
+    };
+    let link = mint("alice-token");
+    let bobs_link = mint("bob-token");
     let shots = support::repo().join("target/ui-screenshots");
     let output = Command::new("node")
         .arg(support::repo().join("tests/browser/login.mjs"))
-        .args([&agent.url, link.trim(), &ns, shots.to_str().unwrap()])
+        .args([&agent.url, &link, &ns, shots.to_str().unwrap(), &bobs_link])
         .output()
         .expect("node is installed");
     assert!(

@@ -113,6 +113,24 @@ impl ApiError {
         )
     }
 
+    /// 421: the request names a host this agent does not answer to.
+    pub fn misdirected(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "MisdirectedRequest",
+            message,
+        )
+    }
+
+    /// 415: a body of a type the route does not take.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            message,
+        )
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }

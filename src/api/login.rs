@@ -5,6 +5,11 @@
 //! - `POST /v1/login` with `{"code": "..."}` or `{"token": "..."}`: a UI
 //!   session, `200 {"session", "user", "expiresInSeconds"}`. Public: this
 //!   is how one gets in. Failures count towards the address's backoff.
+//!   `{"code": "...", "preview": true}` answers whom the link logs in
+//!   (`LoginPreview`) without spending it, so the page can ask first. A tab
+//!   that sends its current UI session is never switched to another user
+//!   unless it says `"switch": true` (409 otherwise): a link someone else
+//!   minted does not silently log a logged-in tab in as them.
 //! - `DELETE /v1/login` (with the session as bearer token): logs out.
 
 use axum::extract::State;
@@ -18,7 +23,8 @@ use serde_json::json;
 use super::{ApiError, AppState, RequestInfo};
 use crate::auth::{Auth, User};
 
-/// The caller's own Kubernetes token (for a UI session, the one behind it).
+/// The caller's own Kubernetes token (a UI session has none: it holds the
+/// reviewed identity only).
 #[derive(Clone)]
 pub struct CallerToken(pub String);
 
@@ -79,7 +85,10 @@ async fn mint_link(
     let Some(Extension(CallerToken(token))) = token else {
         return Err(ApiError::unauthorized("no bearer token"));
     };
-    let (code, ttl) = state.logins.mint_link(&token);
+    let (code, ttl) = state
+        .logins
+        .mint_link(user.clone(), crate::auth::token_expiry(&token))
+        .map_err(|err| ApiError::too_many_requests(err.to_string()))?;
     audit_login(&state, &user, &info, "loginlinks", 201, "link minted");
     let path = format!("/#login={code}");
     let host = headers
@@ -105,11 +114,32 @@ async fn mint_link(
 struct LoginBody {
     code: Option<String>,
     token: Option<String>,
+    /// Only say whom the code logs in; spend nothing.
+    #[serde(default)]
+    preview: bool,
+    /// The tab may change users.
+    #[serde(default)]
+    switch: bool,
+}
+
+/// Refuses to log a tab that is `current` in as someone else, unless it
+/// asked to `switch`.
+fn no_silent_switch(current: Option<&User>, next: &User, switch: bool) -> Result<(), ApiError> {
+    match current {
+        Some(current) if !switch && (current.name != next.name || current.uid != next.uid) => {
+            Err(ApiError::conflict(format!(
+                "this tab is logged in as {}; this login is for {}: log out first, or confirm with \"switch\": true",
+                current.name, next.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn login(
     State(state): State<AppState>,
     info: RequestInfo,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     no_login_needed(&state)?;
@@ -119,7 +149,11 @@ async fn login(
         ))
     })?;
     let peer = info.peer.map(|p| p.ip());
-    let (token, how) = match (body.code, body.token) {
+    // The tab's own live login, when it sent one.
+    let current = crate::auth::bearer_token(&headers)
+        .filter(|token| token.starts_with(crate::login::SESSION_PREFIX))
+        .and_then(|session| state.logins.session_user(&session));
+    let (user, token_expires, how) = match (body.code, body.token) {
         (Some(code), None) => {
             if let Some(ip) = peer
                 && let Err(wait) = state.backoff.check(ip)
@@ -130,28 +164,44 @@ async fn login(
                 ))
                 .retry_after(wait));
             }
-            match state.logins.redeem(code.trim()) {
-                Some(token) => (token, "login link"),
-                None => {
-                    if let Some(ip) = peer {
-                        state.backoff.failed(ip);
-                    }
-                    return Err(ApiError::unauthorized(
-                        "this login link is not valid: it was used already, has expired, or was never issued; mint a new one",
-                    ));
+            let code = code.trim();
+            let invalid = || {
+                if let Some(ip) = peer {
+                    state.backoff.failed(ip);
                 }
+                ApiError::unauthorized(
+                    "this login link is not valid: it was used already, has expired, or was never issued; mint a new one",
+                )
+            };
+            let owner = state.logins.peek(code).ok_or_else(invalid)?;
+            if body.preview {
+                return Ok(Json(json!({
+                    "kind": "LoginPreview",
+                    "user": owner,
+                    "current": current,
+                }))
+                .into_response());
             }
+            no_silent_switch(current.as_ref(), &owner, body.switch)?;
+            let (user, token_expires) = state.logins.redeem(code).ok_or_else(invalid)?;
+            (user, token_expires, "login link")
         }
-        (None, Some(token)) if !token.trim().is_empty() => (token.trim().to_string(), "token"),
+        (None, Some(token)) if !token.trim().is_empty() && !body.preview => {
+            let token = token.trim();
+            let user = super::authenticate_token(&state, peer, Some(token)).await?;
+            no_silent_switch(current.as_ref(), &user, body.switch)?;
+            (user, crate::auth::token_expiry(token), "token")
+        }
         _ => {
             return Err(ApiError::bad_request(
-                "give either \"code\" (from a login link) or \"token\"",
+                "give either \"code\" (from a login link, optionally with \"preview\": true) or \"token\"",
             ));
         }
     };
-    let user = super::authenticate_token(&state, peer, Some(&token)).await?;
-    let expiry = crate::auth::token_expiry(&token);
-    let (session, ttl) = state.logins.open_session(token, expiry);
+    let (session, ttl) = state
+        .logins
+        .open_session(user.clone(), token_expires)
+        .map_err(|err| ApiError::too_many_requests(err.to_string()))?;
     audit_login(&state, &user, &info, "logins", 200, how);
     Ok(Json(json!({
         "kind": "Login",

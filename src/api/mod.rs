@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod browser;
 mod capture;
 mod diag;
 mod discovery;
@@ -55,8 +56,10 @@ pub struct AppState {
     pub toolbox_root: Arc<std::path::Path>,
     pub logins: Arc<crate::login::Logins>,
     pub backoff: Arc<crate::auth::FailureBackoff>,
-    /// Served over TLS (for the links the agent hands out).
+    /// Served over TLS (for the links the agent hands out, and its own origin).
     pub tls: bool,
+    /// Host names the agent answers to besides loopback (`--allowed-host`).
+    pub allowed_hosts: browser::AllowedHosts,
     /// Cancelled on SIGTERM: live sessions tell their users, and end when
     /// `shutdown_grace` has passed.
     pub draining: tokio_util::sync::CancellationToken,
@@ -91,6 +94,7 @@ impl AppState {
             )),
             backoff: Arc::default(),
             tls: config.tls.is_some(),
+            allowed_hosts: browser::AllowedHosts::new(&config.allowed_hosts),
             draining: tokio_util::sync::CancellationToken::new(),
             shutdown_grace: config.shutdown_grace,
         }
@@ -179,6 +183,12 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authenticate,
         ))
+        // Before authentication: a browser's request from another site or
+        // through a rebound name is refused whatever credentials it carries.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -253,23 +263,23 @@ async fn authenticate(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let token = crate::auth::bearer_token(request.headers());
-    let token = match token {
-        Some(session) if session.starts_with(crate::login::SESSION_PREFIX) => {
-            match state.logins.session_token(&session) {
-                Some(token) => {
-                    request.extensions_mut().insert(login::UiSession(session));
-                    Some(token)
-                }
-                None => {
-                    return ApiError::unauthorized(
-                        "the web UI login has expired or was logged out; log in again",
-                    )
-                    .into_response();
-                }
-            }
-        }
-        other => other,
-    };
+    // A UI session stands for the identity reviewed at its login.
+    if let Some(session) = token
+        .as_deref()
+        .filter(|t| t.starts_with(crate::login::SESSION_PREFIX))
+    {
+        let Some(user) = state.logins.session_user(session) else {
+            return ApiError::unauthorized(
+                "the web UI login has expired or was logged out; log in again",
+            )
+            .into_response();
+        };
+        request
+            .extensions_mut()
+            .insert(login::UiSession(session.to_string()));
+        request.extensions_mut().insert(user);
+        return next.run(request).await;
+    }
     match authenticate_token(&state, peer, token.as_deref()).await {
         Ok(user) => {
             request.extensions_mut().insert(user);

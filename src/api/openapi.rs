@@ -192,9 +192,11 @@ fn whoami() {}
 fn login_links() {}
 
 #[utoipa::path(post, path = "/v1/login", tag = "auth",
-    request_body(content = Object, example = json!({"code": "4f0c..."})),
-    responses((status = 200, description = "a web UI session", example = json!({"kind": "Login", "session": "nsdebug-ui.9a1f", "user": {"name": "alice"}, "expiresInSeconds": 28800})),
-              (status = 400, body = Status), (status = 401, body = Status), (status = 429, body = Status)))]
+    request_body(content = Object, description = "`code` (from a login link; with `preview: true` only say whose it is) or `token`; `switch: true` lets a tab logged in as someone else change users", example = json!({"code": "4f0c..."})),
+    responses((status = 200, description = "a web UI session, or with `preview` whom the link logs in (`LoginPreview`)", example = json!({"kind": "Login", "session": "nsdebug-ui.9a1f", "user": {"name": "alice"}, "expiresInSeconds": 28800})),
+              (status = 400, body = Status), (status = 401, body = Status),
+              (status = 409, description = "the tab is logged in as another user and did not ask to switch", body = Status),
+              (status = 429, body = Status)))]
 fn login() {}
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "`ok` while the process serves")))]

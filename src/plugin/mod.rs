@@ -17,6 +17,7 @@ mod cluster;
 mod cp;
 mod interactive;
 mod kubeconfig;
+mod login_page;
 mod run;
 mod trust;
 
@@ -627,16 +628,45 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             let token = agent.token.clone().unwrap_or_default();
             let link = crate::client::request_login_link(&agent.http, agent.base(), &token).await?;
             announce(&agent);
-            println!("{}", link.url);
-            eprintln!(
-                "kubectl-nsdebug: a one-time login link for {} (valid {}s)",
-                link.user, link.expires_in_seconds
-            );
-            if !no_browser && let Err(err) = open::that_detached(&link.url) {
+            if no_browser {
+                println!("{}", link.url);
                 eprintln!(
-                    "kubectl-nsdebug: could not start a browser ({err}); open the link yourself"
+                    "kubectl-nsdebug: a one-time login link for {} (valid {}s)",
+                    link.user, link.expires_in_seconds
+                );
+                return hold(agent).await;
+            }
+            // Never the link itself on the browser's command line (other
+            // users read it in /proc): a private page that leads to it.
+            let page = login_page::LoginPage::write(&link.url)?;
+            println!("{}", page.path().display());
+            eprintln!(
+                "kubectl-nsdebug: a one-time login link for {} (valid {}s) is in {}, readable by you alone and removed when the link expires",
+                link.user,
+                link.expires_in_seconds,
+                page.path().display()
+            );
+            if let Err(err) = open::that_detached(page.path()) {
+                eprintln!(
+                    "kubectl-nsdebug: could not start a browser ({err}); open {} yourself",
+                    page.path().display()
                 );
             }
+            let expired =
+                tokio::time::sleep(std::time::Duration::from_secs(link.expires_in_seconds));
+            if agent.forward.is_none() {
+                // Nothing to hold: wait for the browser to have read the page.
+                tokio::select! {
+                    _ = expired => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                drop(page);
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::spawn(async move {
+                expired.await;
+                drop(page);
+            });
             hold(agent).await
         }
         PluginCommand::Kubeconfig { target, output } => {

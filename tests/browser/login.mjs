@@ -2,14 +2,14 @@
 // Kubernetes authentication (its users come from the test's fake API server):
 // a one-time login link, a pasted token, the terminal under that identity,
 // and logging out.
-//   node tests/browser/login.mjs URL LOGIN_LINK NAMESPACE SCREENSHOT_DIR
+//   node tests/browser/login.mjs URL LOGIN_LINK NAMESPACE SCREENSHOT_DIR BOBS_LINK
 // The namespace holds desk (busybox, container "shell"); the user "alice"
-// (token "alice-token") may exec there.
+// (token "alice-token") may exec there. BOBS_LINK was minted by "bob".
 import assert from "node:assert/strict";
 import { goto, launch } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 
-const [url, link, ns, shots] = process.argv.slice(2);
+const [url, link, ns, shots, bobsLink] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 
 const browser = await launch();
@@ -34,9 +34,14 @@ await first.locator("#login-submit").click();
 await first.getByText("Unauthorized: invalid bearer token").waitFor();
 await shot(first, "refused-token");
 
-// 2. The one-time link logs in as alice; the terminal runs as her.
+// 2. The one-time link says whose it is, and logs in as alice once she
+// agrees; the terminal runs as her.
 const page = await open();
 await goto(page, link);
+await page.locator("#confirm-user").getByText("alice").waitFor();
+assert.ok(!page.url().includes("login="), `the code leaves the address bar: ${page.url()}`);
+await shot(page, "confirm-link");
+await page.locator("#confirm-yes").click();
 await page.locator("#user").getByText("alice").waitFor();
 assert.ok(!(await page.locator("#login").isVisible()), "logged in");
 assert.ok(!page.url().includes("login="), `the code leaves the address bar: ${page.url()}`);
@@ -58,7 +63,20 @@ await again.locator("#login-submit").click();
 await again.locator("#user").getByText("alice").waitFor();
 await again.locator(`[data-target="${ns}/desk/shell"]`).waitFor();
 
-// 4. Logging out ends the session and asks again.
+// 4. Bob's link opened in alice's tab says so, and she stays alice.
+await goto(page, bobsLink);
+await page.getByText("This tab is logged in as alice. The link logs in as bob").waitFor();
+await shot(page, "someone-elses-link");
+await page.locator("#confirm-no").getByText("Stay alice").click();
+await page.locator("#user").getByText("alice").waitFor();
+assert.ok(!(await page.locator("#confirm").isVisible()), "the question is gone");
+const me = await page.evaluate(async () => {
+  const token = sessionStorage.getItem("nsdebug.session");
+  return (await (await fetch("/v1/whoami", { headers: { Authorization: `Bearer ${token}` } })).json()).user.name;
+});
+assert.equal(me, "alice", "the tab's session is still alice's");
+
+// 5. Logging out ends the session and asks again.
 await page.locator("#logout").click();
 await page.getByText("Logged out.").waitFor();
 await page.reload();

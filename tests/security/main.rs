@@ -10,6 +10,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// Browsers: same origin, allowed hosts, JSON bodies; login links and UI
+/// sessions.
+mod browser;
 /// The deployment grants no more than it needs.
 mod deployment;
 /// Diagnostics and capture act with the container's rights.

@@ -52,14 +52,20 @@ function showLogin(message) {
   $("login-token").focus();
 }
 
-// Exchanges a login link's code or a pasted token for a UI session.
-async function logIn(body) {
+// POST /v1/login with this tab's current session (if any), so that the
+// agent refuses to switch the tab to another user unless it says "switch".
+async function postLogin(body) {
   const response = await fetch("/v1/login", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...authHeaders() },
     body: JSON.stringify(body),
   });
-  const answer = await response.json().catch(() => ({}));
+  return [response, await response.json().catch(() => ({}))];
+}
+
+// Exchanges a login link's code or a pasted token for a UI session.
+async function logIn(body) {
+  const [response, answer] = await postLogin(body);
   if (!response.ok) {
     showLogin(answer.message || `login failed (${response.status})`);
     return false;
@@ -556,10 +562,51 @@ async function start() {
 
 $("namespace").addEventListener("change", renderTargets);
 $("search").addEventListener("input", renderTargets);
-// A one-time login link: /#login=CODE. The code leaves the address bar at once.
-const link = location.hash.match(/^#login=([A-Za-z0-9]+)$/);
+// A one-time login link: /#login=CODE. The code leaves the address bar at
+// once. Whose link it is shows first, and nothing happens until the user
+// agrees: someone else's link must not log this tab in as them unnoticed.
+async function confirmLink(code) {
+  const [response, answer] = await postLogin({ code, preview: true });
+  if (!response.ok) {
+    // A tab that is logged in stays so; the others are told and asked.
+    if (session()) return start();
+    showLogin(answer.message || `login failed (${response.status})`);
+    return;
+  }
+  const who = answer.user.name;
+  const current = answer.current?.name;
+  $("confirm-user").textContent = who;
+  const groups = (answer.user.groups || []).join(", ");
+  $("confirm-detail").textContent =
+    (current && current !== who ? `This tab is logged in as ${current}. ` : "") +
+    `The link logs in as ${who}` + (groups ? ` (groups: ${groups}).` : ".");
+  $("confirm-yes").textContent = `Log in as ${who}`;
+  $("confirm-no").textContent = current ? `Stay ${current}` : "Cancel";
+  $("confirm").hidden = false;
+  // Switching users is never what Enter does.
+  (current && current !== who ? $("confirm-no") : $("confirm-yes")).focus();
+  const yes = await new Promise((resolve) => {
+    $("confirm-yes").onclick = () => resolve(true);
+    $("confirm-no").onclick = () => resolve(false);
+  });
+  $("confirm").hidden = true;
+  if (yes && !(await logIn({ code, switch: true }))) return;
+  if (session()) await start();
+  else showLogin();
+}
+
+const LOGIN_LINK = /^#login=([A-Za-z0-9]+)$/;
+// A link opened in a tab that shows this page already changes the hash only.
+window.addEventListener("hashchange", () => {
+  const again = location.hash.match(LOGIN_LINK);
+  if (!again) return;
+  history.replaceState(null, "", location.pathname);
+  confirmLink(again[1]);
+});
+const link = location.hash.match(LOGIN_LINK);
 if (link) {
   history.replaceState(null, "", location.pathname);
-  await logIn({ code: link[1] });
+  await confirmLink(link[1]);
+} else {
+  await start();
 }
-if (!link || session()) await start();
