@@ -204,6 +204,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
     let state = AppState::new(inventory, &config, auth, audit, events);
+    tasks.spawn(state.audit.clone().keep_summarizing(cancel.clone()));
     if let Some((addr, health)) = health {
         let served = Served {
             app: api::health_router(state.clone()),

@@ -486,7 +486,7 @@ async fn start_exec_session(
                 record.note("error", err.message());
                 state
                     .audit
-                    .record(&record.event("ResponseComplete", err.code().as_u16()));
+                    .refused(&record.event("ResponseComplete", err.code().as_u16()));
             }
             return Err(err);
         }
@@ -547,7 +547,7 @@ async fn authorize_exec_audited(
             record.decision(false, err.message());
             state
                 .audit
-                .record(&record.event("ResponseComplete", err.code().as_u16()));
+                .refused(&record.event("ResponseComplete", err.code().as_u16()));
             Err(err)
         }
     }
