@@ -261,6 +261,14 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_MAX_FILE_BYTES", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub max_file_bytes: u64,
 
+    /// Memory for the output of one-shot runs (the run API without
+    /// ?stream=true buffers up to outputLimitBytes per stream): a run
+    /// reserves three times its limit per stream (the output and its JSON
+    /// rendering) before it starts; a run that does not fit gets 429.
+    /// Keep it well inside the agent's memory limit.
+    #[arg(long, env = "NSDEBUG_OUTPUT_BUDGET", value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub output_budget: u64,
+
     /// Write a Kubernetes Event on the target pod when a session starts
     /// (needs --auth kube, whose API server connection it uses, and RBAC
     /// `create events`).
@@ -424,6 +432,8 @@ pub struct Limits {
     pub max_file_bytes: u64,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// Memory for buffered run output, agent-wide.
+    pub output_budget: u64,
     /// Time a client has to send a request head.
     pub request_header_timeout: Duration,
 }
@@ -518,6 +528,7 @@ impl Config {
                 max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
                 max_file_bytes: args.max_file_bytes,
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                output_budget: args.output_budget,
                 request_header_timeout: args.request_header_timeout,
             },
             pod_events: args.pod_events,

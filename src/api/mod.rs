@@ -46,6 +46,8 @@ pub struct AppState {
     /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
     pub node_name: Arc<str>,
     pub sessions: Sessions,
+    /// Memory for buffered run output (`--output-budget`).
+    pub output_budget: crate::session::OutputBudget,
     pub limits: crate::config::Limits,
     pub auth: Arc<crate::auth::Auth>,
     pub audit: Arc<crate::audit::AuditLog>,
@@ -79,6 +81,7 @@ impl AppState {
                 config.limits.max_sessions,
                 config.limits.max_sessions_per_user,
             ),
+            output_budget: crate::session::OutputBudget::new(config.limits.output_budget),
             limits: config.limits,
             auth: Arc::new(auth),
             audit: Arc::new(audit),
