@@ -275,14 +275,22 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_POD_EVENTS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_events: bool,
 
-    /// Record every terminal session (exec with tty, web terminal) as an
-    /// asciicast v2 file in this directory (`asciinema play FILE` replays
-    /// it). Output only: what is typed is not recorded unless it is echoed.
+    /// Record every interactive session (exec with or without a tty, web
+    /// terminal) as an asciicast v2 file in this directory (`asciinema play
+    /// FILE` replays it): a terminal's screen, or stdout and stderr. A
+    /// session whose recording cannot be started is refused.
     #[arg(long, env = "NSDEBUG_RECORD_DIR", value_name = "PATH")]
     pub record_dir: Option<PathBuf>,
 
-    /// A recording stops growing at this size (the session goes on; the
-    /// file ends with a note saying it was cut).
+    /// Record what the user sends too (asciicast "i" events). Off by
+    /// default: a password typed at a prompt that does not echo would be
+    /// in the file.
+    #[arg(long, env = "NSDEBUG_RECORD_INPUT", requires = "record_dir")]
+    pub record_input: bool,
+
+    /// A recording's largest size. A session that reaches it is ended (the
+    /// user is told why, the audit event says "recording cap reached"):
+    /// nothing goes on unrecorded.
     #[arg(long, env = "NSDEBUG_RECORD_MAX_BYTES", value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub record_max_bytes: u64,
 
@@ -537,6 +545,7 @@ impl Config {
                 .map(|dir| crate::recording::RecordingConfig {
                     dir,
                     max_bytes: args.record_max_bytes,
+                    input: args.record_input,
                     retention: args.record_retention,
                 }),
             login_link_ttl: args.login_link_ttl,
