@@ -814,8 +814,10 @@ async fn session(
             },
             _ = &mut drain, if exit.is_some() && !stop.is_cancelled() => stop.cancel(),
         }
+        // A recording that ended first ends the session as such (above).
         if let Some(result) = &exit
             && !outputs_open
+            && !recording_ended.is_cancelled()
         {
             trail.outcome = match result {
                 Ok(exit) => exit.code().to_string(),
