@@ -339,14 +339,22 @@ async fn a_flood_of_refusals_leaves_the_audit_log_bounded() {
         .map(|_| {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                http.post(&url)
-                    .bearer_auth("mallory-token")
-                    .json(&json!({"command": ["true"]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                // A pooled connection the agent closed as idle (a loaded
+                // machine) is reset when reused: the flood sends again.
+                let mut error = None;
+                for _ in 0..3 {
+                    match http
+                        .post(&url)
+                        .bearer_auth("mallory-token")
+                        .json(&json!({"command": ["true"]}))
+                        .send()
+                        .await
+                    {
+                        Ok(response) => return response.status().as_u16(),
+                        Err(err) => error = Some(err),
+                    }
+                }
+                panic!("the flood's request failed three times: {error:?}")
             }
         })
         .buffer_unordered(32)
@@ -370,7 +378,8 @@ async fn a_flood_of_refusals_leaves_the_audit_log_bounded() {
                 .filter_map(|e| e["annotations"]["nsdebug.dev/dropped-refusals"].as_str())
                 .map(|n| n.parse::<usize>().unwrap())
                 .sum();
-            async move { (written + dropped == FLOOD).then_some(events) }
+            // (A request sent again may have been refused twice.)
+            async move { (written + dropped >= FLOOD).then_some(events) }
         },
     )
     .await;
