@@ -3,21 +3,46 @@
 //! pipelines take it. A session writes `ResponseStarted` when it opens and
 //! `ResponseComplete` when it ends, with the same `auditID`; a refusal writes
 //! one `ResponseComplete`. nsdebug's own facts travel as annotations.
+//!
+//! Nobody can flush the trail with refusals: they are written at most
+//! [`REFUSALS_PER_SECOND`] a second per response code (in bursts of
+//! [`REFUSAL_BURST`]), and the rest are counted and written as one summary
+//! event per code every [`SUMMARY_INTERVAL`] (annotation
+//! `nsdebug.dev/dropped-refusals`). A request URI is kept to
+//! [`MAX_URI_BYTES`], cut with a marker. Sessions are always written.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use governor::{Quota, RateLimiter};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::auth::User;
 
+/// Refusals written one by one per second, per response code.
+pub const REFUSALS_PER_SECOND: u32 = 5;
+/// Refusals written at once before the rate applies.
+pub const REFUSAL_BURST: u32 = 20;
+/// How often the refusals not written are summarized.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest request URI kept in an event.
+pub const MAX_URI_BYTES: usize = 2048;
+
+type Limiter =
+    RateLimiter<u16, governor::state::keyed::HashMapStateStore<u16>, governor::clock::DefaultClock>;
+
 /// Where audit lines go.
 pub struct AuditLog {
     sink: Option<Mutex<Box<dyn Write + Send>>>,
+    refusals: Limiter,
+    /// Refusals not written since the last summary, by response code.
+    dropped: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl AuditLog {
@@ -34,8 +59,13 @@ impl AuditLog {
                     .open(Path::new(path))?,
             )),
         };
+        let quota =
+            Quota::per_second(NonZeroU32::new(REFUSALS_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(REFUSAL_BURST).unwrap_or(NonZeroU32::MIN));
         Ok(Self {
             sink: sink.map(Mutex::new),
+            refusals: RateLimiter::hashmap(quota),
+            dropped: Mutex::default(),
         })
     }
 
@@ -49,6 +79,87 @@ impl AuditLog {
             tracing::warn!(error = %err, "failed to write an audit event");
         }
     }
+
+    /// Writes a refused request's event, unless its code's rate is spent:
+    /// then it is counted for the next summary.
+    pub fn refused(&self, event: &Value) {
+        let code = event["responseStatus"]["code"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(0);
+        if self.refusals.check_key(&code).is_ok() {
+            self.record(event);
+        } else {
+            *self
+                .dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(code)
+                .or_default() += 1;
+        }
+    }
+
+    /// Writes one summary event per response code whose refusals were not
+    /// all written since the last summary.
+    pub fn summarize(&self) {
+        let dropped = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|e| e.into_inner()));
+        for (code, count) in dropped {
+            self.record(&summary_event(code, count));
+        }
+        self.refusals.retain_recent();
+    }
+
+    /// Summarizes every [`SUMMARY_INTERVAL`], and once more at `cancel`.
+    pub async fn keep_summarizing(
+        self: std::sync::Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(SUMMARY_INTERVAL) => self.summarize(),
+            }
+        }
+        self.summarize();
+    }
+}
+
+/// The event standing for `count` refusals with `code` not written one by one.
+fn summary_event(code: u16, count: u64) -> Value {
+    let now = Timestamp::now().to_string();
+    json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": uuid::Uuid::new_v4().to_string(),
+        "stage": "ResponseComplete",
+        "requestURI": "",
+        "verb": "create",
+        "user": {"username": "system:nsdebug:audit"},
+        "sourceIPs": [],
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": now,
+        "stageTimestamp": now,
+        "annotations": {
+            "nsdebug.dev/dropped-refusals": count.to_string(),
+            "nsdebug.dev/summary": format!(
+                "{count} refused requests answered {code} were not written one by one (at most {REFUSALS_PER_SECOND} a second are)"
+            ),
+        },
+    })
+}
+
+/// `uri`, cut to [`MAX_URI_BYTES`] at a character boundary with a marker
+/// saying how much was left out.
+fn bounded_uri(uri: &str) -> String {
+    if uri.len() <= MAX_URI_BYTES {
+        return uri.to_string();
+    }
+    let mut end = MAX_URI_BYTES;
+    while !uri.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[truncated {} bytes]", &uri[..end], uri.len() - end)
 }
 
 /// One audited request: what is common to its events.
@@ -78,7 +189,7 @@ impl AuditRecord {
             user: user.clone(),
             source,
             user_agent: user_agent.into(),
-            uri: uri.into(),
+            uri: bounded_uri(uri),
             object,
             annotations: BTreeMap::new(),
         }
@@ -224,6 +335,47 @@ impl Drop for SessionTrail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_uris_are_cut_with_a_marker() {
+        assert_eq!(bounded_uri("/healthz"), "/healthz");
+        let long = format!("/v1/x?pad={}", "é".repeat(3000));
+        let cut = bounded_uri(&long);
+        assert!(cut.len() <= MAX_URI_BYTES + 40, "{}", cut.len());
+        let kept = cut.find("...[truncated ").unwrap();
+        assert!(kept <= MAX_URI_BYTES && long.starts_with(&cut[..kept]));
+        assert!(cut.ends_with(&format!("...[truncated {} bytes]", long.len() - kept)));
+    }
+
+    #[test]
+    fn refusals_past_the_rate_are_counted_and_summarized() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(path.to_str().unwrap()).unwrap();
+        let refusal = json!({"responseStatus": {"code": 403}});
+        for _ in 0..1000 {
+            log.refused(&refusal);
+        }
+        log.summarize();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let written = lines.iter().filter(|l| l["annotations"].is_null()).count();
+        let summary = lines.last().unwrap();
+        let dropped: usize = summary["annotations"]["nsdebug.dev/dropped-refusals"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            written >= REFUSAL_BURST as usize && written < 100,
+            "{written}"
+        );
+        assert_eq!(written + dropped, 1000);
+        assert_eq!(summary["responseStatus"]["code"], 403);
+    }
 
     #[test]
     fn events_have_the_audit_shape() {

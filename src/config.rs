@@ -300,20 +300,36 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_MAX_FILE_BYTES", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub max_file_bytes: u64,
 
+    /// Memory for the output of one-shot runs (the run API without
+    /// ?stream=true buffers up to outputLimitBytes per stream): a run
+    /// reserves three times its limit per stream (the output and its JSON
+    /// rendering) before it starts; a run that does not fit gets 429.
+    /// Keep it well inside the agent's memory limit.
+    #[arg(long, env = "NSDEBUG_OUTPUT_BUDGET", value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub output_budget: u64,
+
     /// Write a Kubernetes Event on the target pod when a session starts
     /// (needs --auth kube, whose API server connection it uses, and RBAC
     /// `create events`).
     #[arg(long, env = "NSDEBUG_POD_EVENTS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_events: bool,
 
-    /// Record every terminal session (exec with tty, web terminal) as an
-    /// asciicast v2 file in this directory (`asciinema play FILE` replays
-    /// it). Output only: what is typed is not recorded unless it is echoed.
+    /// Record every interactive session (exec with or without a tty, web
+    /// terminal) as an asciicast v2 file in this directory (`asciinema play
+    /// FILE` replays it): a terminal's screen, or stdout and stderr. A
+    /// session whose recording cannot be started is refused.
     #[arg(long, env = "NSDEBUG_RECORD_DIR", value_name = "PATH")]
     pub record_dir: Option<PathBuf>,
 
-    /// A recording stops growing at this size (the session goes on; the
-    /// file ends with a note saying it was cut).
+    /// Record what the user sends too (asciicast "i" events). Off by
+    /// default: a password typed at a prompt that does not echo would be
+    /// in the file.
+    #[arg(long, env = "NSDEBUG_RECORD_INPUT", requires = "record_dir")]
+    pub record_input: bool,
+
+    /// A recording's largest size. A session that reaches it is ended (the
+    /// user is told why, the audit event says "recording cap reached"):
+    /// nothing goes on unrecorded.
     #[arg(long, env = "NSDEBUG_RECORD_MAX_BYTES", value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub record_max_bytes: u64,
 
@@ -494,6 +510,8 @@ pub struct Limits {
     pub max_file_bytes: u64,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// Memory for buffered run output, agent-wide.
+    pub output_budget: u64,
     /// Time a client has to send a request head.
     pub request_header_timeout: Duration,
 }
@@ -611,6 +629,7 @@ impl Config {
                 max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
                 max_file_bytes: args.max_file_bytes,
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                output_budget: args.output_budget,
                 request_header_timeout: args.request_header_timeout,
             },
             pod_events: args.pod_events,
@@ -619,6 +638,7 @@ impl Config {
                 .map(|dir| crate::recording::RecordingConfig {
                     dir,
                     max_bytes: args.record_max_bytes,
+                    input: args.record_input,
                     retention: args.record_retention,
                 }),
             login_link_ttl: args.login_link_ttl,

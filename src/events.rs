@@ -45,7 +45,8 @@ pub struct SessionStart<'a> {
     /// Whose privileges it runs with (a capture: the agent's own).
     pub profile: Profile,
     pub tty: bool,
-    /// What it does: a command's JSON argv, or a description.
+    /// What it does: a command's program name (never its arguments, which
+    /// may hold passwords; the audit trail has them), or a description.
     pub what: String,
 }
 
@@ -65,9 +66,18 @@ impl<'a> SessionStart<'a> {
             audit_id,
             profile: request.profile,
             tty: request.terminal.is_some(),
-            what: serde_json::to_string(&request.argv).unwrap_or_default(),
+            what: program_name(&request.argv),
         }
     }
+}
+
+/// The program an argv runs, without its directory or arguments: Events
+/// are read by many more people than may exec, and command lines carry
+/// secrets (`mysql --password=...`).
+fn program_name(argv: &[String]) -> String {
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let name = program.rsplit('/').next().unwrap_or(program);
+    name.to_string()
 }
 
 impl PodEvents {
@@ -198,6 +208,14 @@ fn cut(text: &mut String, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_program_is_named() {
+        let argv = ["/usr/bin/mysql", "--password=hunter2"].map(String::from);
+        let what = program_name(&argv);
+        assert_eq!(what, "mysql");
+        assert_eq!(program_name(&[]), "");
+    }
 
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {

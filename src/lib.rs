@@ -28,6 +28,7 @@ pub mod login;
 pub mod metrics;
 pub mod oci;
 pub mod plugin;
+pub mod probes;
 pub mod process;
 pub mod recording;
 pub mod resolve;

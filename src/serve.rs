@@ -226,18 +226,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Helpers waiting before the first request, so it pays no exec either.
     crate::enter::refill_in_background();
     let state = AppState::new(inventory, &config, auth, audit, events);
+    tasks.spawn(state.audit.clone().keep_summarizing(cancel.clone()));
     if let Some((addr, health)) = health {
-        let served = Served {
-            app: api::health_router(state.clone()),
-            tls: None,
-            // Probes and scrapes: a few at a time.
-            slots: Arc::new(tokio::sync::Semaphore::new(HEALTH_CONNECTIONS)),
-            header_timeout: config.limits.request_header_timeout,
-            client_timeout: config.limits.client_timeout,
-            connections: TaskTracker::new(),
-        };
-        let stop = cancel.clone();
-        tasks.spawn(async move { served.accept_until(health, stop.cancelled_owned()).await });
+        let probes = crate::probes::HealthListener::new(api::health_router(state.clone()));
+        tasks.spawn(probes.serve_until(health, cancel.clone()));
         tracing::info!(%addr, "serving health checks over plain HTTP");
     }
     let sessions = state.sessions.clone();
@@ -286,9 +278,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     tracing::info!("stopped");
     Ok(())
 }
-
-/// Connections at once on the health listener.
-const HEALTH_CONNECTIONS: usize = 64;
 
 /// A listener's connections: what serves them and how many at once.
 struct Served {
@@ -384,7 +373,7 @@ impl AcceptErrors {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves HTTP/1.1 (with upgrades, for exec) on one connection.
-async fn serve_connection<S>(
+pub(crate) async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     app: axum::Router,

@@ -107,6 +107,79 @@ impl Sessions {
     }
 }
 
+/// The agent-wide budget of buffered run output (`--output-budget`): a
+/// one-shot run reserves what its output can take before it starts, so no
+/// number of concurrent runs can buffer more than the budget.
+#[derive(Clone)]
+pub struct OutputBudget {
+    /// One permit per KiB (a semaphore counts in `u32` per acquisition).
+    kib: Arc<Semaphore>,
+    total: u64,
+}
+
+/// What one run holds of the [`OutputBudget`], given back when dropped.
+pub struct OutputReservation {
+    _permits: OwnedSemaphorePermit,
+}
+
+/// A run's output does not fit the [`OutputBudget`].
+#[derive(Debug, thiserror::Error)]
+pub enum OutputBudgetError {
+    #[error(
+        "the agent's output budget ({} MiB, --output-budget) is taken by other runs; stream the output with ?stream=true, or ask for a smaller outputLimitBytes",
+        total >> 20
+    )]
+    Exhausted { total: u64 },
+    #[error(
+        "outputLimitBytes {asked} needs {needed} bytes of buffer, more than the agent's whole output budget of {total} bytes (--output-budget); stream the output with ?stream=true, or ask for a smaller outputLimitBytes"
+    )]
+    TooLarge {
+        asked: usize,
+        needed: u64,
+        total: u64,
+    },
+}
+
+/// Buffer a run takes per byte of its output limit, per stream: the
+/// captured bytes, then their rendering in the JSON answer (at most twice
+/// the bytes: text with few escapes, else base64), held at once while the
+/// answer is written.
+pub const BUFFER_PER_OUTPUT_BYTE: u64 = 3;
+
+impl OutputBudget {
+    pub fn new(total: u64) -> Self {
+        let kib = usize::try_from(total / 1024)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            kib: Arc::new(Semaphore::new(kib)),
+            total,
+        }
+    }
+
+    /// Reserves the buffers of a run keeping `output_bytes` per stream
+    /// (stdout and stderr), or says why not, without waiting.
+    pub fn reserve(&self, output_bytes: usize) -> Result<OutputReservation, OutputBudgetError> {
+        let needed = 2 * BUFFER_PER_OUTPUT_BYTE * output_bytes as u64;
+        let kib = needed.div_ceil(1024);
+        let too_large = OutputBudgetError::TooLarge {
+            asked: output_bytes,
+            needed,
+            total: self.total,
+        };
+        if kib > self.total / 1024 {
+            return Err(too_large);
+        }
+        let kib = u32::try_from(kib).map_err(|_| too_large)?;
+        let permits = self
+            .kib
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| OutputBudgetError::Exhausted { total: self.total })?;
+        Ok(OutputReservation { _permits: permits })
+    }
+}
+
 /// Captured output of one stream.
 #[derive(Debug, Default)]
 pub struct Captured {

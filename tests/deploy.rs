@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, PodSpec, ServiceAccount, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nsdebug::config::{AuthMode, Config, LogFormat};
@@ -52,7 +53,8 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
-            "DaemonSet"
+            "DaemonSet",
+            "NetworkPolicy",
         ])
     );
     let account: ServiceAccount = strictly(only(objects, "ServiceAccount"));
@@ -206,6 +208,39 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
             "probes go to --health-listen"
         );
     }
+    // Only the health port admits traffic from other pods and nodes; the
+    // API is reached through port-forward, which no NetworkPolicy sees.
+    let policy: NetworkPolicy = strictly(only(objects, "NetworkPolicy"));
+    assert_eq!(policy.metadata.namespace.as_deref(), Some(ns.as_str()));
+    let policy = policy.spec.unwrap();
+    let selected = policy.pod_selector.unwrap().match_labels.unwrap();
+    assert!(
+        selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+        "the policy selects the agent's pods: {selected:?}"
+    );
+    assert_eq!(policy.policy_types, Some(vec!["Ingress".to_string()]));
+    let ingress = policy.ingress.unwrap();
+    assert_eq!(ingress.len(), 1, "one rule: the health port");
+    let ports = ingress[0].ports.clone().unwrap();
+    assert_eq!(ports.len(), 1);
+    let port = match ports[0].port.as_ref().unwrap() {
+        IntOrString::String(name) => {
+            agent
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .unwrap()
+                .container_port
+        }
+        IntOrString::Int(port) => *port,
+    };
+    assert_eq!(
+        port,
+        i32::from(health.port()),
+        "admits the health port only"
+    );
     // The kubelet waits for the agent to end its sessions on SIGTERM.
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(

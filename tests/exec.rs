@@ -602,8 +602,8 @@ async fn terminal_sessions_are_recorded_as_asciicasts() {
     assert!(replayed.contains("30 100"), "{replayed}");
     assert!(replayed.contains("recorded-hello-€"), "{replayed}");
 
-    // A session printing more than the cap: the client gets everything, the
-    // recording stops at the cap and says so.
+    // A session printing more than the cap: the recording stops at the cap
+    // and says so, and so does the session (nothing goes on unrecorded).
     let seen = tty_session(
         &agent,
         &ns,
@@ -616,9 +616,14 @@ async fn terminal_sessions_are_recorded_as_asciicasts() {
         &[],
     )
     .await;
+    let shown = stdout_of(&seen);
     assert!(
-        stdout_of(&seen).contains("line-399-"),
-        "the client's output is whole"
+        !shown.contains("line-399-"),
+        "output past the cap is not shown"
+    );
+    assert!(
+        shown.contains("recording reached its 8192 byte cap"),
+        "the session says why it ended: {shown}"
     );
     let capped = eventually("the capped recording", Duration::from_secs(10), || {
         let found = std::fs::read_dir(&recordings)

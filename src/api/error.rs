@@ -239,6 +239,19 @@ impl From<crate::session::TooManySessions> for ApiError {
     }
 }
 
+impl From<crate::session::OutputBudgetError> for ApiError {
+    fn from(err: crate::session::OutputBudgetError) -> Self {
+        match err {
+            crate::session::OutputBudgetError::Exhausted { .. } => {
+                Self::too_many_requests(err.to_string())
+            }
+            crate::session::OutputBudgetError::TooLarge { .. } => {
+                Self::bad_request(err.to_string())
+            }
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(err: crate::auth::AuthError) -> Self {
         use crate::auth::AuthError;

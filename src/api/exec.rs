@@ -281,14 +281,19 @@ async fn exec(
         toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     record.entering(&target, &request);
-    let recording = match (&state.recording, &request.terminal) {
-        (Some(config), Some(size)) => {
+    // Every interactive session, with a terminal or without: a shell on
+    // pipes (`kubectl exec -i`) is as interactive as one on a tty.
+    let recording = match &state.recording {
+        Some(config) => {
+            let size = request
+                .terminal
+                .unwrap_or(TerminalSize { cols: 80, rows: 24 });
             let recording =
-                start_recording(config, &user, &target, &request, record.id(), *size).await?;
+                start_recording(config, &user, &target, &request, record.id(), size).await?;
             record.note("recording", recording.path().display());
             Some(recording)
         }
-        _ => None,
+        None => None,
     };
     let event = state.events.prepare(&crate::events::SessionStart::command(
         &user,
@@ -333,8 +338,8 @@ struct SessionContext {
     limits: crate::config::Limits,
 }
 
-/// Starts the asciicast recording of a terminal session; a configured
-/// recording that cannot be written refuses the session (fail closed).
+/// Starts the asciicast recording of a session; a configured recording
+/// that cannot be written refuses the session (fail closed).
 async fn start_recording(
     config: &crate::recording::RecordingConfig,
     user: &crate::auth::User,
@@ -367,7 +372,7 @@ async fn start_recording(
         .map_err(|err| {
             tracing::error!(error = %err, "cannot start a session recording");
             ApiError::unavailable(format!(
-                "terminal sessions are recorded on this agent and the recording could not be started: {err}"
+                "sessions are recorded on this agent and the recording could not be started: {err}"
             ))
         })
 }
@@ -457,18 +462,23 @@ async fn finish(
         .await;
 }
 
-/// Copies `reader` to the client as `channel` frames until end of file.
+/// Copies `reader` to the client as `channel` frames until end of file;
+/// each chunk is recorded first, and what cannot be recorded is not sent.
 async fn pump(
     mut reader: impl tokio::io::AsyncRead + Unpin,
     channel: u8,
     framing: Framing,
     out: mpsc::Sender<Message>,
     stop: CancellationToken,
+    recording: Option<Recording>,
 ) {
     let mut budget = crate::session::after_stop_budget();
     if framing.base64 {
         let mut buf = vec![0u8; CHUNK];
         while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
+            if !recorded(recording.as_ref(), channel, &buf[..n]).await {
+                return;
+            }
             if out.send(framing.frame(channel, &buf[..n])).await.is_err() {
                 return;
             }
@@ -485,9 +495,21 @@ async fn pump(
         {
             return;
         }
+        if !recorded(recording.as_ref(), channel, &frame[1..]).await {
+            return;
+        }
         if out.send(Message::Binary(Bytes::from(frame))).await.is_err() {
             return;
         }
+    }
+}
+
+/// Records `data` of `channel`; false when it must not be forwarded.
+async fn recorded(recording: Option<&Recording>, channel: u8, data: &[u8]) -> bool {
+    match recording {
+        None => true,
+        Some(recording) if channel == STDERR => recording.error_output(data).await.is_ok(),
+        Some(recording) => recording.output(data).await.is_ok(),
     }
 }
 
@@ -513,6 +535,8 @@ async fn session(
         limits,
     } = context;
     let (mut ws_tx, mut ws_rx) = socket.split();
+    // Never fires without a recording.
+    let recording_ended = recording.as_ref().map(Recording::ended).unwrap_or_default();
     let mut entered = match enter::spawn(&request).await {
         Ok(entered) => entered,
         Err(err) => {
@@ -565,10 +589,24 @@ async fn session(
             stderr,
         }) => {
             if options.stdout {
-                tokio::spawn(pump(stdout, STDOUT, framing, out_tx.clone(), stop.clone()));
+                tokio::spawn(pump(
+                    stdout,
+                    STDOUT,
+                    framing,
+                    out_tx.clone(),
+                    stop.clone(),
+                    recording.clone(),
+                ));
             }
             if options.stderr {
-                tokio::spawn(pump(stderr, STDERR, framing, out_tx.clone(), stop.clone()));
+                tokio::spawn(pump(
+                    stderr,
+                    STDERR,
+                    framing,
+                    out_tx.clone(),
+                    stop.clone(),
+                    recording.clone(),
+                ));
             }
             let mut stdin = stdin.filter(|_| options.stdin);
             tokio::spawn(async move {
@@ -595,8 +633,11 @@ async fn session(
                 let mut buf = vec![0u8; CHUNK];
                 let mut budget = crate::session::after_stop_budget();
                 while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
-                    if let Some(recording) = &recording {
-                        recording.output(&buf[..n]);
+                    // What cannot be recorded is not shown.
+                    if let Some(recording) = &recording
+                        && recording.output(&buf[..n]).await.is_err()
+                    {
+                        return;
                     }
                     if out.send(framing.frame(STDOUT, &buf[..n])).await.is_err() {
                         return;
@@ -645,6 +686,28 @@ async fn session(
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // The record fails closed: a session whose recording ended
+            // (its cap, a failed write) ends with it, and says why.
+            () = recording_ended.cancelled() => {
+                let stopped = recording
+                    .as_ref()
+                    .and_then(Recording::stopped)
+                    .unwrap_or(crate::recording::RecordingStopped::WriteFailed);
+                trail.outcome = stopped.outcome().into();
+                let why = format!("{stopped}; the session is closed");
+                if options.stdout || options.stderr || options.tty {
+                    let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
+                    let line = format!("\r\nnsdebug: {why}\r\n");
+                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
+                }
+                let status = if framing.structured_status {
+                    json!({"metadata": {}, "status": "Failure", "reason": "Forbidden", "message": why}).to_string()
+                } else {
+                    why
+                };
+                finish(&mut ws_tx, Some(framing.frame(ERROR, status.as_bytes()))).await;
+                return;
+            },
             _ = keepalive.tick() => {
                 if heard_at.elapsed() >= limits.client_timeout {
                     trail.outcome = "client unresponsive".into();
@@ -719,6 +782,12 @@ async fn session(
                         STDIN => {
                             active_at = tokio::time::Instant::now();
                             trail.bytes_in += data.len() as u64;
+                            if let Some(recording) = &recording
+                                && recording.input(&data).await.is_err()
+                            {
+                                // Not passed on: the recording's end closes the session.
+                                continue;
+                            }
                             let _ = in_tx.send(Input::Data(data)).await;
                         }
                         RESIZE => if let Some(pty) = &pty
@@ -726,7 +795,7 @@ async fn session(
                         {
                             let _ = pty.resize(size.cols, size.rows);
                             if let Some(recording) = &recording {
-                                recording.resize(size.cols, size.rows);
+                                let _ = recording.resize(size.cols, size.rows).await;
                             }
                         },
                         CLOSE if framing.close_channel && data.first() == Some(&STDIN) => {
@@ -745,8 +814,10 @@ async fn session(
             },
             _ = &mut drain, if exit.is_some() && !stop.is_cancelled() => stop.cancel(),
         }
+        // A recording that ended first ends the session as such (above).
         if let Some(result) = &exit
             && !outputs_open
+            && !recording_ended.is_cancelled()
         {
             trail.outcome = match result {
                 Ok(exit) => exit.code().to_string(),

@@ -190,7 +190,7 @@ async fn start(
 
 fn audit_failure(log: &AuditLog, record: &mut AuditRecord, err: &ApiError) {
     record.note("error", err.message());
-    log.record(&record.event("ResponseComplete", err.code().as_u16()));
+    log.refused(&record.event("ResponseComplete", err.code().as_u16()));
 }
 
 async fn download(

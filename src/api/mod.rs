@@ -47,6 +47,8 @@ pub struct AppState {
     /// The Kubernetes node this agent serves, reported as `spec.nodeName`.
     pub node_name: Arc<str>,
     pub sessions: Sessions,
+    /// Memory for buffered run output (`--output-budget`).
+    pub output_budget: crate::session::OutputBudget,
     pub limits: crate::config::Limits,
     pub auth: Arc<crate::auth::Auth>,
     pub audit: Arc<crate::audit::AuditLog>,
@@ -82,6 +84,7 @@ impl AppState {
                 config.limits.max_sessions,
                 config.limits.max_sessions_per_user,
             ),
+            output_budget: crate::session::OutputBudget::new(config.limits.output_budget),
             limits: config.limits,
             auth: Arc::new(auth),
             audit: Arc::new(audit),
@@ -496,7 +499,7 @@ async fn start_exec_session(
                 record.note("error", err.message());
                 state
                     .audit
-                    .record(&record.event("ResponseComplete", err.code().as_u16()));
+                    .refused(&record.event("ResponseComplete", err.code().as_u16()));
             }
             return Err(err);
         }
@@ -595,7 +598,7 @@ async fn authorize_exec_audited(
             record.decision(false, err.message());
             state
                 .audit
-                .record(&record.event("ResponseComplete", err.code().as_u16()));
+                .refused(&record.event("ResponseComplete", err.code().as_u16()));
             Err(err)
         }
     }

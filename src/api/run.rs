@@ -19,7 +19,7 @@ use crate::audit::SessionTrail;
 use crate::enter::Exit;
 use crate::enter::{EnterRequest, Profile, parse_namespaces};
 use crate::resolve::{Target, TargetRef};
-use crate::session::{self, Captured, RunLimits, StreamEvent};
+use crate::session::{self, Captured, OutputReservation, RunLimits, StreamEvent};
 
 /// Default and largest run time.
 const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
@@ -331,6 +331,19 @@ async fn run(
         let trail = SessionTrail::new(audit, state.audit.clone(), 200);
         return streamed(target, &request, stdin, timeout, permit, trail).await;
     }
+    // The output is buffered whole: its room is taken from the agent's
+    // budget first, or the run is refused before it starts.
+    let reservation = match state.output_budget.reserve(output_bytes) {
+        Ok(reservation) => reservation,
+        Err(err) => {
+            let err = ApiError::from(err);
+            audit.note("error", err.message());
+            state
+                .audit
+                .refused(&audit.event("ResponseComplete", err.code().as_u16()));
+            return Err(err);
+        }
+    };
     state.audit.record(&audit.event("ResponseStarted", 200));
     let limits = RunLimits {
         timeout,
@@ -365,9 +378,12 @@ async fn run(
         .note("stdout-bytes", outcome.stdout.bytes.len())
         .note("stderr-bytes", outcome.stderr.bytes.len());
     state.audit.record(&audit.event("ResponseComplete", 200));
-    let (stdout, stdout_encoding) = encode(&outcome.stdout);
-    let (stderr, stderr_encoding) = encode(&outcome.stderr);
-    Ok(Json(RunResult {
+    let (stdout_truncated, stderr_truncated) = (outcome.stdout.truncated, outcome.stderr.truncated);
+    // Each capture is given up as it is encoded, and the answer is
+    // rendered before the reservation goes back.
+    let (stdout, stdout_encoding) = encode(outcome.stdout);
+    let (stderr, stderr_encoding) = encode(outcome.stderr);
+    let answer = RunResult {
         target,
         exit_code: outcome.exit.map(|e| e.code()),
         signal: match outcome.exit {
@@ -378,13 +394,41 @@ async fn run(
         error: None,
         stdout,
         stdout_encoding,
-        stdout_truncated: outcome.stdout.truncated,
+        stdout_truncated,
         stderr,
         stderr_encoding,
-        stderr_truncated: outcome.stderr.truncated,
+        stderr_truncated,
         duration_ms: outcome.duration.as_secs_f64() * 1000.0,
-    })
-    .into_response())
+    };
+    let json = serde_json::to_vec(&answer).map_err(|err| ApiError::internal(&err))?;
+    drop(answer);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, json.len().to_string()),
+        ],
+        reserved_body(json, reservation),
+    )
+        .into_response())
+}
+
+/// Pieces a rendered answer is written in.
+const ANSWER_CHUNK: usize = 256 * 1024;
+
+/// A rendered answer as a body that holds its share of the output budget
+/// until the client has taken it all (or gone).
+fn reserved_body(json: Vec<u8>, reservation: OutputReservation) -> axum::body::Body {
+    let json = Bytes::from(json);
+    let pieces = (0..json.len()).step_by(ANSWER_CHUNK).map(move |at| {
+        Ok::<_, std::convert::Infallible>(json.slice(at..json.len().min(at + ANSWER_CHUNK)))
+    });
+    axum::body::Body::from_stream(futures::stream::iter(pieces).map(move |piece| {
+        let _held = &reservation;
+        piece
+    }))
 }
 
 /// One line of a streamed run (`?stream=true`, `application/x-ndjson`).
@@ -495,11 +539,27 @@ fn failed_to_start(
     }))
 }
 
-fn encode(captured: &Captured) -> (String, &'static str) {
-    match std::str::from_utf8(&captured.bytes) {
-        Ok(text) => (text.to_string(), "utf-8"),
-        Err(_) => (BASE64.encode(&captured.bytes), "base64"),
+/// Output as it goes in the JSON answer: text when it is UTF-8 that JSON
+/// escaping at most doubles, else base64 (a third larger), so the answer
+/// never holds more than twice the output (NUL bytes, escaped as `\u0000`,
+/// would make it six times).
+fn encode(captured: Captured) -> (String, &'static str) {
+    let escaped: usize = captured
+        .bytes
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum();
+    if escaped <= 2 * captured.bytes.len() {
+        match String::from_utf8(captured.bytes) {
+            Ok(text) => return (text, "utf-8"),
+            Err(err) => return (BASE64.encode(err.as_bytes()), "base64"),
+        }
     }
+    (BASE64.encode(&captured.bytes), "base64")
 }
 
 #[cfg(test)]

@@ -188,6 +188,7 @@ pub fn substance(objects: &[Value]) -> BTreeMap<String, Value> {
             for labels in [
                 "/metadata/labels",
                 "/spec/selector/matchLabels",
+                "/spec/podSelector/matchLabels",
                 "/spec/template/metadata/labels",
             ] {
                 if let Some(Value::Object(labels)) = object.pointer_mut(labels) {

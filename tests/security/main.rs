@@ -24,6 +24,9 @@ mod files;
 mod lifetime;
 /// Namespace subsets must not mix the container with the agent or the host.
 mod namespace_subsets;
+/// Bounded resources, and a record that holds: every interactive session
+/// recorded, failing closed; a bounded audit log; no argv in Events.
+mod record;
 /// Privileged and toolbox sessions run only the agent's tools, from a clean
 /// environment, in a tool tree holding no secret, inside the user namespace.
 mod tool_tree;
