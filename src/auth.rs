@@ -1,10 +1,12 @@
 //! Who is asking, and may they: the same checks the API server makes before a
 //! `kubectl exec`. The caller's bearer token is reviewed with a `TokenReview`,
-//! each action with a `SubjectAccessReview`, both through the `kube` crate.
-//! Decisions are cached for a few seconds as the kubelet caches its webhook
-//! answers, never past the token's own expiry.
+//! each action with a `SubjectAccessReview` carrying the whole identity (uid,
+//! groups, extra) as the kubelet sends it, both through the `kube` crate.
+//! Answers are cached for a few seconds as the kubelet caches its webhook
+//! answers, never past the token's own expiry, in caches bounded in size;
+//! tokens are kept only as SHA-256 digests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,16 @@ use kube::api::{Api, PostParams};
 
 use crate::config::Permission;
 
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// An authenticated caller, as the `TokenReview` named them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// What the authenticator added (a token's credential ID, its scopes):
+    /// an authorizer may decide on it, so it goes into every access review.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -33,6 +39,7 @@ impl User {
             name: "system:anonymous".into(),
             uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -110,12 +117,79 @@ pub enum AuthError {
     Unavailable(#[source] kube::Error),
 }
 
-/// A decision for a user and an action, with when it stops being reused.
-type DecisionCache = HashMap<(String, Action), Cached<Result<(), String>>>;
+/// Token reviews remembered at most (the least used are forgotten first).
+const MAX_CACHED_TOKENS: u64 = 10_000;
+/// Access decisions remembered at most.
+const MAX_CACHED_DECISIONS: u64 = 20_000;
 
+/// The SHA-256 digest of a bearer token: what the agent keeps of a token
+/// once its request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+}
+
+/// A cached answer and how long it may be reused.
+#[derive(Clone)]
 struct Cached<T> {
     value: T,
-    until: Instant,
+    ttl: Duration,
+}
+
+/// Each entry lives for its own `ttl`.
+struct OwnTtl;
+
+impl<K, T> moka::Expiry<K, Cached<T>> for OwnTtl {
+    fn expire_after_create(&self, _: &K, value: &Cached<T>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// A cache bounded in entries, each entry expiring after its own time.
+pub struct ReviewCache<K, T> {
+    entries: moka::sync::Cache<K, Cached<T>>,
+}
+
+impl<K, T> ReviewCache<K, T>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(OwnTtl)
+                .build(),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<T> {
+        self.entries.get(key).map(|hit| hit.value)
+    }
+
+    pub fn insert(&self, key: K, value: T, ttl: Duration) {
+        if !ttl.is_zero() {
+            self.entries.insert(key, Cached { value, ttl });
+        }
+    }
+
+    /// Entries held now, once pending evictions have run.
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Authentication and authorization against the cluster.
@@ -125,8 +199,9 @@ pub struct KubeAuth {
     ttl: Duration,
     node_name: String,
     privileged: Permission,
-    tokens: Mutex<HashMap<String, Cached<Result<User, String>>>>,
-    decisions: Mutex<DecisionCache>,
+    tokens: ReviewCache<TokenDigest, Result<User, String>>,
+    /// Keyed on the whole identity and the attributes, as the kubelet does.
+    decisions: ReviewCache<(User, Action), Result<(), String>>,
 }
 
 /// The expiry (`exp`) of a JWT, if the token is one.
@@ -154,21 +229,16 @@ impl KubeAuth {
             ttl,
             node_name: node_name.into(),
             privileged,
-            tokens: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
+            tokens: ReviewCache::new(MAX_CACHED_TOKENS),
+            decisions: ReviewCache::new(MAX_CACHED_DECISIONS),
         }
     }
 
     /// The user `token` belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        if let Some(hit) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            && hit.until > Instant::now()
-        {
-            return hit.value.clone().map_err(AuthError::Unauthenticated);
+        let digest = TokenDigest::of(token);
+        if let Some(hit) = self.tokens.get(&digest) {
+            return hit.map_err(AuthError::Unauthenticated);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -187,6 +257,7 @@ impl KubeAuth {
                 name: user.username.unwrap_or_default(),
                 uid: user.uid.unwrap_or_default(),
                 groups: user.groups.unwrap_or_default(),
+                extra: user.extra.unwrap_or_default().into_iter().collect(),
             }),
             _ => Err(status
                 .error
@@ -197,20 +268,11 @@ impl KubeAuth {
         } else {
             self.ttl / 2
         };
-        let mut until = Instant::now() + ttl;
-        if let Some(expiry) = token_expiry(token) {
-            until = until.min(expiry);
-        }
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                token.to_string(),
-                Cached {
-                    value: result.clone(),
-                    until,
-                },
-            );
+        let ttl = match token_expiry(token) {
+            Some(expiry) => ttl.min(expiry.saturating_duration_since(Instant::now())),
+            None => ttl,
+        };
+        self.tokens.insert(digest, result.clone(), ttl);
         result.map_err(AuthError::Unauthenticated)
     }
 
@@ -224,24 +286,21 @@ impl KubeAuth {
     }
 
     async fn decide(&self, user: &User, action: &Action) -> Result<(), AuthError> {
-        let key = (user.name.clone(), action.clone());
-        if let Some(hit) = self
-            .decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && hit.until > Instant::now()
-        {
-            return hit
-                .value
-                .clone()
-                .map_err(|message| AuthError::Forbidden { message });
+        let key = (user.clone(), action.clone());
+        if let Some(hit) = self.decisions.get(&key) {
+            return hit.map_err(|message| AuthError::Forbidden { message });
         }
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
                 uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
                 groups: Some(user.groups.clone()),
+                extra: (!user.extra.is_empty()).then(|| {
+                    user.extra
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(action.verb.clone()),
                     group: Some(String::new()),
@@ -275,16 +334,7 @@ impl KubeAuth {
         } else {
             self.ttl / 2
         };
-        self.decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key,
-                Cached {
-                    value: result.clone(),
-                    until: Instant::now() + ttl,
-                },
-            );
+        self.decisions.insert(key, result.clone(), ttl);
         result.map_err(|message| AuthError::Forbidden { message })
     }
 
@@ -459,6 +509,7 @@ mod tests {
             name: "alice".into(),
             uid: String::new(),
             groups: vec![],
+            extra: BTreeMap::new(),
         };
         let action = Action::new("create", "pods")
             .subresource("exec")
@@ -510,6 +561,50 @@ mod tests {
             backoff.failed(ip);
         }
         assert!(backoff.check(ip).unwrap_err() <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn review_caches_stay_bounded_and_expire() {
+        let cache: ReviewCache<TokenDigest, Result<User, String>> = ReviewCache::new(100);
+        for n in 0..5_000 {
+            cache.insert(
+                TokenDigest::of(&format!("token-{n}")),
+                Err("invalid".into()),
+                Duration::from_secs(60),
+            );
+        }
+        assert!(cache.len() <= 100, "{}", cache.len());
+        let short: ReviewCache<u8, ()> = ReviewCache::new(10);
+        short.insert(1, (), Duration::from_millis(1));
+        short.insert(2, (), Duration::ZERO);
+        // Expiry is the behaviour under test: let the entry age past it.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(short.get(&1), None, "expired");
+        assert_eq!(short.get(&2), None, "a zero TTL is not cached");
+    }
+
+    #[test]
+    fn decisions_are_keyed_on_the_whole_identity() {
+        let cache: ReviewCache<(User, Action), Result<(), String>> = ReviewCache::new(100);
+        let ops = User {
+            name: "sam".into(),
+            uid: "1".into(),
+            groups: vec!["ops".into()],
+            extra: BTreeMap::new(),
+        };
+        let guest = User {
+            groups: vec!["guests".into()],
+            ..ops.clone()
+        };
+        let scoped = User {
+            extra: BTreeMap::from([("scopes".into(), vec!["read".into()])]),
+            ..ops.clone()
+        };
+        let list = Action::new("list", "pods");
+        cache.insert((ops.clone(), list.clone()), Ok(()), Duration::from_secs(60));
+        assert_eq!(cache.get(&(ops, list.clone())), Some(Ok(())));
+        assert_eq!(cache.get(&(guest, list.clone())), None);
+        assert_eq!(cache.get(&(scoped, list)), None);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// One admission path: authorize what the caller named before resolving,
+/// like the kubelet; no state an anonymous caller can grow or poison.
+mod admission;
 /// The deployment grants no more than it needs.
 mod deployment;
 /// Diagnostics and capture act with the container's rights.
