@@ -6,8 +6,7 @@
 //! answers, never past the token's own expiry, in caches bounded in size;
 //! tokens are kept only as SHA-256 digests.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -399,78 +398,85 @@ impl Auth {
     }
 }
 
-/// Failed authentications a client address gets before it must wait.
+/// Failed authentications one token gets before it must wait.
 const FREE_FAILURES: u32 = 5;
 /// The first wait; each further failure doubles it, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// A client with no failure for this long starts afresh.
+/// A token with no failure for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Addresses remembered at most (the oldest are forgotten first).
-const MAX_TRACKED: usize = 10_000;
+/// Rejected tokens remembered at most (the least used are forgotten first).
+const MAX_TRACKED: u64 = 10_000;
 
-/// Slows down token guessing: after [`FREE_FAILURES`] failed
-/// authentications from one address, it waits (exponentially longer) before
-/// its next attempt is even reviewed; a success forgets its failures.
-#[derive(Default)]
+/// Slows down a rejected token sent again and again: after
+/// [`FREE_FAILURES`] failed authentications of one token, it waits
+/// (exponentially longer) before it is even reviewed again. It is keyed on
+/// what failed, the token's digest, never on the client's address: behind
+/// `kubectl port-forward` every client is 127.0.0.1, and one client's bad
+/// tokens must not lock out another's good one.
 pub struct FailureBackoff {
-    clients: Mutex<HashMap<std::net::IpAddr, Strikes>>,
+    tokens: moka::sync::Cache<TokenDigest, Strikes>,
+}
+
+impl Default for FailureBackoff {
+    fn default() -> Self {
+        Self::new(MAX_TRACKED)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Strikes {
     count: u32,
-    last: Instant,
     blocked_until: Option<Instant>,
 }
 
 impl FailureBackoff {
-    /// `Err(wait)` while `ip` must wait.
-    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(FORGET_AFTER)
+                .build(),
+        }
+    }
+
+    /// `Err(wait)` while `token` must wait.
+    pub fn check(&self, token: &TokenDigest) -> Result<(), Duration> {
         let now = Instant::now();
-        match clients.get(&ip).and_then(|s| s.blocked_until) {
+        match self.tokens.get(token).and_then(|s| s.blocked_until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
     }
 
-    pub fn failed(&self, ip: std::net::IpAddr) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if clients.len() >= MAX_TRACKED && !clients.contains_key(&ip) {
-            clients.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
-            if clients.len() >= MAX_TRACKED
-                && let Some(oldest) = clients
-                    .iter()
-                    .min_by_key(|(_, s)| s.last)
-                    .map(|(ip, _)| *ip)
-            {
-                clients.remove(&oldest);
+    pub fn failed(&self, token: TokenDigest) {
+        self.tokens.entry(token).and_upsert_with(|entry| {
+            let mut strikes = entry.map(|e| e.into_value()).unwrap_or(Strikes {
+                count: 0,
+                blocked_until: None,
+            });
+            strikes.count = strikes.count.saturating_add(1);
+            if strikes.count >= FREE_FAILURES {
+                let doublings = (strikes.count - FREE_FAILURES).min(16);
+                let wait = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
+                strikes.blocked_until = Some(Instant::now() + wait);
             }
-        }
-        let strikes = clients.entry(ip).or_insert(Strikes {
-            count: 0,
-            last: now,
-            blocked_until: None,
+            strikes
         });
-        if now.duration_since(strikes.last) >= FORGET_AFTER {
-            strikes.count = 0;
-        }
-        strikes.count += 1;
-        strikes.last = now;
-        if strikes.count >= FREE_FAILURES {
-            let doublings = (strikes.count - FREE_FAILURES).min(16);
-            let wait = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
-            strikes.blocked_until = Some(now + wait);
-        }
     }
 
-    pub fn succeeded(&self, ip: std::net::IpAddr) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+    pub fn succeeded(&self, token: &TokenDigest) {
+        self.tokens.invalidate(token);
+    }
+
+    /// Tokens tracked now, once pending evictions have run.
+    pub fn len(&self) -> u64 {
+        self.tokens.run_pending_tasks();
+        self.tokens.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -537,30 +543,39 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_make_an_address_wait_longer() {
+    fn repeated_failures_make_a_token_wait_longer() {
         let backoff = FailureBackoff::default();
-        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
-        let other: std::net::IpAddr = "10.0.0.8".parse().unwrap();
+        let token = TokenDigest::of("guess");
+        let other = TokenDigest::of("alice-token");
         for _ in 0..FREE_FAILURES - 1 {
-            backoff.failed(ip);
-            assert!(backoff.check(ip).is_ok());
+            backoff.failed(token);
+            assert!(backoff.check(&token).is_ok());
         }
-        backoff.failed(ip);
-        let first = backoff.check(ip).unwrap_err();
+        backoff.failed(token);
+        let first = backoff.check(&token).unwrap_err();
         assert!(
             first <= FIRST_BACKOFF && first > FIRST_BACKOFF / 2,
             "{first:?}"
         );
-        backoff.failed(ip);
-        let second = backoff.check(ip).unwrap_err();
+        backoff.failed(token);
+        let second = backoff.check(&token).unwrap_err();
         assert!(second > FIRST_BACKOFF, "doubles: {second:?}");
-        assert!(backoff.check(other).is_ok(), "other clients are not slowed");
-        backoff.succeeded(ip);
-        assert!(backoff.check(ip).is_ok(), "a success forgets");
+        assert!(backoff.check(&other).is_ok(), "other tokens are not slowed");
+        backoff.succeeded(&token);
+        assert!(backoff.check(&token).is_ok(), "a success forgets");
         for _ in 0..40 {
-            backoff.failed(ip);
+            backoff.failed(token);
         }
-        assert!(backoff.check(ip).unwrap_err() <= MAX_BACKOFF);
+        assert!(backoff.check(&token).unwrap_err() <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn the_backoff_stays_bounded_under_many_distinct_tokens() {
+        let backoff = FailureBackoff::new(100);
+        for n in 0..5_000 {
+            backoff.failed(TokenDigest::of(&format!("guess-{n}")));
+        }
+        assert!(backoff.len() <= 100, "{}", backoff.len());
     }
 
     #[test]

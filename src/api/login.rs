@@ -4,7 +4,8 @@
 //!   one-time link, `201 {"url", "path", "expiresInSeconds"}`.
 //! - `POST /v1/login` with `{"code": "..."}` or `{"token": "..."}`: a UI
 //!   session, `200 {"session", "user", "expiresInSeconds"}`. Public: this
-//!   is how one gets in. Failures count towards the address's backoff.
+//!   is how one gets in. A code or token that fails again and again must wait
+//!   (the backoff is keyed on what failed, never on the address).
 //! - `DELETE /v1/login` (with the session as bearer token): logs out.
 
 use axum::extract::State;
@@ -118,14 +119,12 @@ async fn login(
             "a login is {{\"code\": \"...\"}} (from a login link) or {{\"token\": \"...\"}}: {err}"
         ))
     })?;
-    let peer = info.peer.map(|p| p.ip());
     let (token, how) = match (body.code, body.token) {
         (Some(code), None) => {
-            if let Some(ip) = peer
-                && let Err(wait) = state.backoff.check(ip)
-            {
+            let digest = crate::auth::TokenDigest::of(code.trim());
+            if let Err(wait) = state.backoff.check(&digest) {
                 return Err(ApiError::too_many_requests(format!(
-                    "too many failed authentications from {ip}; try again in {}s",
+                    "this login link failed too often; try again in {}s",
                     wait.as_secs().max(1)
                 ))
                 .retry_after(wait));
@@ -133,9 +132,7 @@ async fn login(
             match state.logins.redeem(code.trim()) {
                 Some(token) => (token, "login link"),
                 None => {
-                    if let Some(ip) = peer {
-                        state.backoff.failed(ip);
-                    }
+                    state.backoff.failed(digest);
                     return Err(ApiError::unauthorized(
                         "this login link is not valid: it was used already, has expired, or was never issued; mint a new one",
                     ));
@@ -149,7 +146,7 @@ async fn login(
             ));
         }
     };
-    let user = super::authenticate_token(&state, peer, Some(&token)).await?;
+    let user = super::authenticate_token(&state, Some(&token)).await?;
     let expiry = crate::auth::token_expiry(&token);
     let (session, ttl) = state.logins.open_session(token, expiry);
     audit_login(&state, &user, &info, "logins", 200, how);

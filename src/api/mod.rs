@@ -223,7 +223,7 @@ fn not_utf8(uri: &axum::http::Uri) -> Option<String> {
 }
 
 /// Puts the caller's [`crate::auth::User`] on every request that needs one,
-/// or answers 401 (429 for an address that failed too often).
+/// or answers 401 (429 for a token that failed too often).
 async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,
@@ -248,10 +248,6 @@ async fn authenticate(
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let token = crate::auth::bearer_token(request.headers());
     let token = match token {
         Some(session) if session.starts_with(crate::login::SESSION_PREFIX) => {
@@ -270,7 +266,7 @@ async fn authenticate(
         }
         other => other,
     };
-    match authenticate_token(&state, peer, token.as_deref()).await {
+    match authenticate_token(&state, token.as_deref()).await {
         Ok(user) => {
             request.extensions_mut().insert(user);
             if let Some(token) = token {
@@ -282,33 +278,35 @@ async fn authenticate(
     }
 }
 
-/// The owner of `token`, with failed attempts slowing down their address.
+/// The owner of `token`, with a token that failed again and again made to
+/// wait (keyed on the token's digest: never on the address, which every
+/// client behind `kubectl port-forward` shares).
 async fn authenticate_token(
     state: &AppState,
-    peer: Option<std::net::IpAddr>,
     token: Option<&str>,
 ) -> Result<crate::auth::User, ApiError> {
-    if let Some(ip) = peer
-        && let Err(wait) = state.backoff.check(ip)
+    let digest = token.map(crate::auth::TokenDigest::of);
+    if let Some(digest) = &digest
+        && let Err(wait) = state.backoff.check(digest)
     {
         return Err(ApiError::too_many_requests(format!(
-            "too many failed authentications from {ip}; try again in {}s",
+            "this token failed authentication too often; try again in {}s",
             wait.as_secs().max(1)
         ))
         .retry_after(wait));
     }
     match state.auth.authenticate(token).await {
         Ok(user) => {
-            if let Some(ip) = peer {
-                state.backoff.succeeded(ip);
+            if let Some(digest) = &digest {
+                state.backoff.succeeded(digest);
             }
             Ok(user)
         }
         Err(err) => {
             if let crate::auth::AuthError::Unauthenticated(_) = &err {
                 crate::metrics::authentication_failed();
-                if let Some(ip) = peer {
-                    state.backoff.failed(ip);
+                if let Some(digest) = digest {
+                    state.backoff.failed(digest);
                 }
             }
             Err(err.into())

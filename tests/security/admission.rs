@@ -129,3 +129,38 @@ async fn one_name_in_different_groups_gets_different_decisions() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_from_one_address_do_not_lock_out_a_good_one() {
+    let api = FakeApiServer::start(
+        vec![user("alice-token", "alice", vec![])],
+        vec![rule("alice", "list", "pods", None)],
+    )
+    .await;
+    let agent = secure_agent(&api, &[]);
+    // Everyone behind `kubectl port-forward` is 127.0.0.1.
+    for guess in 0..50 {
+        let (code, body) = call(&agent, "GET", "/api/v1/pods", &format!("guess-{guess}")).await;
+        assert_eq!(code, 401, "{body}");
+    }
+    let (code, body) = call(&agent, "GET", "/api/v1/pods", "alice-token").await;
+    assert_eq!(code, 200, "a good token is not locked out: {body}");
+    // One bad token sent again and again is what waits, unreviewed.
+    for _ in 0..5 {
+        assert_eq!(call(&agent, "GET", "/api/v1/pods", "stale").await.0, 401);
+    }
+    let reviews = api.reviews("TokenReview").len();
+    let (code, body) = call(&agent, "GET", "/api/v1/pods", "stale").await;
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "the refusal is about the token: {body}"
+    );
+    assert_eq!(
+        api.reviews("TokenReview").len(),
+        reviews,
+        "not reviewed again"
+    );
+    let (code, body) = call(&agent, "GET", "/api/v1/pods", "alice-token").await;
+    assert_eq!(code, 200, "{body}");
+}
