@@ -5,6 +5,10 @@
 //! Answers are cached for a few seconds as the kubelet caches its webhook
 //! answers, never past the token's own expiry, in caches bounded in size;
 //! tokens are kept only as SHA-256 digests.
+//!
+//! An [`Admitted`] value is the proof that an access review passed: only
+//! [`Auth::admit`] makes one, and resolving a target or taking a session
+//! slot needs one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -346,6 +350,27 @@ impl KubeAuth {
     }
 }
 
+/// Proof that `user` passed the access reviews for `value` (what they
+/// named): only [`Auth::admit`] makes one, so whatever needs it (resolving a
+/// target, taking a session slot) cannot run before the review.
+#[derive(Debug)]
+pub struct Admitted<T> {
+    user: User,
+    value: T,
+}
+
+impl<T> Admitted<T> {
+    /// Who was admitted.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// What they were admitted to.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+}
+
 /// The agent's access control: the cluster's, or none (loopback demos).
 pub enum Auth {
     Kube(Box<KubeAuth>),
@@ -371,23 +396,51 @@ impl Auth {
         }
     }
 
-    /// `create pods/exec` on the pod, plus the privileged right when asked.
-    pub async fn authorize_exec(
+    /// `value`, admitted once `user` may do every one of `actions`.
+    pub async fn admit<T>(
         &self,
         user: &User,
-        namespace: &str,
-        pod: &str,
-        privileged: bool,
-    ) -> Result<(), AuthError> {
-        let exec = Action::new("create", "pods")
-            .subresource("exec")
-            .namespace(namespace)
-            .name(pod);
-        self.authorize(user, &exec).await?;
-        if privileged && let Auth::Kube(kube) = self {
-            kube.authorize(user, &kube.privileged_action()).await?;
+        actions: &[Action],
+        value: T,
+    ) -> Result<Admitted<T>, AuthError> {
+        // No action reviewed is no admission.
+        if actions.is_empty() {
+            return Err(AuthError::Forbidden {
+                message: "the request names nothing to authorize".into(),
+            });
         }
-        Ok(())
+        for action in actions {
+            self.authorize(user, action).await?;
+        }
+        Ok(Admitted {
+            user: user.clone(),
+            value,
+        })
+    }
+
+    /// The actions of an exec into `namespace/pod`: `create pods/exec`, plus
+    /// the privileged right when asked.
+    pub fn exec_actions(&self, namespace: &str, pod: &str, privileged: bool) -> Vec<Action> {
+        let mut actions = vec![
+            Action::new("create", "pods")
+                .subresource("exec")
+                .namespace(namespace)
+                .name(pod),
+        ];
+        if privileged && let Auth::Kube(kube) = self {
+            actions.push(kube.privileged_action());
+        }
+        actions
+    }
+
+    /// Whether `user` may list every pod of the cluster (and so may learn
+    /// which pod a container ID names).
+    pub async fn may_list_all_pods(&self, user: &User) -> Result<bool, AuthError> {
+        match self.authorize(user, &Action::new("list", "pods")).await {
+            Ok(()) => Ok(true),
+            Err(AuthError::Forbidden { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     pub fn mode(&self) -> &'static str {

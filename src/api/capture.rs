@@ -142,19 +142,23 @@ async fn capture(
     wanted: TargetRef,
     mut spec: CaptureSpec,
 ) -> Result<Response, ApiError> {
-    let super::ExecSession {
+    let super::admission::ExecSession {
         record: mut audit,
         permit,
         target,
-    } = super::start_exec_session(
+    } = super::admission::admit(
         &state,
         &user,
         &info,
-        &wanted,
-        super::SessionAsk {
+        wanted,
+        super::admission::Right::Exec { privileged: false },
+    )
+    .await?
+    .start_session(
+        &state,
+        super::admission::SessionAsk {
             kind: "capture",
             profile: "privileged",
-            privileged: false,
             note: &|_| {},
             audit_refusals: false,
         },

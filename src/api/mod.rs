@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod admission;
 mod capture;
 mod diag;
 mod discovery;
@@ -426,127 +427,5 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestInfo {
                 .map(|id| id.0.clone())
                 .unwrap_or_default(),
         })
-    }
-}
-
-/// A session allowed to start: its audit record (with the decision), its
-/// slot in the session limits, its target.
-pub struct ExecSession {
-    pub record: crate::audit::AuditRecord,
-    pub permit: crate::session::SessionPermit,
-    pub target: crate::resolve::Target,
-}
-
-/// What kind of session asks, for the limits and metrics, and what its
-/// audit record says before anything is resolved.
-pub struct SessionAsk<'a> {
-    pub kind: &'static str,
-    pub profile: &'a str,
-    pub privileged: bool,
-    pub note: &'a (dyn Fn(&mut crate::audit::AuditRecord) + Sync),
-    /// Write a `ResponseComplete` for a refusal after a by-pod authorization
-    /// (files and probes do; run and capture audit only what they start).
-    pub audit_refusals: bool,
-}
-
-/// Authorizes `create pods/exec` (audited), takes a session slot and
-/// resolves `wanted`: by pod, authorized before anything about the pod is
-/// revealed; by container ID, once the ID has named its pod. A failure after
-/// a by-pod authorization (no slot, no such container) is audited when the
-/// caller asks.
-async fn start_exec_session(
-    state: &AppState,
-    user: &crate::auth::User,
-    info: &RequestInfo,
-    wanted: &crate::resolve::TargetRef,
-    ask: SessionAsk<'_>,
-) -> Result<ExecSession, ApiError> {
-    use crate::resolve::TargetRef;
-    let mut record = match wanted {
-        TargetRef::Pod { namespace, pod, .. } => {
-            Some(authorize_exec_audited(state, user, info, namespace, pod, ask.privileged).await?)
-        }
-        TargetRef::ContainerId(_) => None,
-    };
-    if let Some(record) = &mut record {
-        (ask.note)(record);
-    }
-    let found = async {
-        let permit = state.sessions.acquire(&user.name, ask.kind, ask.profile)?;
-        let target = state.resolver.resolve(wanted).await?;
-        Ok::<_, ApiError>((permit, target))
-    }
-    .await;
-    let (permit, target) = match found {
-        Ok(found) => found,
-        Err(err) => {
-            if let Some(record) = record.as_mut().filter(|_| ask.audit_refusals) {
-                record.note("error", err.message());
-                state
-                    .audit
-                    .record(&record.event("ResponseComplete", err.code().as_u16()));
-            }
-            return Err(err);
-        }
-    };
-    let record = match record {
-        Some(record) => record,
-        None => {
-            let mut record = authorize_exec_audited(
-                state,
-                user,
-                info,
-                &target.namespace,
-                &target.pod,
-                ask.privileged,
-            )
-            .await?;
-            (ask.note)(&mut record);
-            record
-        }
-    };
-    Ok(ExecSession {
-        record,
-        permit,
-        target,
-    })
-}
-
-/// `create pods/exec` (and the privileged right) for `user` on the pod, with
-/// the decision written to the audit trail; the record goes on with the session.
-async fn authorize_exec_audited(
-    state: &AppState,
-    user: &crate::auth::User,
-    info: &RequestInfo,
-    namespace: &str,
-    pod: &str,
-    privileged: bool,
-) -> Result<crate::audit::AuditRecord, ApiError> {
-    let mut record = crate::audit::AuditRecord::exec(
-        user,
-        info.peer,
-        &info.user_agent,
-        &info.uri,
-        namespace,
-        pod,
-    );
-    record.note("request-id", &info.request_id);
-    match state
-        .auth
-        .authorize_exec(user, namespace, pod, privileged)
-        .await
-    {
-        Ok(()) => {
-            record.decision(true, "allowed");
-            Ok(record)
-        }
-        Err(err) => {
-            let err = ApiError::from(err);
-            record.decision(false, err.message());
-            state
-                .audit
-                .record(&record.event("ResponseComplete", err.code().as_u16()));
-            Err(err)
-        }
     }
 }
