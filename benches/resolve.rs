@@ -69,11 +69,20 @@ async fn main() {
         .map(|p| p.containers.len())
         .sum::<usize>();
     println!("node: {total_containers} containers in all\n");
+    let pod = format!("bench-{}", pods / 2);
     let wanted = TargetRef::Pod {
         namespace: NAMESPACE.into(),
-        pod: format!("bench-{}", pods / 2),
+        pod: pod.clone(),
         container: None,
     };
+    // Resolving needs an admitted request: `--auth none` admits everyone.
+    let get = nsdebug::auth::Action::new("get", "pods")
+        .namespace(NAMESPACE)
+        .name(&pod);
+    let wanted = nsdebug::auth::Auth::None
+        .admit(&nsdebug::auth::User::anonymous(), &[get], wanted)
+        .await
+        .unwrap();
 
     // Cold: a fresh inventory; the lookup lists everything and asks the status
     // of every container and sandbox.

@@ -265,6 +265,12 @@ impl AuditRecord {
 
     /// The event of `stage` with the HTTP `code` answered.
     pub fn event(&self, stage: &str, code: u16) -> Value {
+        let mut user =
+            json!({"username": self.user.name, "uid": self.user.uid, "groups": self.user.groups});
+        if !self.user.extra.is_empty() {
+            // As the API server's audit records it: what the authorizer saw.
+            user["extra"] = json!(self.user.extra);
+        }
         json!({
             "kind": "Event",
             "apiVersion": "audit.k8s.io/v1",
@@ -273,7 +279,7 @@ impl AuditRecord {
             "stage": stage,
             "requestURI": self.uri,
             "verb": "create",
-            "user": {"username": self.user.name, "uid": self.user.uid, "groups": self.user.groups},
+            "user": user,
             "sourceIPs": self.source.map(|s| vec![s.ip().to_string()]).unwrap_or_default(),
             "userAgent": self.user_agent,
             "objectRef": self.object,
@@ -383,6 +389,7 @@ mod tests {
             name: "alice".into(),
             uid: "u1".into(),
             groups: vec!["dev".into()],
+            extra: Default::default(),
         };
         let mut record = AuditRecord::exec(
             &user,

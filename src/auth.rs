@@ -1,11 +1,16 @@
 //! Who is asking, and may they: the same checks the API server makes before a
 //! `kubectl exec`. The caller's bearer token is reviewed with a `TokenReview`,
-//! each action with a `SubjectAccessReview`, both through the `kube` crate.
-//! Decisions are cached for a few seconds as the kubelet caches its webhook
-//! answers, never past the token's own expiry.
+//! each action with a `SubjectAccessReview` carrying the whole identity (uid,
+//! groups, extra) as the kubelet sends it, both through the `kube` crate.
+//! Answers are cached for a few seconds as the kubelet caches its webhook
+//! answers, never past the token's own expiry, in caches bounded in size;
+//! tokens are kept only as SHA-256 digests.
+//!
+//! An [`Admitted`] value is the proof that an access review passed: only
+//! [`Auth::admit`] makes one, and resolving a target or taking a session
+//! slot needs one.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,12 +23,16 @@ use kube::api::{Api, PostParams};
 
 use crate::config::Permission;
 
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// An authenticated caller, as the `TokenReview` named them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct User {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// What the authenticator added (a token's credential ID, its scopes):
+    /// an authorizer may decide on it, so it goes into every access review.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -33,6 +42,7 @@ impl User {
             name: "system:anonymous".into(),
             uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -110,12 +120,79 @@ pub enum AuthError {
     Unavailable(#[source] kube::Error),
 }
 
-/// A decision for a user and an action, with when it stops being reused.
-type DecisionCache = HashMap<(String, Action), Cached<Result<(), String>>>;
+/// Token reviews remembered at most (the least used are forgotten first).
+const MAX_CACHED_TOKENS: u64 = 10_000;
+/// Access decisions remembered at most.
+const MAX_CACHED_DECISIONS: u64 = 20_000;
 
+/// The SHA-256 digest of a bearer token: what the agent keeps of a token
+/// once its request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+}
+
+/// A cached answer and how long it may be reused.
+#[derive(Clone)]
 struct Cached<T> {
     value: T,
-    until: Instant,
+    ttl: Duration,
+}
+
+/// Each entry lives for its own `ttl`.
+struct OwnTtl;
+
+impl<K, T> moka::Expiry<K, Cached<T>> for OwnTtl {
+    fn expire_after_create(&self, _: &K, value: &Cached<T>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// A cache bounded in entries, each entry expiring after its own time.
+pub struct ReviewCache<K, T> {
+    entries: moka::sync::Cache<K, Cached<T>>,
+}
+
+impl<K, T> ReviewCache<K, T>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(OwnTtl)
+                .build(),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<T> {
+        self.entries.get(key).map(|hit| hit.value)
+    }
+
+    pub fn insert(&self, key: K, value: T, ttl: Duration) {
+        if !ttl.is_zero() {
+            self.entries.insert(key, Cached { value, ttl });
+        }
+    }
+
+    /// Entries held now, once pending evictions have run.
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Authentication and authorization against the cluster.
@@ -127,8 +204,9 @@ pub struct KubeAuth {
     privileged: Permission,
     /// Audiences a token must be valid for (empty: the API server's).
     audiences: Vec<String>,
-    tokens: Mutex<HashMap<String, Cached<Result<User, String>>>>,
-    decisions: Mutex<DecisionCache>,
+    tokens: ReviewCache<TokenDigest, Result<User, String>>,
+    /// Keyed on the whole identity and the attributes, as the kubelet does.
+    decisions: ReviewCache<(User, Action), Result<(), String>>,
 }
 
 /// The expiry (`exp`) of a JWT, if the token is one.
@@ -158,21 +236,16 @@ impl KubeAuth {
             node_name: node_name.into(),
             privileged,
             audiences,
-            tokens: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
+            tokens: ReviewCache::new(MAX_CACHED_TOKENS),
+            decisions: ReviewCache::new(MAX_CACHED_DECISIONS),
         }
     }
 
     /// The user `token` belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        if let Some(hit) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            && hit.until > Instant::now()
-        {
-            return hit.value.clone().map_err(AuthError::Unauthenticated);
+        let digest = TokenDigest::of(token);
+        if let Some(hit) = self.tokens.get(&digest) {
+            return hit.map_err(AuthError::Unauthenticated);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -202,6 +275,7 @@ impl KubeAuth {
                 name: user.username.unwrap_or_default(),
                 uid: user.uid.unwrap_or_default(),
                 groups: user.groups.unwrap_or_default(),
+                extra: user.extra.unwrap_or_default().into_iter().collect(),
             }),
             _ => Err(status
                 .error
@@ -212,20 +286,11 @@ impl KubeAuth {
         } else {
             self.ttl / 2
         };
-        let mut until = Instant::now() + ttl;
-        if let Some(expiry) = token_expiry(token) {
-            until = until.min(expiry);
-        }
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                token.to_string(),
-                Cached {
-                    value: result.clone(),
-                    until,
-                },
-            );
+        let ttl = match token_expiry(token) {
+            Some(expiry) => ttl.min(expiry.saturating_duration_since(Instant::now())),
+            None => ttl,
+        };
+        self.tokens.insert(digest, result.clone(), ttl);
         result.map_err(AuthError::Unauthenticated)
     }
 
@@ -239,24 +304,21 @@ impl KubeAuth {
     }
 
     async fn decide(&self, user: &User, action: &Action) -> Result<(), AuthError> {
-        let key = (user.name.clone(), action.clone());
-        if let Some(hit) = self
-            .decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && hit.until > Instant::now()
-        {
-            return hit
-                .value
-                .clone()
-                .map_err(|message| AuthError::Forbidden { message });
+        let key = (user.clone(), action.clone());
+        if let Some(hit) = self.decisions.get(&key) {
+            return hit.map_err(|message| AuthError::Forbidden { message });
         }
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
                 uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
                 groups: Some(user.groups.clone()),
+                extra: (!user.extra.is_empty()).then(|| {
+                    user.extra
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(action.verb.clone()),
                     group: Some(String::new()),
@@ -290,16 +352,7 @@ impl KubeAuth {
         } else {
             self.ttl / 2
         };
-        self.decisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key,
-                Cached {
-                    value: result.clone(),
-                    until: Instant::now() + ttl,
-                },
-            );
+        self.decisions.insert(key, result.clone(), ttl);
         result.map_err(|message| AuthError::Forbidden { message })
     }
 
@@ -320,6 +373,27 @@ fn audiences_match(wanted: &[String], answered: Option<&[String]>) -> bool {
             .unwrap_or_default()
             .iter()
             .any(|a| wanted.contains(a))
+}
+
+/// Proof that `user` passed the access reviews for `value` (what they
+/// named): only [`Auth::admit`] makes one, so whatever needs it (resolving a
+/// target, taking a session slot) cannot run before the review.
+#[derive(Debug)]
+pub struct Admitted<T> {
+    user: User,
+    value: T,
+}
+
+impl<T> Admitted<T> {
+    /// Who was admitted.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// What they were admitted to.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
 }
 
 /// The agent's access control: the cluster's, or none (loopback demos).
@@ -347,23 +421,51 @@ impl Auth {
         }
     }
 
-    /// `create pods/exec` on the pod, plus the privileged right when asked.
-    pub async fn authorize_exec(
+    /// `value`, admitted once `user` may do every one of `actions`.
+    pub async fn admit<T>(
         &self,
         user: &User,
-        namespace: &str,
-        pod: &str,
-        privileged: bool,
-    ) -> Result<(), AuthError> {
-        let exec = Action::new("create", "pods")
-            .subresource("exec")
-            .namespace(namespace)
-            .name(pod);
-        self.authorize(user, &exec).await?;
-        if privileged && let Auth::Kube(kube) = self {
-            kube.authorize(user, &kube.privileged_action()).await?;
+        actions: &[Action],
+        value: T,
+    ) -> Result<Admitted<T>, AuthError> {
+        // No action reviewed is no admission.
+        if actions.is_empty() {
+            return Err(AuthError::Forbidden {
+                message: "the request names nothing to authorize".into(),
+            });
         }
-        Ok(())
+        for action in actions {
+            self.authorize(user, action).await?;
+        }
+        Ok(Admitted {
+            user: user.clone(),
+            value,
+        })
+    }
+
+    /// The actions of an exec into `namespace/pod`: `create pods/exec`, plus
+    /// the privileged right when asked.
+    pub fn exec_actions(&self, namespace: &str, pod: &str, privileged: bool) -> Vec<Action> {
+        let mut actions = vec![
+            Action::new("create", "pods")
+                .subresource("exec")
+                .namespace(namespace)
+                .name(pod),
+        ];
+        if privileged && let Auth::Kube(kube) = self {
+            actions.push(kube.privileged_action());
+        }
+        actions
+    }
+
+    /// Whether `user` may list every pod of the cluster (and so may learn
+    /// which pod a container ID names).
+    pub async fn may_list_all_pods(&self, user: &User) -> Result<bool, AuthError> {
+        match self.authorize(user, &Action::new("list", "pods")).await {
+            Ok(()) => Ok(true),
+            Err(AuthError::Forbidden { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// The privileged right alone (`create nodes/proxy` on this node by
@@ -385,78 +487,85 @@ impl Auth {
     }
 }
 
-/// Failed authentications a client address gets before it must wait.
+/// Failed authentications one token gets before it must wait.
 const FREE_FAILURES: u32 = 5;
 /// The first wait; each further failure doubles it, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// A client with no failure for this long starts afresh.
+/// A token with no failure for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Addresses remembered at most (the oldest are forgotten first).
-const MAX_TRACKED: usize = 10_000;
+/// Rejected tokens remembered at most (the least used are forgotten first).
+const MAX_TRACKED: u64 = 10_000;
 
-/// Slows down token guessing: after [`FREE_FAILURES`] failed
-/// authentications from one address, it waits (exponentially longer) before
-/// its next attempt is even reviewed; a success forgets its failures.
-#[derive(Default)]
+/// Slows down a rejected token sent again and again: after
+/// [`FREE_FAILURES`] failed authentications of one token, it waits
+/// (exponentially longer) before it is even reviewed again. It is keyed on
+/// what failed, the token's digest, never on the client's address: behind
+/// `kubectl port-forward` every client is 127.0.0.1, and one client's bad
+/// tokens must not lock out another's good one.
 pub struct FailureBackoff {
-    clients: Mutex<HashMap<std::net::IpAddr, Strikes>>,
+    tokens: moka::sync::Cache<TokenDigest, Strikes>,
+}
+
+impl Default for FailureBackoff {
+    fn default() -> Self {
+        Self::new(MAX_TRACKED)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Strikes {
     count: u32,
-    last: Instant,
     blocked_until: Option<Instant>,
 }
 
 impl FailureBackoff {
-    /// `Err(wait)` while `ip` must wait.
-    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(FORGET_AFTER)
+                .build(),
+        }
+    }
+
+    /// `Err(wait)` while `token` must wait.
+    pub fn check(&self, token: &TokenDigest) -> Result<(), Duration> {
         let now = Instant::now();
-        match clients.get(&ip).and_then(|s| s.blocked_until) {
+        match self.tokens.get(token).and_then(|s| s.blocked_until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
     }
 
-    pub fn failed(&self, ip: std::net::IpAddr) {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if clients.len() >= MAX_TRACKED && !clients.contains_key(&ip) {
-            clients.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
-            if clients.len() >= MAX_TRACKED
-                && let Some(oldest) = clients
-                    .iter()
-                    .min_by_key(|(_, s)| s.last)
-                    .map(|(ip, _)| *ip)
-            {
-                clients.remove(&oldest);
+    pub fn failed(&self, token: TokenDigest) {
+        self.tokens.entry(token).and_upsert_with(|entry| {
+            let mut strikes = entry.map(|e| e.into_value()).unwrap_or(Strikes {
+                count: 0,
+                blocked_until: None,
+            });
+            strikes.count = strikes.count.saturating_add(1);
+            if strikes.count >= FREE_FAILURES {
+                let doublings = (strikes.count - FREE_FAILURES).min(16);
+                let wait = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
+                strikes.blocked_until = Some(Instant::now() + wait);
             }
-        }
-        let strikes = clients.entry(ip).or_insert(Strikes {
-            count: 0,
-            last: now,
-            blocked_until: None,
+            strikes
         });
-        if now.duration_since(strikes.last) >= FORGET_AFTER {
-            strikes.count = 0;
-        }
-        strikes.count += 1;
-        strikes.last = now;
-        if strikes.count >= FREE_FAILURES {
-            let doublings = (strikes.count - FREE_FAILURES).min(16);
-            let wait = (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF);
-            strikes.blocked_until = Some(now + wait);
-        }
     }
 
-    pub fn succeeded(&self, ip: std::net::IpAddr) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+    pub fn succeeded(&self, token: &TokenDigest) {
+        self.tokens.invalidate(token);
+    }
+
+    /// Tokens tracked now, once pending evictions have run.
+    pub fn len(&self) -> u64 {
+        self.tokens.run_pending_tasks();
+        self.tokens.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -495,6 +604,7 @@ mod tests {
             name: "alice".into(),
             uid: String::new(),
             groups: vec![],
+            extra: BTreeMap::new(),
         };
         let action = Action::new("create", "pods")
             .subresource("exec")
@@ -533,30 +643,83 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_make_an_address_wait_longer() {
+    fn repeated_failures_make_a_token_wait_longer() {
         let backoff = FailureBackoff::default();
-        let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
-        let other: std::net::IpAddr = "10.0.0.8".parse().unwrap();
+        let token = TokenDigest::of("guess");
+        let other = TokenDigest::of("alice-token");
         for _ in 0..FREE_FAILURES - 1 {
-            backoff.failed(ip);
-            assert!(backoff.check(ip).is_ok());
+            backoff.failed(token);
+            assert!(backoff.check(&token).is_ok());
         }
-        backoff.failed(ip);
-        let first = backoff.check(ip).unwrap_err();
+        backoff.failed(token);
+        let first = backoff.check(&token).unwrap_err();
         assert!(
             first <= FIRST_BACKOFF && first > FIRST_BACKOFF / 2,
             "{first:?}"
         );
-        backoff.failed(ip);
-        let second = backoff.check(ip).unwrap_err();
+        backoff.failed(token);
+        let second = backoff.check(&token).unwrap_err();
         assert!(second > FIRST_BACKOFF, "doubles: {second:?}");
-        assert!(backoff.check(other).is_ok(), "other clients are not slowed");
-        backoff.succeeded(ip);
-        assert!(backoff.check(ip).is_ok(), "a success forgets");
+        assert!(backoff.check(&other).is_ok(), "other tokens are not slowed");
+        backoff.succeeded(&token);
+        assert!(backoff.check(&token).is_ok(), "a success forgets");
         for _ in 0..40 {
-            backoff.failed(ip);
+            backoff.failed(token);
         }
-        assert!(backoff.check(ip).unwrap_err() <= MAX_BACKOFF);
+        assert!(backoff.check(&token).unwrap_err() <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn the_backoff_stays_bounded_under_many_distinct_tokens() {
+        let backoff = FailureBackoff::new(100);
+        for n in 0..5_000 {
+            backoff.failed(TokenDigest::of(&format!("guess-{n}")));
+        }
+        assert!(backoff.len() <= 100, "{}", backoff.len());
+    }
+
+    #[test]
+    fn review_caches_stay_bounded_and_expire() {
+        let cache: ReviewCache<TokenDigest, Result<User, String>> = ReviewCache::new(100);
+        for n in 0..5_000 {
+            cache.insert(
+                TokenDigest::of(&format!("token-{n}")),
+                Err("invalid".into()),
+                Duration::from_secs(60),
+            );
+        }
+        assert!(cache.len() <= 100, "{}", cache.len());
+        let short: ReviewCache<u8, ()> = ReviewCache::new(10);
+        short.insert(1, (), Duration::from_millis(1));
+        short.insert(2, (), Duration::ZERO);
+        // Expiry is the behaviour under test: let the entry age past it.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(short.get(&1), None, "expired");
+        assert_eq!(short.get(&2), None, "a zero TTL is not cached");
+    }
+
+    #[test]
+    fn decisions_are_keyed_on_the_whole_identity() {
+        let cache: ReviewCache<(User, Action), Result<(), String>> = ReviewCache::new(100);
+        let ops = User {
+            name: "sam".into(),
+            uid: "1".into(),
+            groups: vec!["ops".into()],
+            extra: BTreeMap::new(),
+        };
+        let guest = User {
+            groups: vec!["guests".into()],
+            ..ops.clone()
+        };
+        let scoped = User {
+            extra: BTreeMap::from([("scopes".into(), vec!["read".into()])]),
+            ..ops.clone()
+        };
+        let list = Action::new("list", "pods");
+        cache.insert((ops.clone(), list.clone()), Ok(()), Duration::from_secs(60));
+        assert_eq!(cache.get(&(ops, list.clone())), Some(Ok(())));
+        assert_eq!(cache.get(&(guest, list.clone())), None);
+        assert_eq!(cache.get(&(scoped, list)), None);
     }
 
     #[test]

@@ -256,6 +256,7 @@ mod tests {
             name: name.into(),
             uid: format!("{name}-uid"),
             groups: vec!["dev".into()],
+            extra: Default::default(),
         }
     }
 

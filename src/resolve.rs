@@ -5,6 +5,9 @@
 //! and its process is still the one that was pinned; on a miss or a dead process
 //! the runtime is asked again, so a restarted container is found under its new
 //! PID and a PID that now belongs to someone else is never returned.
+//!
+//! Only an admitted request is resolved ([`crate::auth::Admitted`]): a
+//! caller learns nothing about a target before the access review passed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -115,6 +118,15 @@ pub enum ResolveError {
     Runtime(#[from] CriError),
 }
 
+/// Whose a container ID is (see [`Resolver::container_id_owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdOwner {
+    pub namespace: String,
+    pub pod: String,
+    /// The container's full ID.
+    pub container_id: String,
+}
+
 /// Resolves [`TargetRef`]s against the inventory.
 #[derive(Clone)]
 pub struct Resolver {
@@ -128,7 +140,11 @@ impl Resolver {
 
     /// The target `wanted` names: from memory when the cached process is still
     /// alive, else from a fresh look at the runtime.
-    pub async fn resolve(&self, wanted: &TargetRef) -> Result<Target, ResolveError> {
+    pub async fn resolve(
+        &self,
+        wanted: &crate::auth::Admitted<TargetRef>,
+    ) -> Result<Target, ResolveError> {
+        let wanted = wanted.value();
         let cached = self.inventory.cached();
         // Anything but a live hit (a miss, a dead process, a stopped container)
         // may be stale: the runtime decides.
@@ -143,6 +159,27 @@ impl Resolver {
             .ok_or_else(|| ResolveError::NoProcess {
                 container_id: container.id.clone(),
             })
+    }
+
+    /// The pod a container ID (in full or a unique prefix) belongs to, for
+    /// admission only: the access review is made on that pod, and what this
+    /// says is never an answer for a caller who has not passed it.
+    pub async fn container_id_owner(&self, prefix: &str) -> Result<IdOwner, ResolveError> {
+        let owner = |snapshot: &Snapshot| {
+            find_container_id(snapshot, prefix).map(|(pod, container)| IdOwner {
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                container_id: container.id.clone(),
+            })
+        };
+        match owner(&self.inventory.cached()) {
+            Ok(found) => Ok(found),
+            Err(ResolveError::InvalidContainerId { prefix }) => {
+                Err(ResolveError::InvalidContainerId { prefix })
+            }
+            // A miss or an ambiguity may be stale: the runtime decides.
+            Err(_) => owner(&*self.inventory.refresh().await?),
+        }
     }
 
     /// A target for a running container whose pinned process is still alive;

@@ -76,14 +76,16 @@ impl Sessions {
         self.limit - self.permits.available_permits()
     }
 
-    /// A slot for one session of `user`, held until the permit is dropped;
-    /// `kind` and `profile` label it in the metrics.
-    pub fn acquire(
+    /// A slot for one session of an admitted user, held until the permit is
+    /// dropped (only an admitted request takes one); `kind` and `profile`
+    /// label it in the metrics.
+    pub fn acquire<T>(
         &self,
-        user: &str,
+        admitted: &crate::auth::Admitted<T>,
         kind: &'static str,
         profile: &str,
     ) -> Result<SessionPermit, TooManySessions> {
+        let user = admitted.user().name.as_str();
         let mut counts = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.get(user).copied().unwrap_or(0);
         if count >= self.per_user_limit {

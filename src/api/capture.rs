@@ -171,19 +171,23 @@ async fn capture(
     wanted: TargetRef,
     mut spec: CaptureSpec,
 ) -> Result<Response, ApiError> {
-    let super::ExecSession {
+    let super::admission::ExecSession {
         record: mut audit,
         permit,
         target,
-    } = super::start_exec_session(
+    } = super::admission::admit(
         &state,
         &user,
         &info,
-        &wanted,
-        super::SessionAsk {
+        wanted,
+        super::admission::Right::Exec { privileged: false },
+    )
+    .await?
+    .start_session(
+        &state,
+        super::admission::SessionAsk {
             kind: "capture",
             profile: "privileged",
-            privileged: false,
             note: &|_| {},
             audit_refusals: false,
         },
@@ -193,7 +197,7 @@ async fn capture(
         audit.note("error", err.message());
         state
             .audit
-            .record(&audit.event("ResponseComplete", err.code().as_u16()));
+            .refused(&audit.event("ResponseComplete", err.code().as_u16()));
         return Err(err);
     }
     spec.description = format!(

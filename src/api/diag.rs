@@ -28,8 +28,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::admission::{Right, admit};
 use super::{ApiError, AppState, QueryOf as Q, RequestInfo, query};
-use crate::auth::{Action, User};
+use crate::auth::User;
 use crate::diag::host::Reach;
 use crate::diag::{self, DiagError};
 use crate::resolve::{Target, TargetRef};
@@ -71,16 +72,12 @@ async fn in_pod(
     q: Q<DiagQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let exec = needs_exec(&view)?;
-    // Authorized before anything about the pod is revealed.
-    let record = authorize(&state, &user, &info, &namespace, &pod, exec).await?;
     let wanted = TargetRef::Pod {
         namespace,
         pod,
         container: q.container.clone().filter(|c| !c.is_empty()),
     };
-    let target = state.resolver.resolve(&wanted).await?;
-    answer(&state, &user, record, target, &view, &q).await
+    in_target(state, user, info, wanted, view, q).await
 }
 
 async fn in_container(
@@ -91,9 +88,26 @@ async fn in_container(
     q: Q<DiagQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let exec = needs_exec(&view)?;
-    let target = state.resolver.resolve(&TargetRef::ContainerId(id)).await?;
-    let record = authorize(&state, &user, &info, &target.namespace, &target.pod, exec).await?;
+    in_target(state, user, info, TargetRef::ContainerId(id), view, q).await
+}
+
+/// Admitted (`create pods/exec`, audited, or `get pods`, as the view needs)
+/// before anything about the target is resolved.
+async fn in_target(
+    state: AppState,
+    user: User,
+    info: RequestInfo,
+    wanted: TargetRef,
+    view: String,
+    q: DiagQuery,
+) -> Result<Json<Value>, ApiError> {
+    let right = if needs_exec(&view)? {
+        Right::Exec { privileged: false }
+    } else {
+        Right::Read
+    };
+    let admission = admit(&state, &user, &info, wanted, right).await?;
+    let (target, record) = admission.resolve(&state).await?;
     answer(&state, &user, record, target, &view, &q).await
 }
 
@@ -108,25 +122,6 @@ pub(super) fn needs_exec(view: &str) -> Result<bool, ApiError> {
                 VIEWS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             ))
         })
-}
-
-/// `create pods/exec` (audited) or `get pods`, as the view needs.
-async fn authorize(
-    state: &AppState,
-    user: &User,
-    info: &RequestInfo,
-    namespace: &str,
-    pod: &str,
-    exec: bool,
-) -> Result<Option<crate::audit::AuditRecord>, ApiError> {
-    if exec {
-        return Ok(Some(
-            super::authorize_exec_audited(state, user, info, namespace, pod, false).await?,
-        ));
-    }
-    let action = Action::new("get", "pods").namespace(namespace).name(pod);
-    state.auth.authorize(user, &action).await?;
-    Ok(None)
 }
 
 fn diag_error(err: DiagError, target: &Target) -> ApiError {
@@ -174,7 +169,7 @@ async fn answer(
             record.note("diag", view).note("error", err.message());
             state
                 .audit
-                .record(&record.event("ResponseComplete", err.code().as_u16()));
+                .refused(&record.event("ResponseComplete", err.code().as_u16()));
         }
         return Err(err);
     }

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Right;
 use super::{ApiError, AppState};
 use crate::audit::SessionTrail;
 use crate::enter::{
@@ -211,6 +212,7 @@ pub(super) fn parse_resize(data: &[u8]) -> Option<TerminalSize> {
 async fn exec_post(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path((namespace, pod)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiError {
@@ -219,20 +221,15 @@ async fn exec_post(
         Err(err) => return err,
     };
     let privileged = options.profile == Profile::Privileged;
-    if let Err(err) = state
-        .auth
-        .authorize_exec(&user, &namespace, &pod, privileged)
-        .await
-    {
-        return err.into();
-    }
     let wanted = TargetRef::Pod {
         namespace,
         pod,
         container: options.container,
     };
-    if let Err(err) = state.resolver.resolve(&wanted).await {
-        return err.into();
+    let admitted =
+        super::admission::admit(&state, &user, &info, wanted, Right::Exec { privileged }).await;
+    if let Err(err) = async { admitted?.resolve(&state).await }.await {
+        return err;
     }
     ApiError::bad_request(
         "the nsdebug agent speaks the WebSocket remote-command protocols (v5/v4.channel.k8s.io), not SPDY; use kubectl 1.30 or newer",
@@ -251,23 +248,34 @@ async fn exec(
     // An exec upgrade arriving as GET is still `create pods/exec`, as the API
     // server treats it; decided before the 101.
     let privileged = options.profile == Profile::Privileged;
-    let mut record =
-        super::authorize_exec_audited(&state, &user, &info, &namespace, &pod, privileged).await?;
+    let wanted = TargetRef::Pod {
+        namespace,
+        pod,
+        container: options.container.clone(),
+    };
+    let admission =
+        super::admission::admit(&state, &user, &info, wanted, Right::Exec { privileged }).await?;
     let upgrade = upgrade.map_err(|err| {
         ApiError::bad_request(format!(
             "exec needs a WebSocket upgrade: {}",
             err.body_text()
         ))
     })?;
-    let wanted = TargetRef::Pod {
-        namespace,
-        pod,
-        container: options.container.clone(),
-    };
-    let target = state.resolver.resolve(&wanted).await?;
-    let permit = state
-        .sessions
-        .acquire(&user.name, "exec", options.profile.as_str())?;
+    let super::admission::ExecSession {
+        mut record,
+        permit,
+        target,
+    } = admission
+        .start_session(
+            &state,
+            super::admission::SessionAsk {
+                kind: "exec",
+                profile: options.profile.as_str(),
+                note: &|_| {},
+                audit_refusals: false,
+            },
+        )
+        .await?;
     let request = EnterRequest {
         pid: target.pid,
         start_time: target.process.start_time,

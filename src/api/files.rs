@@ -146,9 +146,9 @@ struct Started {
     permit: SessionPermit,
 }
 
-/// Authorizes (by pod before anything about it is revealed, by container ID
-/// once it is resolved), takes a session slot and resolves the target. A
-/// failure after the authorization is audited.
+/// Admits the request ([`super::admission`]: authorized on the pod before
+/// anything about it is revealed), resolves the target and takes a session
+/// slot. A failure after the authorization is audited.
 async fn start(
     state: &AppState,
     user: &User,
@@ -157,19 +157,23 @@ async fn start(
     op: &'static str,
     path: &str,
 ) -> Result<Started, ApiError> {
-    let super::ExecSession {
+    let super::admission::ExecSession {
         mut record,
         permit,
         target,
-    } = super::start_exec_session(
+    } = super::admission::admit(
         state,
         user,
         info,
-        wanted,
-        super::SessionAsk {
+        wanted.clone(),
+        super::admission::Right::Exec { privileged: false },
+    )
+    .await?
+    .start_session(
+        state,
+        super::admission::SessionAsk {
             kind: "files",
             profile: "container",
-            privileged: false,
             note: &|record| {
                 record.note("file-op", op).note("file-path", path);
             },

@@ -4,7 +4,8 @@
 //!   one-time link, `201 {"url", "path", "expiresInSeconds"}`.
 //! - `POST /v1/login` with `{"code": "..."}` or `{"token": "..."}`: a UI
 //!   session, `200 {"session", "user", "expiresInSeconds"}`. Public: this
-//!   is how one gets in. Failures count towards the address's backoff.
+//!   is how one gets in. A code or token that fails again and again must wait
+//!   (the backoff is keyed on what failed, never on the address).
 //!   `{"code": "...", "preview": true}` answers whom the link logs in
 //!   (`LoginPreview`) without spending it, so the page can ask first. A tab
 //!   that sends its current UI session is never switched to another user
@@ -148,27 +149,23 @@ async fn login(
             "a login is {{\"code\": \"...\"}} (from a login link) or {{\"token\": \"...\"}}: {err}"
         ))
     })?;
-    let peer = info.peer.map(|p| p.ip());
     // The tab's own live login, when it sent one.
     let current = crate::auth::bearer_token(&headers)
         .filter(|token| token.starts_with(crate::login::SESSION_PREFIX))
         .and_then(|session| state.logins.session_user(&session));
     let (user, token_expires, how) = match (body.code, body.token) {
         (Some(code), None) => {
-            if let Some(ip) = peer
-                && let Err(wait) = state.backoff.check(ip)
-            {
+            let digest = crate::auth::TokenDigest::of(code.trim());
+            if let Err(wait) = state.backoff.check(&digest) {
                 return Err(ApiError::too_many_requests(format!(
-                    "too many failed authentications from {ip}; try again in {}s",
+                    "this login link failed too often; try again in {}s",
                     wait.as_secs().max(1)
                 ))
                 .retry_after(wait));
             }
             let code = code.trim();
             let invalid = || {
-                if let Some(ip) = peer {
-                    state.backoff.failed(ip);
-                }
+                state.backoff.failed(digest);
                 ApiError::unauthorized(
                     "this login link is not valid: it was used already, has expired, or was never issued; mint a new one",
                 )
@@ -188,7 +185,7 @@ async fn login(
         }
         (None, Some(token)) if !token.trim().is_empty() && !body.preview => {
             let token = token.trim();
-            let user = super::authenticate_token(&state, peer, Some(token)).await?;
+            let user = super::authenticate_token(&state, Some(token)).await?;
             no_silent_switch(current.as_ref(), &user, body.switch)?;
             (user, crate::auth::token_expiry(token), "token")
         }

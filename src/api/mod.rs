@@ -3,6 +3,7 @@
 //! Routing and request parsing live here; answers come from the inventory and the
 //! resolver, and every failure is rendered once by [`ApiError`].
 
+mod admission;
 mod browser;
 mod capture;
 mod diag;
@@ -236,7 +237,7 @@ fn not_utf8(uri: &axum::http::Uri) -> Option<String> {
 }
 
 /// Puts the caller's [`crate::auth::User`] on every request that needs one,
-/// or answers 401 (429 for an address that failed too often).
+/// or answers 401 (429 for a token that failed too often).
 async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,
@@ -261,10 +262,6 @@ async fn authenticate(
     if is_public(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let token = crate::auth::bearer_token(request.headers());
     // A UI session stands for the identity reviewed at its login.
     if let Some(session) = token
@@ -283,7 +280,7 @@ async fn authenticate(
         request.extensions_mut().insert(user);
         return next.run(request).await;
     }
-    match authenticate_token(&state, peer, token.as_deref()).await {
+    match authenticate_token(&state, token.as_deref()).await {
         Ok(user) => {
             request.extensions_mut().insert(user);
             if let Some(token) = token {
@@ -295,33 +292,35 @@ async fn authenticate(
     }
 }
 
-/// The owner of `token`, with failed attempts slowing down their address.
+/// The owner of `token`, with a token that failed again and again made to
+/// wait (keyed on the token's digest: never on the address, which every
+/// client behind `kubectl port-forward` shares).
 async fn authenticate_token(
     state: &AppState,
-    peer: Option<std::net::IpAddr>,
     token: Option<&str>,
 ) -> Result<crate::auth::User, ApiError> {
-    if let Some(ip) = peer
-        && let Err(wait) = state.backoff.check(ip)
+    let digest = token.map(crate::auth::TokenDigest::of);
+    if let Some(digest) = &digest
+        && let Err(wait) = state.backoff.check(digest)
     {
         return Err(ApiError::too_many_requests(format!(
-            "too many failed authentications from {ip}; try again in {}s",
+            "this token failed authentication too often; try again in {}s",
             wait.as_secs().max(1)
         ))
         .retry_after(wait));
     }
     match state.auth.authenticate(token).await {
         Ok(user) => {
-            if let Some(ip) = peer {
-                state.backoff.succeeded(ip);
+            if let Some(digest) = &digest {
+                state.backoff.succeeded(digest);
             }
             Ok(user)
         }
         Err(err) => {
             if let crate::auth::AuthError::Unauthenticated(_) = &err {
                 crate::metrics::authentication_failed();
-                if let Some(ip) = peer {
-                    state.backoff.failed(ip);
+                if let Some(digest) = digest {
+                    state.backoff.failed(digest);
                 }
             }
             Err(err.into())
@@ -444,89 +443,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestInfo {
     }
 }
 
-/// A session allowed to start: its audit record (with the decision), its
-/// slot in the session limits, its target.
-pub struct ExecSession {
-    pub record: crate::audit::AuditRecord,
-    pub permit: crate::session::SessionPermit,
-    pub target: crate::resolve::Target,
-}
-
-/// What kind of session asks, for the limits and metrics, and what its
-/// audit record says before anything is resolved.
-pub struct SessionAsk<'a> {
-    pub kind: &'static str,
-    pub profile: &'a str,
-    pub privileged: bool,
-    pub note: &'a (dyn Fn(&mut crate::audit::AuditRecord) + Sync),
-    /// Write a `ResponseComplete` for a refusal after a by-pod authorization
-    /// (files and probes do; run and capture audit only what they start).
-    pub audit_refusals: bool,
-}
-
-/// Authorizes `create pods/exec` (audited), takes a session slot and
-/// resolves `wanted`: by pod, authorized before anything about the pod is
-/// revealed; by container ID, once the ID has named its pod. A failure after
-/// a by-pod authorization (no slot, no such container) is audited when the
-/// caller asks.
-async fn start_exec_session(
-    state: &AppState,
-    user: &crate::auth::User,
-    info: &RequestInfo,
-    wanted: &crate::resolve::TargetRef,
-    ask: SessionAsk<'_>,
-) -> Result<ExecSession, ApiError> {
-    use crate::resolve::TargetRef;
-    let mut record = match wanted {
-        TargetRef::Pod { namespace, pod, .. } => {
-            Some(authorize_exec_audited(state, user, info, namespace, pod, ask.privileged).await?)
-        }
-        TargetRef::ContainerId(_) => None,
-    };
-    if let Some(record) = &mut record {
-        (ask.note)(record);
-    }
-    let found = async {
-        let permit = state.sessions.acquire(&user.name, ask.kind, ask.profile)?;
-        let target = state.resolver.resolve(wanted).await?;
-        Ok::<_, ApiError>((permit, target))
-    }
-    .await;
-    let (permit, target) = match found {
-        Ok(found) => found,
-        Err(err) => {
-            if let Some(record) = record.as_mut().filter(|_| ask.audit_refusals) {
-                record.note("error", err.message());
-                state
-                    .audit
-                    .refused(&record.event("ResponseComplete", err.code().as_u16()));
-            }
-            return Err(err);
-        }
-    };
-    let record = match record {
-        Some(record) => record,
-        None => {
-            let mut record = authorize_exec_audited(
-                state,
-                user,
-                info,
-                &target.namespace,
-                &target.pod,
-                ask.privileged,
-            )
-            .await?;
-            (ask.note)(&mut record);
-            record
-        }
-    };
-    Ok(ExecSession {
-        record,
-        permit,
-        target,
-    })
-}
-
 /// The privileged right for an act that reaches beyond the container (a
 /// `hostPID` or `hostNetwork` target, a capture the container could not make
 /// itself): a refusal says `why` the act needs it, then names the right.
@@ -563,43 +479,4 @@ async fn target_reach(
         )),
         other => ApiError::internal(&other),
     })
-}
-
-/// `create pods/exec` (and the privileged right) for `user` on the pod, with
-/// the decision written to the audit trail; the record goes on with the session.
-async fn authorize_exec_audited(
-    state: &AppState,
-    user: &crate::auth::User,
-    info: &RequestInfo,
-    namespace: &str,
-    pod: &str,
-    privileged: bool,
-) -> Result<crate::audit::AuditRecord, ApiError> {
-    let mut record = crate::audit::AuditRecord::exec(
-        user,
-        info.peer,
-        &info.user_agent,
-        &info.uri,
-        namespace,
-        pod,
-    );
-    record.note("request-id", &info.request_id);
-    match state
-        .auth
-        .authorize_exec(user, namespace, pod, privileged)
-        .await
-    {
-        Ok(()) => {
-            record.decision(true, "allowed");
-            Ok(record)
-        }
-        Err(err) => {
-            let err = ApiError::from(err);
-            record.decision(false, err.message());
-            state
-                .audit
-                .refused(&record.event("ResponseComplete", err.code().as_u16()));
-            Err(err)
-        }
-    }
 }

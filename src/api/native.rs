@@ -6,6 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::admission::{Right, admit};
 use super::{ApiError, AppState};
 use crate::auth::Action;
 use crate::inventory::{ContainerState, Pod};
@@ -188,29 +189,27 @@ async fn listable_namespaces(
 async fn pod_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path((namespace, pod)): Path<(String, String)>,
     q: Q<TargetQuery>,
 ) -> Result<Json<Target>, ApiError> {
     let container = query(q)?.container.filter(|c| !c.is_empty());
-    let action = Action::new("get", "pods").namespace(&namespace).name(&pod);
-    state.auth.authorize(&user, &action).await?;
     let wanted = TargetRef::Pod {
         namespace,
         pod,
         container,
     };
-    Ok(Json(state.resolver.resolve(&wanted).await?))
+    let admission = admit(&state, &user, &info, wanted, Right::Read).await?;
+    Ok(Json(admission.resolve(&state).await?.0))
 }
 
 async fn container_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
+    info: super::RequestInfo,
     Path(id): Path<String>,
 ) -> Result<Json<Target>, ApiError> {
-    let target = state.resolver.resolve(&TargetRef::ContainerId(id)).await?;
-    let action = Action::new("get", "pods")
-        .namespace(&target.namespace)
-        .name(&target.pod);
-    state.auth.authorize(&user, &action).await?;
-    Ok(Json(target))
+    let wanted = TargetRef::ContainerId(id);
+    let admission = admit(&state, &user, &info, wanted, Right::Read).await?;
+    Ok(Json(admission.resolve(&state).await?.0))
 }

@@ -372,19 +372,23 @@ async fn answer(
     limit: Duration,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
     let kind = probe.kind();
-    let super::ExecSession {
+    let super::admission::ExecSession {
         record: mut audit,
         permit,
         target,
-    } = super::start_exec_session(
+    } = super::admission::admit(
         &state,
         &user,
         &info,
-        &wanted,
-        super::SessionAsk {
+        wanted,
+        super::admission::Right::Exec { privileged: false },
+    )
+    .await?
+    .start_session(
+        &state,
+        super::admission::SessionAsk {
             kind: "probe",
             profile: "privileged",
-            privileged: false,
             note: &|record| {
                 record.note("diag", kind);
             },

@@ -285,19 +285,25 @@ async fn run(
     } = body.check()?;
 
     let profile = body.profile.unwrap_or_default();
-    let super::ExecSession {
+    let super::admission::ExecSession {
         record: mut audit,
         permit,
         target,
-    } = super::start_exec_session(
+    } = super::admission::admit(
         &state,
         &user,
         &info,
-        &wanted,
-        super::SessionAsk {
+        wanted,
+        super::admission::Right::Exec {
+            privileged: profile == Profile::Privileged,
+        },
+    )
+    .await?
+    .start_session(
+        &state,
+        super::admission::SessionAsk {
             kind: "run",
             profile: profile.as_str(),
-            privileged: profile == Profile::Privileged,
             note: &|_| {},
             audit_refusals: false,
         },

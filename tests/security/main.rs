@@ -10,6 +10,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// One admission path: authorize what the caller named before resolving,
+/// like the kubelet; no state an anonymous caller can grow or poison.
+mod admission;
 /// Browsers: same origin, allowed hosts, JSON bodies; login links and UI
 /// sessions.
 mod browser;

@@ -68,6 +68,12 @@ struct Tables {
     /// Answer TokenReviews as an authenticator that ignores `spec.audiences`
     /// does: authenticated, with the token's own audiences.
     ignore_audiences: Arc<AtomicBool>,
+    /// The `user.extra` a token's review answers with (by token).
+    extras: Arc<Mutex<HashMap<String, Value>>>,
+    /// Rules whose `user` is a group: any member is allowed.
+    group_rules: Arc<Mutex<Vec<Rule>>>,
+    /// The user whose access reviews are held unanswered until released.
+    held: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// The audience of the API server's own tokens (`--api-audiences`).
@@ -81,6 +87,9 @@ pub struct FakeApiServer {
     leases: Arc<Mutex<Vec<Value>>>,
     audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
     ignore_audiences: Arc<AtomicBool>,
+    extras: Arc<Mutex<HashMap<String, Value>>>,
+    group_rules: Arc<Mutex<Vec<Rule>>>,
+    held: Arc<tokio::sync::watch::Sender<Option<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -118,11 +127,17 @@ async fn token_review(State(t): State<Tables>, Json(review): Json<Value>) -> Jso
             "authenticated": false,
             "error": format!("[invalid bearer token, token audiences {own:?} is invalid for the target audiences {wanted:?}]"),
         }),
-        Some(user) => json!({
-            "authenticated": true,
-            "user": {"username": user.name, "uid": format!("uid-{}", user.name), "groups": user.groups},
-            "audiences": granted,
-        }),
+        Some(user) => {
+            let mut status = json!({
+                "authenticated": true,
+                "user": {"username": user.name, "uid": format!("uid-{}", user.name), "groups": user.groups},
+                "audiences": granted,
+            });
+            if let Some(extra) = t.extras.lock().unwrap().get(token) {
+                status["user"]["extra"] = extra.clone();
+            }
+            status
+        }
         None => json!({"authenticated": false, "error": "invalid bearer token"}),
     };
     Json(json!({
@@ -148,12 +163,19 @@ async fn access_review(State(t): State<Tables>, Json(review): Json<Value>) -> Js
         _ => attrs["resource"].as_str().unwrap_or_default().to_string(),
     };
     let namespace = attrs["namespace"].as_str().filter(|ns| !ns.is_empty());
-    let allowed = t.allows(
-        spec["user"].as_str().unwrap_or_default(),
-        attrs["verb"].as_str().unwrap_or_default(),
-        &resource,
-        namespace,
-    );
+    let user = spec["user"].as_str().unwrap_or_default();
+    // A held user's review waits (already recorded) until it is released.
+    let mut held = t.held.subscribe();
+    let _ = held.wait_for(|h| h.as_deref() != Some(user)).await;
+    let verb = attrs["verb"].as_str().unwrap_or_default();
+    let groups: Vec<&str> = spec["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let allowed = t.allows(user, verb, &resource, namespace)
+        || groups
+            .iter()
+            .any(|group| t.group_allows(group, verb, &resource, namespace));
     Json(json!({
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
@@ -213,20 +235,47 @@ async fn create_event(
     (StatusCode::CREATED, Json(stored))
 }
 
+/// Whether `rule` lets `subject` (a user or a group) do `verb` on
+/// `resource` in `namespace` (`None`: cluster scope, all namespaces).
+fn rule_allows(
+    rule: &Rule,
+    subject: &str,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> bool {
+    rule.user == subject
+        && rule.verb == verb
+        && rule.resource == resource
+        && match (&rule.namespace, namespace) {
+            (None, _) => true,
+            (Some(want), Some(ns)) => want == ns,
+            (Some(_), None) => false,
+        }
+}
+
 impl Tables {
     /// Whether the rules let `user` do `verb` on `resource` in `namespace`
     /// (`None`: cluster scope, all namespaces).
     fn allows(&self, user: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
-        self.rules.iter().any(|rule| {
-            rule.user == user
-                && rule.verb == verb
-                && rule.resource == resource
-                && match (&rule.namespace, namespace) {
-                    (None, _) => true,
-                    (Some(want), Some(ns)) => want == ns,
-                    (Some(_), None) => false,
-                }
-        })
+        self.rules
+            .iter()
+            .any(|rule| rule_allows(rule, user, verb, resource, namespace))
+    }
+
+    /// Whether the group rules let members of `group` do it.
+    fn group_allows(
+        &self,
+        group: &str,
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        self.group_rules
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|rule| rule_allows(rule, group, verb, resource, namespace))
     }
 
     /// The caller of a request, from its bearer token, as the API server's
@@ -672,6 +721,9 @@ impl FakeApiServer {
         let leases = Arc::new(Mutex::new(Vec::new()));
         let audiences = Arc::new(Mutex::new(HashMap::new()));
         let ignore_audiences = Arc::new(AtomicBool::new(false));
+        let extras = Arc::new(Mutex::new(HashMap::new()));
+        let group_rules = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(tokio::sync::watch::Sender::new(None));
         let tables = Tables {
             users,
             rules,
@@ -680,6 +732,9 @@ impl FakeApiServer {
             leases: leases.clone(),
             audiences: audiences.clone(),
             ignore_audiences: ignore_audiences.clone(),
+            extras: extras.clone(),
+            group_rules: group_rules.clone(),
+            held: held.clone(),
         };
         let app = Router::new()
             .route(
@@ -726,6 +781,9 @@ impl FakeApiServer {
             leases,
             audiences,
             ignore_audiences,
+            extras,
+            group_rules,
+            held,
             _dir: dir,
         }
     }
@@ -757,6 +815,28 @@ impl FakeApiServer {
     /// authenticator that knows nothing of audiences would.
     pub fn ignore_audiences(&self) {
         self.ignore_audiences.store(true, Ordering::SeqCst);
+    }
+
+    /// The reviews of `token` answer with `extra` as the user's `extra`
+    /// (`{"key": ["value", ...]}`, as the API server sends it).
+    pub fn set_extra(&self, token: &str, extra: Value) {
+        self.extras.lock().unwrap().insert(token.into(), extra);
+    }
+
+    /// Members of the group `rule.user` may do what `rule` says.
+    pub fn allow_group(&self, rule: Rule) {
+        self.group_rules.lock().unwrap().push(rule);
+    }
+
+    /// Access reviews for `user` are recorded but not answered until
+    /// [`FakeApiServer::release_reviews`] (a slow API server, on demand).
+    pub fn hold_reviews_of(&self, user: &str) {
+        self.held.send_replace(Some(user.into()));
+    }
+
+    /// Answers the held reviews, and holds no more.
+    pub fn release_reviews(&self) {
+        self.held.send_replace(None);
     }
 
     /// Adds a pod (`v1.Pod` JSON) to the cluster.

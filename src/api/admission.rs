@@ -1,0 +1,227 @@
+//! The one admission path of every route that names a pod or a container.
+//!
+//! In this order, and nowhere else:
+//! 1. **authenticate**: the `authenticate` middleware, before any handler;
+//! 2. **authorize on what the caller named**: a pod as named; a container ID
+//!    by the pod it belongs to, found internally
+//!    ([`crate::resolve::Resolver::container_id_owner`]) and told to nobody
+//!    who may not use it;
+//! 3. **resolve** the target, 4. take the **session slot**, 5. **audit**.
+//!
+//! [`admit`] does 2 and returns an [`Admission`], the only way to get the
+//! [`crate::auth::Admitted`] proof that resolving (3) and the session limits
+//! (4) require; [`Admission::resolve`] and [`Admission::start_session`] do the
+//! rest.
+//!
+//! A container ID a caller may not use is answered with one opaque 404, the
+//! same whether the ID matches nothing, is ambiguous, or names a pod the
+//! caller may not use: who cannot `list pods` cluster-wide learns no
+//! container ID, pod or namespace from it.
+
+use super::{ApiError, AppState, RequestInfo};
+use crate::audit::AuditRecord;
+use crate::auth::{Action, Admitted, User};
+use crate::resolve::{ResolveError, Target, TargetRef};
+
+/// The right a route needs on the pod it acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// `create pods/exec`, plus the privileged right when asked; audited.
+    Exec { privileged: bool },
+    /// `get pods` (metadata a pod's reader may see); not audited.
+    Read,
+}
+
+/// The answer to a container ID the caller may not use, whatever the reason.
+pub fn id_not_found_or_forbidden() -> ApiError {
+    ApiError::not_found(
+        "no container on this node matches this ID, or you may not use it (look it up by namespace and pod under /v1/targets)",
+    )
+}
+
+/// A request that passed its access review: the proof, and the audit record
+/// of the decision (for [`Right::Exec`]).
+pub struct Admission {
+    admitted: Admitted<TargetRef>,
+    record: Option<AuditRecord>,
+}
+
+/// Authorizes `user` for `right` on what `wanted` names (step 2); nothing is
+/// resolved before it passed. An exec right's decision is audited.
+pub async fn admit(
+    state: &AppState,
+    user: &User,
+    info: &RequestInfo,
+    wanted: TargetRef,
+    right: Right,
+) -> Result<Admission, ApiError> {
+    match wanted {
+        TargetRef::Pod {
+            ref namespace,
+            ref pod,
+            ..
+        } => {
+            let (namespace, pod) = (namespace.clone(), pod.clone());
+            authorize(state, user, info, wanted, &namespace, &pod, right).await
+        }
+        TargetRef::ContainerId(prefix) => {
+            admit_container_id(state, user, info, &prefix, right).await
+        }
+    }
+}
+
+/// A container ID: its pod is found without telling the caller anything,
+/// authorized like the pod, and any failure is the opaque 404 unless the
+/// caller may list every pod anyway.
+async fn admit_container_id(
+    state: &AppState,
+    user: &User,
+    info: &RequestInfo,
+    prefix: &str,
+    right: Right,
+) -> Result<Admission, ApiError> {
+    let refusal = match state.resolver.container_id_owner(prefix).await {
+        Ok(owner) => {
+            let wanted = TargetRef::ContainerId(owner.container_id);
+            match authorize(
+                state,
+                user,
+                info,
+                wanted,
+                &owner.namespace,
+                &owner.pod,
+                right,
+            )
+            .await
+            {
+                Ok(admission) => return Ok(admission),
+                Err(err) if err.code() == axum::http::StatusCode::FORBIDDEN => err,
+                Err(err) => return Err(err),
+            }
+        }
+        // Reveals nothing about the node: answered as such.
+        Err(err @ (ResolveError::InvalidContainerId { .. } | ResolveError::Runtime(_))) => {
+            return Err(err.into());
+        }
+        Err(err) => ApiError::from(err),
+    };
+    if state.auth.may_list_all_pods(user).await? {
+        Err(refusal)
+    } else {
+        Err(id_not_found_or_forbidden())
+    }
+}
+
+/// The access review of `right` on `namespace/pod`, audited for an exec.
+async fn authorize(
+    state: &AppState,
+    user: &User,
+    info: &RequestInfo,
+    wanted: TargetRef,
+    namespace: &str,
+    pod: &str,
+    right: Right,
+) -> Result<Admission, ApiError> {
+    let privileged = match right {
+        Right::Read => {
+            let read = Action::new("get", "pods").namespace(namespace).name(pod);
+            let admitted = state.auth.admit(user, &[read], wanted).await?;
+            return Ok(Admission {
+                admitted,
+                record: None,
+            });
+        }
+        Right::Exec { privileged } => privileged,
+    };
+    let mut record =
+        AuditRecord::exec(user, info.peer, &info.user_agent, &info.uri, namespace, pod);
+    record.note("request-id", &info.request_id);
+    let actions = state.auth.exec_actions(namespace, pod, privileged);
+    match state.auth.admit(user, &actions, wanted).await {
+        Ok(admitted) => {
+            record.decision(true, "allowed");
+            Ok(Admission {
+                admitted,
+                record: Some(record),
+            })
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            record.decision(false, err.message());
+            state
+                .audit
+                .refused(&record.event("ResponseComplete", err.code().as_u16()));
+            Err(err)
+        }
+    }
+}
+
+/// A session allowed to start: its audit record (with the decision), its
+/// slot in the session limits, its target.
+pub struct ExecSession {
+    pub record: AuditRecord,
+    pub permit: crate::session::SessionPermit,
+    pub target: Target,
+}
+
+/// What kind of session asks, for the limits and metrics, and what its
+/// audit record says.
+pub struct SessionAsk<'a> {
+    pub kind: &'static str,
+    pub profile: &'a str,
+    pub note: &'a (dyn Fn(&mut AuditRecord) + Sync),
+    /// Write a `ResponseComplete` for a failure after the authorization (no
+    /// slot, no such container): files and probes do; run and capture audit
+    /// only what they start.
+    pub audit_refusals: bool,
+}
+
+impl Admission {
+    /// Step 3: the target, for a request that needs no session slot.
+    pub async fn resolve(
+        self,
+        state: &AppState,
+    ) -> Result<(Target, Option<AuditRecord>), ApiError> {
+        let target = state.resolver.resolve(&self.admitted).await?;
+        Ok((target, self.record))
+    }
+
+    /// Steps 3 to 5 for an exec right: the target, a session slot, the
+    /// audit record going on with the session. A failure is audited when
+    /// `ask` says so.
+    pub async fn start_session(
+        self,
+        state: &AppState,
+        ask: SessionAsk<'_>,
+    ) -> Result<ExecSession, ApiError> {
+        let Self { admitted, record } = self;
+        let Some(mut record) = record else {
+            return Err(ApiError::internal_with(
+                "a session was started without an exec right",
+            ));
+        };
+        (ask.note)(&mut record);
+        let found = async {
+            let target = state.resolver.resolve(&admitted).await?;
+            let permit = state.sessions.acquire(&admitted, ask.kind, ask.profile)?;
+            Ok::<_, ApiError>((permit, target))
+        }
+        .await;
+        match found {
+            Ok((permit, target)) => Ok(ExecSession {
+                record,
+                permit,
+                target,
+            }),
+            Err(err) => {
+                if ask.audit_refusals {
+                    record.note("error", err.message());
+                    state
+                        .audit
+                        .refused(&record.event("ResponseComplete", err.code().as_u16()));
+                }
+                Err(err)
+            }
+        }
+    }
+}
