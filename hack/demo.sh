@@ -43,8 +43,8 @@ cat <<MSG
              kubectl --server ${url} get pod web -n shop -o yaml
              kubectl --server ${url} exec -it busybox -- sh
              kubectl --server ${url} exec -n shop web -c logger -- ps
-  run API:   curl -s -XPOST ${url}/v1/targets/default/busybox/run -d '{"command":["ps"]}'
-             curl -s -XPOST ${url}/v1/targets/shop/hello/run -d '{"command":["cat","/proc/net/tcp"],"namespaces":["net"],"profile":"privileged"}'
+  run API:   curl -s -XPOST ${url}/v1/targets/default/busybox/run --json '{"command":["ps"]}'
+             curl -s -XPOST ${url}/v1/targets/shop/hello/run --json '{"command":["ss","-tlnp"],"toolbox":true}'
 
   health:    curl -s ${url}/readyz
 
