@@ -98,6 +98,7 @@ async fn main() {
         let start = Instant::now();
         let response = http
             .post(&run_url)
+            .header("content-type", "application/json")
             .body(r#"{"command":["echo","hi"]}"#)
             .send()
             .await
@@ -111,6 +112,7 @@ async fn main() {
         let start = Instant::now();
         let response = http
             .post(&run_url)
+            .header("content-type", "application/json")
             .body(r#"{"command":["echo","hi"],"toolbox":true}"#)
             .send()
             .await

@@ -253,6 +253,7 @@ async fn oneshot(agent: &support::Agent, rate: u64, seconds: u64) {
             let start = Instant::now();
             let response = http
                 .post(&url)
+                .header("content-type", "application/json")
                 .body(r#"{"command":["echo","hi"]}"#)
                 .send()
                 .await;
@@ -348,6 +349,7 @@ async fn soak(agent: &support::Agent, minutes: u64) {
                 tick.tick().await;
                 let ok = http
                     .post(format!("{base}/v1/targets/{NAMESPACE}/{POD}/run"))
+                    .header("content-type", "application/json")
                     .body(r#"{"command":["sh","-c","echo $$; ls / >/dev/null"]}"#)
                     .send()
                     .await
@@ -403,6 +405,7 @@ async fn soak(agent: &support::Agent, minutes: u64) {
                     .unwrap_or(false);
                 let toolbox = http
                     .post(format!("{base}/v1/targets/{NAMESPACE}/{POD}/run"))
+                    .header("content-type", "application/json")
                     .body(r#"{"command":["ps","-e"],"toolbox":true}"#)
                     .send()
                     .await
