@@ -10,6 +10,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod common;
+
 /// One admission path: authorize what the caller named before resolving,
 /// like the kubelet; no state an anonymous caller can grow or poison.
 mod admission;

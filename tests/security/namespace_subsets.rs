@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use crate::common::post_run;
 use crate::support::testbed::ContainerSpec;
 use crate::support::{Agent, one_pod};
 
@@ -15,17 +16,6 @@ fn node_marker(test: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("nsdebug-escape-{test}-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
-}
-
-async fn post_run(agent: &Agent, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", agent.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let code = response.status().as_u16();
-    (code, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

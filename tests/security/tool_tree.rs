@@ -13,29 +13,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::common::{output, post_run};
 use crate::support::testbed::ContainerSpec;
 use crate::support::{Agent, one_pod, toolbox_root};
-
-async fn post_run(agent: &Agent, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", agent.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let code = response.status().as_u16();
-    (code, response.json().await.unwrap_or(Value::Null))
-}
-
-fn output(answer: &Value) -> String {
-    format!(
-        "{}{}",
-        answer["stdout"].as_str().unwrap_or_default(),
-        answer["stderr"].as_str().unwrap_or_default()
-    )
-}
 
 /// A container that plants a script and points `ENV` at it, where both the
 /// container's root and a toolbox's `/target` would find it.
