@@ -291,53 +291,6 @@ impl AuditRecord {
     }
 }
 
-/// The trail of one session: `ResponseStarted` once it runs, and
-/// `ResponseComplete` (how it ended, bytes each way) when the trail is
-/// dropped, however the session ends: exit, error, timeout or a client that
-/// hung up mid-stream.
-pub struct SessionTrail {
-    pub record: AuditRecord,
-    log: std::sync::Arc<AuditLog>,
-    /// The HTTP code the session answered with (101 for an upgrade).
-    code: u16,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// The exit code, or why there is none; until told otherwise the client
-    /// went away.
-    pub outcome: String,
-}
-
-impl SessionTrail {
-    pub fn new(record: AuditRecord, log: std::sync::Arc<AuditLog>, code: u16) -> Self {
-        Self {
-            record,
-            log,
-            code,
-            bytes_in: 0,
-            bytes_out: 0,
-            outcome: "client disconnected".into(),
-        }
-    }
-
-    /// The session runs.
-    pub fn started(&self) {
-        self.log
-            .record(&self.record.event("ResponseStarted", self.code));
-    }
-}
-
-impl Drop for SessionTrail {
-    fn drop(&mut self) {
-        let (bytes_in, bytes_out, outcome) = (self.bytes_in, self.bytes_out, self.outcome.clone());
-        self.record
-            .note("stdin-bytes", bytes_in)
-            .note("output-bytes", bytes_out)
-            .note("exit-code", outcome);
-        self.log
-            .record(&self.record.event("ResponseComplete", self.code));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,11 +24,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::audit::SessionTrail;
 use crate::diag::capture::{self, CaptureError, CaptureSpec, Ending, Format, LiveCapture, Piece};
 use crate::enter::Profile;
 use crate::resolve::{Target, TargetRef};
 use crate::session::SessionPermit;
+use crate::session::{Outcome, SessionTrail};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -251,7 +251,7 @@ async fn capture(
     }) {
         event.send();
     }
-    let trail = SessionTrail::new(audit, state.audit.clone(), 200);
+    let mut trail = SessionTrail::new(audit, state.audit.clone(), 200);
     trail.started();
     let disposition = format!(
         "attachment; filename=\"{}\"",
@@ -329,7 +329,7 @@ impl CaptureTrail {
     }
 
     fn ended(&mut self, ending: &Ending) {
-        self.trail.outcome = ending.reason.to_string();
+        self.trail.outcome = Outcome::Stopped(ending.reason.to_string());
         self.dropped = ending.kernel_dropped + ending.client_dropped;
     }
 }

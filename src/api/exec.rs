@@ -12,10 +12,8 @@
 //! The target is resolved before the upgrade, so a wrong pod or container is
 //! an HTTP error with a `v1.Status`, never a 101 followed by a failure.
 
-use std::time::Duration;
-
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade, close_code};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -24,25 +22,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::admission::Right;
 use super::{ApiError, AppState};
-use crate::audit::SessionTrail;
-use crate::enter::{
-    self, EnterError, EnterRequest, Exit, Io, Profile, TerminalSize, parse_namespaces,
-};
+use crate::enter::{self, EnterError, EnterRequest, Exit, Profile, TerminalSize, parse_namespaces};
 use crate::recording::Recording;
 use crate::resolve::TargetRef;
-use crate::session::read_or_stop;
-
-/// How long output is still forwarded after the command exits, for what its
-/// background children (which may keep stdout open) already wrote.
-const DRAIN: Duration = Duration::from_millis(200);
-/// Output read per frame.
-const CHUNK: usize = 256 * 1024;
+use crate::session::SessionTrail;
+use crate::session::interactive::{
+    Channel, Clock, Closed, Ending, FromClient, Interactive, Streams, ToClient,
+};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -310,13 +299,22 @@ async fn exec(
         "exec",
         record.id(),
     ));
-    let context = SessionContext {
-        trail: SessionTrail::new(record, state.audit.clone(), 101),
+    let mut trail = SessionTrail::new(record, state.audit.clone(), 101).announcing(event);
+    let session = Interactive {
+        streams: Streams {
+            stdin: options.stdin,
+            stdout: options.stdout,
+            stderr: options.stderr,
+            tty: options.tty,
+        },
+        clock: Clock {
+            max_duration: state.limits.max_session_duration,
+            idle_timeout: state.limits.session_idle_timeout,
+            client_timeout: state.limits.client_timeout,
+            grace: state.shutdown_grace,
+        },
         draining: state.draining.clone(),
-        grace: state.shutdown_grace,
         recording,
-        event,
-        limits: state.limits,
     };
     let upgrade = upgrade
         .protocols(PROTOCOLS.iter().copied())
@@ -329,21 +327,23 @@ async fn exec(
             .unwrap_or("channel.k8s.io"),
     );
     Ok(upgrade.on_upgrade(move |socket| async move {
-        session(socket, framing, request, options, context).await;
+        let (to_client, from_client) = socket.split();
+        let argv = request.argv.clone();
+        let to_client = to_client.with_flat_map(move |said| {
+            futures::stream::iter(render(framing, &argv, said).into_iter().map(Ok))
+        });
+        let from_client = from_client.map(move |message| parse_incoming(framing, message));
+        session
+            .run(
+                enter::spawn(&request),
+                Box::pin(to_client),
+                from_client,
+                &mut trail,
+            )
+            .await;
+        drop(trail);
         drop(permit);
     }))
-}
-
-/// What a session carries besides its streams.
-struct SessionContext {
-    trail: SessionTrail,
-    /// Cancelled on SIGTERM; the session then has `grace` left.
-    draining: tokio_util::sync::CancellationToken,
-    grace: Duration,
-    recording: Option<Recording>,
-    /// The pod's Event, sent once the command runs.
-    event: Option<crate::events::PendingEvent>,
-    limits: crate::config::Limits,
 }
 
 /// Starts the asciicast recording of a session; a configured recording
@@ -455,386 +455,67 @@ fn status_frame(
     Some(framing.frame(ERROR, body.as_bytes()))
 }
 
-async fn finish(
-    socket: &mut futures::stream::SplitSink<WebSocket, Message>,
-    status: Option<Message>,
-) {
-    if let Some(status) = status {
-        let _ = socket.send(status).await;
-    }
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: Utf8Bytes::from_static(""),
-        })))
-        .await;
-}
-
-/// Copies `reader` to the client as `channel` frames until end of file;
-/// each chunk is recorded first, and what cannot be recorded is not sent.
-async fn pump(
-    mut reader: impl tokio::io::AsyncRead + Unpin,
-    channel: u8,
-    framing: Framing,
-    out: mpsc::Sender<Message>,
-    stop: CancellationToken,
-    recording: Option<Recording>,
-) {
-    let mut budget = crate::session::after_stop_budget();
-    if framing.base64 {
-        let mut buf = vec![0u8; CHUNK];
-        while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
-            if !recorded(recording.as_ref(), channel, &buf[..n]).await {
-                return;
-            }
-            if out.send(framing.frame(channel, &buf[..n])).await.is_err() {
-                return;
-            }
-        }
-        return;
-    }
-    // Binary frames are read in place behind their channel byte: no copy.
-    loop {
-        let mut frame = Vec::with_capacity(CHUNK + 1);
-        frame.push(channel);
-        if read_or_stop(reader.read_buf(&mut frame), &stop, &mut budget)
-            .await
-            .is_none()
-        {
-            return;
-        }
-        if !recorded(recording.as_ref(), channel, &frame[1..]).await {
-            return;
-        }
-        if out.send(Message::Binary(Bytes::from(frame))).await.is_err() {
-            return;
-        }
+/// The channel number of a session's channel.
+fn channel_number(channel: Channel) -> u8 {
+    match channel {
+        Channel::Stdout => STDOUT,
+        Channel::Stderr => STDERR,
+        Channel::Error => ERROR,
     }
 }
 
-/// Records `data` of `channel`; false when it must not be forwarded.
-async fn recorded(recording: Option<&Recording>, channel: u8, data: &[u8]) -> bool {
-    match recording {
-        None => true,
-        Some(recording) if channel == STDERR => recording.error_output(data).await.is_ok(),
-        Some(recording) => recording.output(data).await.is_ok(),
-    }
-}
-
-/// Input for the command, in order.
-enum Input {
-    Data(Vec<u8>),
-    Close,
-}
-
-async fn session(
-    socket: WebSocket,
-    framing: Framing,
-    request: EnterRequest,
-    options: ExecOptions,
-    context: SessionContext,
-) {
-    let SessionContext {
-        mut trail,
-        draining,
-        grace,
-        recording,
-        event,
-        limits,
-    } = context;
-    let (mut ws_tx, mut ws_rx) = socket.split();
-    // Never fires without a recording.
-    let recording_ended = recording.as_ref().map(Recording::ended).unwrap_or_default();
-    let mut entered = match enter::spawn(&request).await {
-        Ok(entered) => entered,
-        Err(err) => {
-            // Say why where the user looks: kubectl prints only the exit code.
-            let channel = if options.tty || !options.stderr {
-                STDOUT
+/// What the session says, as remote-command messages.
+fn render(framing: Framing, command: &[String], said: ToClient) -> Vec<Message> {
+    let close = Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: Utf8Bytes::from_static(""),
+    }));
+    match said {
+        ToClient::Ready(channel) => vec![framing.frame(channel_number(channel), &[])],
+        ToClient::Output(channel, data) => vec![framing.frame(channel_number(channel), &data)],
+        ToClient::Ping => vec![Message::Ping(Bytes::new())],
+        ToClient::End(Ending::Command(result)) => {
+            status_frame(framing, command, result.as_ref().map(|exit| *exit))
+                .into_iter()
+                .chain([close])
+                .collect()
+        }
+        ToClient::End(Ending::Closed { why, cause }) => {
+            let reason = match cause {
+                Closed::Recording => "Forbidden",
+                Closed::Clock => "Timeout",
+            };
+            let status = if framing.structured_status {
+                json!({"metadata": {}, "status": "Failure", "reason": reason, "message": why})
+                    .to_string()
             } else {
-                STDERR
+                why
             };
-            if options.stdout || options.stderr || options.tty {
-                let line = format!("nsdebug: {err}\r\n");
-                let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
-            }
-            trail.outcome = match super::exit_code_for(&err) {
-                Ok(code) => code.to_string(),
-                Err(_) => format!("failed: {err}"),
-            };
-            let status = status_frame(framing, &request.argv, Err(&err));
-            finish(&mut ws_tx, status).await;
-            return;
+            vec![framing.frame(ERROR, status.as_bytes()), close]
         }
-    };
-    trail.started();
-    if let Some(event) = event {
-        event.send();
+        ToClient::End(Ending::ProtocolError(why)) => vec![Message::Close(Some(CloseFrame {
+            code: close_code::PROTOCOL,
+            reason: Utf8Bytes::from_static(why),
+        }))],
     }
-    // The stream is up: an empty frame on the lowest channel the client reads.
-    let first = if options.stdout || options.tty {
-        STDOUT
-    } else if options.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    if ws_tx.send(framing.frame(first, &[])).await.is_err() {
-        return;
-    }
+}
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(8);
-    // Fired a drain after the command ends: output then stops once nothing
-    // is ready right away (a background child may hold the pipes open).
-    let stop = CancellationToken::new();
-    let _stop_on_return = stop.clone().drop_guard();
-    let (in_tx, mut in_rx) = mpsc::channel::<Input>(8);
-    let mut pty = None;
-    match entered.io.take() {
-        Some(Io::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        }) => {
-            if options.stdout {
-                tokio::spawn(pump(
-                    stdout,
-                    STDOUT,
-                    framing,
-                    out_tx.clone(),
-                    stop.clone(),
-                    recording.clone(),
-                ));
+/// A client message, as the session understands it.
+fn parse_incoming(framing: Framing, message: Result<Message, axum::Error>) -> FromClient {
+    match message {
+        Ok(message @ (Message::Binary(_) | Message::Text(_))) => match framing.parse(message) {
+            None => FromClient::Malformed("malformed frame: no channel"),
+            Some((STDIN, data)) => FromClient::Stdin(data.into()),
+            Some((RESIZE, data)) => {
+                parse_resize(&data).map_or(FromClient::Alive, FromClient::Resize)
             }
-            if options.stderr {
-                tokio::spawn(pump(
-                    stderr,
-                    STDERR,
-                    framing,
-                    out_tx.clone(),
-                    stop.clone(),
-                    recording.clone(),
-                ));
+            Some((CLOSE, data)) if framing.close_channel && data.first() == Some(&STDIN) => {
+                FromClient::CloseStdin
             }
-            let mut stdin = stdin.filter(|_| options.stdin);
-            tokio::spawn(async move {
-                while let Some(input) = in_rx.recv().await {
-                    match (input, stdin.as_mut()) {
-                        (Input::Data(data), Some(pipe)) => {
-                            if pipe.write_all(&data).await.is_err() {
-                                return;
-                            }
-                        }
-                        // Dropping the pipe is the command's end of file.
-                        (Input::Close, _) => stdin = None,
-                        (Input::Data(_), None) => {}
-                    }
-                }
-            });
-        }
-        Some(Io::Tty(terminal)) => {
-            let reader = terminal.clone();
-            let out = out_tx.clone();
-            let recording = recording.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; CHUNK];
-                let mut budget = crate::session::after_stop_budget();
-                while let Some(n) = read_or_stop(reader.read(&mut buf), &stop, &mut budget).await {
-                    // What cannot be recorded is not shown.
-                    if let Some(recording) = &recording
-                        && recording.output(&buf[..n]).await.is_err()
-                    {
-                        return;
-                    }
-                    if out.send(framing.frame(STDOUT, &buf[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let writer = terminal.clone();
-            tokio::spawn(async move {
-                while let Some(input) = in_rx.recv().await {
-                    if let Input::Data(data) = input
-                        && writer.write_all(&data).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            pty = Some(terminal);
-        }
-        None => {}
-    }
-    drop(out_tx);
-
-    let wait = entered.wait();
-    tokio::pin!(wait);
-    let mut exit: Option<Result<Exit, EnterError>> = None;
-    let mut outputs_open = true;
-    let drain = tokio::time::sleep(Duration::from_secs(86400));
-    tokio::pin!(drain);
-    // The session's clock: closed at the maximum duration, or when nothing
-    // went either way for the idle timeout (checked when it could have run
-    // out, not reset on every frame).
-    let opened = tokio::time::Instant::now();
-    let mut closes_at = opened + limits.max_session_duration;
-    let mut active_at = opened;
-    let mut shutting_down = false;
-    let timer = tokio::time::sleep_until(closes_at.min(opened + limits.session_idle_timeout));
-    tokio::pin!(timer);
-    // A client that stops reading answers no ping: once nothing at all came
-    // back for the client timeout, it is gone (its writes stalling are the
-    // connection's deadline, `write_deadline`).
-    let mut heard_at = opened;
-    let mut keepalive = tokio::time::interval_at(
-        opened + limits.client_timeout / 3,
-        limits.client_timeout / 3,
-    );
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            // The record fails closed: a session whose recording ended
-            // (its cap, a failed write) ends with it, and says why.
-            () = recording_ended.cancelled() => {
-                let stopped = recording
-                    .as_ref()
-                    .and_then(Recording::stopped)
-                    .unwrap_or(crate::recording::RecordingStopped::WriteFailed);
-                trail.outcome = stopped.outcome().into();
-                let why = format!("{stopped}; the session is closed");
-                if options.stdout || options.stderr || options.tty {
-                    let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
-                    let line = format!("\r\nnsdebug: {why}\r\n");
-                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
-                }
-                let status = if framing.structured_status {
-                    json!({"metadata": {}, "status": "Failure", "reason": "Forbidden", "message": why}).to_string()
-                } else {
-                    why
-                };
-                finish(&mut ws_tx, Some(framing.frame(ERROR, status.as_bytes()))).await;
-                return;
-            },
-            _ = keepalive.tick() => {
-                if heard_at.elapsed() >= limits.client_timeout {
-                    trail.outcome = "client unresponsive".into();
-                    return;
-                }
-                if ws_tx.send(Message::Ping(Bytes::new())).await.is_err() { return }
-            },
-            // SIGTERM: say so now, and end before the agent does.
-            () = draining.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                let ends = tokio::time::Instant::now() + grace.saturating_sub(Duration::from_millis(500));
-                closes_at = closes_at.min(ends);
-                timer.as_mut().reset(closes_at);
-                if options.stdout || options.stderr || options.tty {
-                    let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
-                    let line = format!(
-                        "\r\nnsdebug: the agent is shutting down; this session ends within {}\r\n",
-                        humantime::format_duration(grace)
-                    );
-                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
-                }
-            },
-            () = &mut timer => {
-                let now = tokio::time::Instant::now();
-                let idle_until = active_at + limits.session_idle_timeout;
-                let (why, outcome) = if shutting_down && now >= closes_at {
-                    ("the agent is shutting down".to_string(), "agent shutdown")
-                } else if now >= closes_at {
-                    (format!("the session reached its maximum duration of {}", humantime::format_duration(limits.max_session_duration)), "max duration")
-                } else if now >= idle_until {
-                    (format!("the session was idle for {}", humantime::format_duration(limits.session_idle_timeout)), "idle timeout")
-                } else {
-                    timer.as_mut().reset(closes_at.min(idle_until));
-                    continue;
-                };
-                trail.outcome = outcome.into();
-                let channel = if options.tty || !options.stderr { STDOUT } else { STDERR };
-                if options.stdout || options.stderr || options.tty {
-                    let line = format!("\r\nnsdebug: {why}; closing it\r\n");
-                    let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
-                }
-                let status = framing.structured_status.then(|| {
-                    framing.frame(ERROR, json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "message": why}).to_string().as_bytes())
-                }).or_else(|| Some(framing.frame(ERROR, why.as_bytes())));
-                finish(&mut ws_tx, status).await;
-                return;
-            },
-            frame = out_rx.recv(), if outputs_open => match frame {
-                Some(frame) => {
-                    active_at = tokio::time::Instant::now();
-                    let size = match &frame {
-                        Message::Binary(data) => data.len(),
-                        Message::Text(text) => text.len(),
-                        _ => 1,
-                    };
-                    trail.bytes_out += size.saturating_sub(1) as u64;
-                    if ws_tx.send(frame).await.is_err() { return }
-                }
-                None => outputs_open = false,
-            },
-            incoming = ws_rx.next() => match incoming {
-                Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
-                    heard_at = tokio::time::Instant::now();
-                    let Some((channel, data)) = framing.parse(message) else {
-                        let _ = ws_tx.send(Message::Close(Some(CloseFrame {
-                            code: close_code::PROTOCOL,
-                            reason: Utf8Bytes::from_static("malformed frame: no channel"),
-                        }))).await;
-                        return;
-                    };
-                    match channel {
-                        STDIN => {
-                            active_at = tokio::time::Instant::now();
-                            trail.bytes_in += data.len() as u64;
-                            if let Some(recording) = &recording
-                                && recording.input(&data).await.is_err()
-                            {
-                                // Not passed on: the recording's end closes the session.
-                                continue;
-                            }
-                            let _ = in_tx.send(Input::Data(data)).await;
-                        }
-                        RESIZE => if let Some(pty) = &pty
-                            && let Some(size) = parse_resize(&data)
-                        {
-                            let _ = pty.resize(size.cols, size.rows);
-                            if let Some(recording) = &recording {
-                                let _ = recording.resize(size.cols, size.rows).await;
-                            }
-                        },
-                        CLOSE if framing.close_channel && data.first() == Some(&STDIN) => {
-                            let _ = in_tx.send(Input::Close).await;
-                        }
-                        _ => {}
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard_at = tokio::time::Instant::now(),
-                // The client closed or vanished: dropping `entered` kills the command.
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-            },
-            result = &mut wait, if exit.is_none() => {
-                exit = Some(result);
-                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
-            },
-            _ = &mut drain, if exit.is_some() && !stop.is_cancelled() => stop.cancel(),
-        }
-        // A recording that ended first ends the session as such (above).
-        if let Some(result) = &exit
-            && !outputs_open
-            && !recording_ended.is_cancelled()
-        {
-            trail.outcome = match result {
-                Ok(exit) => exit.code().to_string(),
-                Err(err) => format!("failed: {err}"),
-            };
-            let status = status_frame(framing, &request.argv, result.as_ref().map(|e| *e));
-            finish(&mut ws_tx, status).await;
-            return;
-        }
+            Some(_) => FromClient::Alive,
+        },
+        Ok(Message::Ping(_) | Message::Pong(_)) => FromClient::Alive,
+        Ok(Message::Close(_)) | Err(_) => FromClient::Gone,
     }
 }
 

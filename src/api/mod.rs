@@ -119,15 +119,10 @@ pub fn choose_view(
 /// The exit code a shell reports for a command that could not start (127: not
 /// found, 126: not executable); other failures are API errors.
 fn exit_code_for(err: &EnterError) -> Result<i32, ApiError> {
+    if let Some(code) = crate::session::shell_exit_code(err) {
+        return Ok(code);
+    }
     match err {
-        EnterError::Failed {
-            kind: FailureKind::NotFound,
-            ..
-        } => Ok(127),
-        EnterError::Failed {
-            kind: FailureKind::NotExecutable,
-            ..
-        } => Ok(126),
         EnterError::Failed {
             kind: FailureKind::TargetGone,
             message,

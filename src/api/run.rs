@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::audit::SessionTrail;
 use crate::enter::Exit;
 use crate::enter::{EnterRequest, Profile, parse_namespaces};
 use crate::resolve::{Target, TargetRef};
-use crate::session::{self, Captured, OutputReservation, RunLimits, StreamEvent};
+use crate::session::{
+    self, Captured, Outcome, OutputReservation, RunLimits, SessionTrail, StreamEvent,
+};
 
 /// Default and largest run time.
 const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
@@ -483,9 +484,8 @@ async fn streamed(
                             chunk_event("stderr", &data)
                         }
                         StreamEvent::Exit { exit, duration } => {
-                            trail.outcome = exit
-                                .map(|e| e.code().to_string())
-                                .unwrap_or_else(|| "timeout".into());
+                            trail.outcome =
+                                exit.map_or(Outcome::TimedOut, |e| Outcome::Exited(e.code()));
                             json!({
                             "type": "exit",
                             "exitCode": exit.map(|e| e.code()),
@@ -501,9 +501,9 @@ async fn streamed(
                     .boxed()
             }
             Err(err) => {
-                trail.outcome = format!("failed: {err}");
+                trail.outcome = Outcome::Failed(err.to_string());
                 let code = super::exit_code_for(&err)?;
-                trail.outcome = code.to_string();
+                trail.outcome = Outcome::Exited(code);
                 let error = json!({"type": "error", "exitCode": code, "message": err.to_string()});
                 futures::stream::iter([event_line(started), event_line(error)]).boxed()
             }

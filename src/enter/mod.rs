@@ -55,7 +55,7 @@ use crate::oci::RuntimeSpec;
 pub use helper::main as helper_main;
 pub use netns::{NetnsError, join_network_namespace};
 pub use pin::{ContainerProcess, PinError, has_exited};
-pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
+pub use spawn::{EnterError, Entered, Exit, Io, Pty, PtyStream, refill_in_background, spawn};
 pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
 pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 

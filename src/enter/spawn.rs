@@ -304,36 +304,67 @@ impl Pty {
     }
 }
 
-impl Pty {
-    /// Reads what the command wrote; 0 once the terminal is closed on its side.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+/// The terminal as a byte stream: what the command wrote, read; keyboard
+/// input, written. Reading and writing share the one master (clone the `Arc`).
+pub struct PtyStream(pub std::sync::Arc<Pty>);
+
+impl tokio::io::AsyncRead for PtyStream {
+    /// What the command wrote; end of file once the terminal is closed on
+    /// its side.
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         loop {
-            let mut guard = self.master.readable().await?;
-            match guard
-                .try_io(|fd| rustix::io::read(fd.get_ref(), &mut *buf).map_err(io::Error::from))
-            {
-                Ok(Ok(n)) => return Ok(n),
+            let mut guard = std::task::ready!(self.0.master.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                rustix::io::read(fd.get_ref(), &mut *unfilled).map_err(io::Error::from)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
                 // EIO: every holder of the terminal's other side closed it.
                 Ok(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
-                    return Ok(0);
+                    return std::task::Poll::Ready(Ok(()));
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PtyStream {
+    /// Keyboard input.
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.master.poll_write_ready(cx))?;
+            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
+                Ok(result) => return std::task::Poll::Ready(result),
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Writes all of `data` as keyboard input.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let mut guard = self.master.writable().await?;
-            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from))
-            {
-                Ok(Ok(n)) => data = &data[n..],
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
-            }
-        }
-        Ok(())
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
