@@ -817,6 +817,74 @@ mod tests {
         assert!(serve_args(&["--max-file-bytes", "0"]).is_err());
         assert!(serve_args(&["--max-file-bytes", "lots"]).is_err());
     }
+
+    /// docs/configuration.md is the manual of `nsdebug serve`: every flag has a
+    /// table row (`| `--flag` | `ENV` | `default` | ...`) naming its env var and
+    /// default, and the page names no flag the command lacks. Adding, renaming
+    /// or removing a flag without the page fails here.
+    #[test]
+    fn configuration_doc_matches_the_serve_flags() {
+        use clap::CommandFactory;
+
+        let doc = include_str!("../docs/configuration.md");
+        let cli = Cli::command();
+        let serve = cli
+            .find_subcommand("serve")
+            .expect("`nsdebug serve` exists");
+        let mut problems = Vec::new();
+        let mut longs = std::collections::BTreeSet::new();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            longs.insert(long.to_owned());
+            let flag = format!("`--{long}`");
+            let rows: Vec<&str> = doc
+                .lines()
+                .filter(|line| line.starts_with(&format!("| {flag} |")))
+                .collect();
+            let [row] = rows[..] else {
+                problems.push(format!("{flag}: {} table rows, want one", rows.len()));
+                continue;
+            };
+            if let Some(env) = arg.get_env() {
+                let env = format!("`{}`", env.to_string_lossy());
+                if !row.contains(&env) {
+                    problems.push(format!("{flag}: its row does not name {env}"));
+                }
+            }
+            for default in arg.get_default_values() {
+                let default = format!("`{}`", default.to_string_lossy());
+                if !row.contains(&default) {
+                    problems.push(format!(
+                        "{flag}: its row does not give the default {default}"
+                    ));
+                }
+            }
+        }
+        // Every `--word` on the page (not `--` alone) must be a flag of `serve`.
+        for (at, _) in doc.match_indices("--") {
+            let name: String = doc[at + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            let preceded_by_dash = doc[..at].ends_with('-');
+            if name.is_empty()
+                || preceded_by_dash
+                || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+            {
+                continue;
+            }
+            if name != "help" && !longs.contains(&name) {
+                problems.push(format!(
+                    "the page names --{name}, which `nsdebug serve` lacks"
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/configuration.md and `nsdebug serve --help` disagree:\n  {}",
+            problems.join("\n  ")
+        );
+    }
 }
 
 #[cfg(test)]

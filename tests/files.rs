@@ -323,7 +323,7 @@ async fn uploads_are_atomic_and_owned_by_the_container_user() {
         "640 0 0\n"
     );
 
-    // What the README shows: `curl -T FILE` (Expect: 100-continue).
+    // What docs/api/files.md shows: `curl -T FILE` (Expect: 100-continue).
     let local = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(local.path(), &data[..1_500_000]).unwrap();
     let output = Command::new("curl")
