@@ -61,7 +61,7 @@ pub(super) struct DiagQuery {
     pid: Option<u32>,
     /// Show the values of secret-looking environment variables.
     #[serde(default)]
-    reveal: bool,
+    reveal: super::query::Flag,
 }
 
 async fn in_pod(
@@ -176,7 +176,7 @@ async fn answer(
     let container_id = target.container_id.clone();
     let proc_root = state.inventory.proc_root().clone();
     let pid = target.pid;
-    let (inside, reveal) = (q.pid, q.reveal);
+    let (inside, reveal) = (q.pid, q.reveal.0);
     let view_name = view.to_string();
     let data: Result<Value, DiagError> = if view == "interfaces" {
         diag::network::interfaces(&proc_root, target.container_process())

@@ -122,13 +122,7 @@ pub(super) struct ExecOptions {
 }
 
 fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
-    match value {
-        "true" | "1" | "True" => Ok(true),
-        "false" | "0" | "False" | "" => Ok(false),
-        other => Err(ApiError::bad_request(format!(
-            "{name} must be true or false, not {other:?}"
-        ))),
-    }
+    super::query::flag(name, Some(value), false)
 }
 
 impl ExecOptions {

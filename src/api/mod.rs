@@ -22,6 +22,7 @@ mod openapi;
 pub mod pod_object;
 mod pods;
 mod probe;
+mod query;
 mod run;
 pub mod selector;
 mod table;

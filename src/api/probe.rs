@@ -10,6 +10,7 @@
 //! A bad parameter is a `400`, an unknown pod a `404`, a stopped container
 //! a `409`.
 
+use super::query::flag;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -199,18 +200,6 @@ fn timeout(text: Option<&str>) -> Result<Duration, ApiError> {
         _ => Err(ApiError::bad_request(format!(
             "timeout '{text}' must be a duration (2s, 500ms) more than 0 and at most {}s",
             MAX_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
-/// A boolean parameter: `true`/`false` (or `1`/`0`).
-fn flag(name: &str, text: Option<&str>, default: bool) -> Result<bool, ApiError> {
-    match text {
-        None => Ok(default),
-        Some("true" | "1") => Ok(true),
-        Some("false" | "0") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "{name} must be true or false, not '{other}'"
         ))),
     }
 }

@@ -171,7 +171,7 @@ struct ContainerQuery {
     container: Option<String>,
     /// Stream NDJSON events as the command runs instead of one JSON answer.
     #[serde(default)]
-    stream: bool,
+    stream: super::query::Flag,
 }
 
 /// The JSON body, whatever Content-Type says (`curl -d` sends a form type).
@@ -194,7 +194,7 @@ async fn run_in_pod(
         pod,
         container: q.container.filter(|c| !c.is_empty()),
     };
-    run(state, user, info, wanted, q.stream, body).await
+    run(state, user, info, wanted, q.stream.0, body).await
 }
 
 async fn run_in_container(
@@ -211,7 +211,7 @@ async fn run_in_container(
         user,
         info,
         TargetRef::ContainerId(id),
-        q.stream,
+        q.stream.0,
         body,
     )
     .await

@@ -30,11 +30,7 @@ impl ListOptions {
     /// The options of `query`, refusing what the agent cannot do.
     pub fn parse(query: ListQuery) -> Result<Self, ApiError> {
         let options = super::query(query)?;
-        if options
-            .watch
-            .as_deref()
-            .is_some_and(|w| matches!(w, "true" | "1"))
-        {
+        if super::query::flag("watch", options.watch.as_deref(), false)? {
             return Err(ApiError::bad_request(
                 "watch is not supported by the nsdebug agent; list again instead",
             ));
