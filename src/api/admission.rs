@@ -13,6 +13,10 @@
 //! (4) require; [`Admission::resolve`] and [`Admission::start_session`] do the
 //! rest.
 //!
+//! Beyond the pod: [`authorize_privileged_for`] is the privileged right for
+//! an act that reaches past the container ([`target_reach`]: a `hostPID` or
+//! `hostNetwork` target, a capture the container could not make itself).
+//!
 //! A container ID a caller may not use is answered with one opaque 404, the
 //! same whether the ID matches nothing, is ambiguous, or names a pod the
 //! caller may not use: who cannot `list pods` cluster-wide learns no
@@ -224,4 +228,42 @@ impl Admission {
             }
         }
     }
+}
+
+/// The privileged right for an act that reaches beyond the container (a
+/// `hostPID` or `hostNetwork` target, a capture the container could not make
+/// itself): a refusal says `why` the act needs it, then names the right.
+pub(super) async fn authorize_privileged_for(
+    state: &AppState,
+    user: &crate::auth::User,
+    why: &str,
+) -> Result<(), ApiError> {
+    match state.auth.authorize_privileged(user).await {
+        Ok(()) => Ok(()),
+        Err(crate::auth::AuthError::Forbidden { message }) => Err(ApiError::forbidden(format!(
+            "{why}, which needs the privileged right: {message}"
+        ))),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// How far `target` reaches beyond its container ([`crate::diag::host`]).
+pub(super) async fn target_reach(
+    state: &AppState,
+    target: &crate::resolve::Target,
+) -> Result<crate::diag::host::Reach, ApiError> {
+    let proc_root = state.inventory.proc_root().clone();
+    let (pid, namespaces) = (target.pid, target.namespaces.clone());
+    let reach = tokio::task::spawn_blocking(move || {
+        crate::diag::host::Reach::of(&proc_root, pid, &namespaces)
+    })
+    .await
+    .map_err(|err| ApiError::internal(&err))?;
+    reach.map_err(|err| match err {
+        crate::diag::DiagError::Gone { .. } => ApiError::conflict(format!(
+            "container \"{}\" of pod {}/{} stopped while being read",
+            target.container, target.namespace, target.pod
+        )),
+        other => ApiError::internal(&other),
+    })
 }

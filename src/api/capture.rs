@@ -94,7 +94,7 @@ async fn beyond_the_container(
     user: &crate::auth::User,
     target: &Target,
 ) -> Result<(), ApiError> {
-    let reach = super::target_reach(state, target).await?;
+    let reach = super::admission::target_reach(state, target).await?;
     let why = if reach.host_network {
         format!(
             "pod {}/{} uses the node's network namespace (hostNetwork): a capture there sees the node's traffic",
@@ -108,7 +108,7 @@ async fn beyond_the_container(
     } else {
         return Ok(());
     };
-    super::authorize_privileged_for(state, user, &why).await
+    super::admission::authorize_privileged_for(state, user, &why).await
 }
 
 /// A query value that is there and not blank.

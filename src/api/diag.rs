@@ -161,9 +161,9 @@ async fn answer(
     view: &str,
     q: &DiagQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let reach = super::target_reach(state, &target).await?;
+    let reach = super::admission::target_reach(state, &target).await?;
     if let Some(why) = beyond_the_container(view, reach, &target)
-        && let Err(err) = super::authorize_privileged_for(state, user, &why).await
+        && let Err(err) = super::admission::authorize_privileged_for(state, user, &why).await
     {
         if let Some(record) = record.as_mut() {
             record.note("diag", view).note("error", err.message());
