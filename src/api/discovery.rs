@@ -9,9 +9,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
+/// What anyone may ask: the version.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/version", get(version))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/version", get(version))
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
         .route("/api/v1", get(core_v1_resources))

@@ -16,7 +16,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -33,10 +33,16 @@ pub struct CallerToken(pub String);
 #[derive(Clone)]
 pub struct UiSession(pub String);
 
+/// Logging in: a link's code (or a token) in, a UI session out.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/v1/login", post(login))
+}
+
+/// Minting links and logging out, as an authenticated caller.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/login-links", post(mint_link))
-        .route("/v1/login", post(login).delete(logout))
+        .route("/v1/login", delete(logout))
 }
 
 fn no_login_needed(state: &AppState) -> Result<(), ApiError> {

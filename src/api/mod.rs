@@ -155,34 +155,46 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every route the agent serves.
+/// Every route the agent serves, in two parts: what anyone may use (the web
+/// page, which logs in by itself, its login, health, version, the OpenAPI
+/// document, metrics) and everything else, behind [`authenticate`]. An
+/// unknown path or method outside the public part is answered only to a
+/// caller who authenticated (401 first, then 404/405).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let public = Router::new()
+        .merge(ui::routes())
+        .merge(health::routes())
+        .merge(discovery::public_routes())
+        .merge(openapi::routes())
+        .merge(login::public_routes())
+        .route("/metrics", axum::routing::get(metrics));
+    let protected = Router::new()
         .merge(discovery::routes())
         .merge(pods::routes())
         .merge(namespaces::routes())
         .merge(native::routes())
         .merge(run::routes())
         .merge(diag::routes())
-        .merge(openapi::routes())
         .merge(capture::routes())
         .merge(probe::routes())
         .merge(exec::routes())
         .merge(files::routes(state.limits.max_file_bytes))
-        .merge(ui::routes())
-        .merge(health::routes())
         .merge(login::routes())
         .route("/v1/whoami", axum::routing::get(whoami))
-        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    public
+        .merge(protected)
+        // The public part's own 405s (a method it lacks on a public path).
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.max_request_bytes,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
+        .layer(axum::middleware::from_fn(well_formed))
         // Before authentication: a browser's request from another site or
         // through a rebound name is refused whatever credentials it carries.
         .layer(axum::middleware::from_fn_with_state(
@@ -191,16 +203,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
-}
-
-/// Paths anyone may use: the web page (it logs in by itself), its login,
-/// health, version.
-fn is_public(method: &Method, path: &str) -> bool {
-    matches!(
-        path,
-        "/" | "/healthz" | "/livez" | "/readyz" | "/version" | "/openapi.json" | "/metrics"
-    ) || path.starts_with("/ui/")
-        || (path == "/v1/login" && method == Method::POST)
 }
 
 /// The largest request line plus headers taken (hyper's read buffer is the
@@ -232,11 +234,10 @@ fn not_utf8(uri: &axum::http::Uri) -> Option<String> {
     })
 }
 
-/// Puts the caller's [`crate::auth::User`] on every request that needs one,
-/// or answers 401 (429 for a token that failed too often).
-async fn authenticate(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    mut request: axum::extract::Request,
+/// Refuses a request whose head is too large or whose path or query is not
+/// text, public or not.
+async fn well_formed(
+    request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -255,9 +256,17 @@ async fn authenticate(
     if let Some(message) = not_utf8(request.uri()) {
         return ApiError::bad_request(message).into_response();
     }
-    if is_public(request.method(), request.uri().path()) {
-        return next.run(request).await;
-    }
+    next.run(request).await
+}
+
+/// Puts the caller's [`crate::auth::User`] on every request of the protected
+/// part, or answers 401 (429 for a token that failed too often).
+async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let token = crate::auth::bearer_token(request.headers());
     // A UI session stands for the identity reviewed at its login.
     if let Some(session) = token
