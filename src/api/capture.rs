@@ -16,13 +16,14 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::target::Wanted;
 use super::{ApiError, AppState};
 use crate::diag::capture::{self, CaptureError, CaptureSpec, Ending, Format, LiveCapture, Piece};
 use crate::enter::Profile;
@@ -32,8 +33,11 @@ use crate::session::{Outcome, SessionTrail};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/targets/{namespace}/{pod}/capture", get(capture_in_pod))
-        .route("/v1/containers/{id}/capture", get(capture_in_container))
+        .route(
+            "/v1/targets/{namespace}/{pod}/capture",
+            get(capture_in_target),
+        )
+        .route("/v1/containers/{id}/capture", get(capture_in_target))
 }
 
 /// The query of `GET .../capture`: every value as text, parsed here so a bad
@@ -53,38 +57,21 @@ struct CaptureQuery {
 
 type QueryResult = super::QueryOf<CaptureQuery>;
 
-async fn capture_in_pod(
+async fn capture_in_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
     info: super::RequestInfo,
-    Path((namespace, pod)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
     q: QueryResult,
 ) -> Result<Response, ApiError> {
     let q = super::query(q)?;
-    let spec = parse_spec(&q)?;
-    let wanted = TargetRef::Pod {
-        namespace,
-        pod,
-        container: q.container.filter(|c| !c.is_empty()),
-    };
-    capture(state, user, info, wanted, spec).await
-}
-
-async fn capture_in_container(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<crate::auth::User>,
-    info: super::RequestInfo,
-    Path(id): Path<String>,
-    q: QueryResult,
-) -> Result<Response, ApiError> {
-    let q = super::query(q)?;
-    if q.container.is_some() {
+    if matches!(wanted, TargetRef::ContainerId(_)) && q.container.is_some() {
         return Err(ApiError::bad_request(
             "container= names a container of a pod; this route names one by ID already",
         ));
     }
     let spec = parse_spec(&q)?;
-    capture(state, user, info, TargetRef::ContainerId(id), spec).await
+    capture(state, user, info, wanted, spec).await
 }
 
 /// The privileged right, when a capture of `target` would be more than the

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admission::{Right, admit};
+use super::target::Wanted;
 use super::{ApiError, AppState, QueryOf as Q, RequestInfo, query};
 use crate::auth::User;
 use crate::diag::host::Reach;
@@ -37,8 +38,11 @@ use crate::resolve::{Target, TargetRef};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/targets/{namespace}/{pod}/diag/{view}", get(in_pod))
-        .route("/v1/containers/{id}/diag/{view}", get(in_container))
+        .route(
+            "/v1/targets/{namespace}/{pod}/diag/{view}",
+            get(in_target_route),
+        )
+        .route("/v1/containers/{id}/diag/{view}", get(in_target_route))
 }
 
 /// The views, and whether they need the exec right.
@@ -56,7 +60,10 @@ const VIEWS: &[(&str, bool)] = &[
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DiagQuery {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     /// A process by its PID inside the container (open-files, env, mounts).
     pid: Option<u32>,
     /// Show the values of secret-looking environment variables.
@@ -64,31 +71,22 @@ pub(super) struct DiagQuery {
     reveal: super::query::Flag,
 }
 
-async fn in_pod(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<User>,
-    info: RequestInfo,
-    Path((namespace, pod, view)): Path<(String, String, String)>,
-    q: Q<DiagQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let wanted = TargetRef::Pod {
-        namespace,
-        pod,
-        container: q.container.clone().filter(|c| !c.is_empty()),
-    };
-    in_target(state, user, info, wanted, view, q).await
+/// The path's `{view}`, besides the target.
+#[derive(Deserialize)]
+struct ViewPath {
+    view: String,
 }
 
-async fn in_container(
+async fn in_target_route(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<User>,
     info: RequestInfo,
-    Path((id, view)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
+    Path(ViewPath { view }): Path<ViewPath>,
     q: Q<DiagQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    in_target(state, user, info, TargetRef::ContainerId(id), view, q).await
+    in_target(state, user, info, wanted, view, q).await
 }
 
 /// Admitted (`create pods/exec`, audited, or `get pods`, as the view needs)

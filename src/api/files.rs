@@ -4,9 +4,10 @@
 //! pods/exec`, as for exec: files hold secrets), the session limits and the
 //! audit trail.
 
+use super::target::Wanted;
 use std::task::Poll;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,19 +31,20 @@ pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
         .route(
             "/v1/targets/{namespace}/{pod}/files",
-            get(get_in_pod).put(put_in_pod).layer(body_limit),
+            get(get_in_target).put(put_in_target).layer(body_limit),
         )
         .route(
             "/v1/containers/{id}/files",
-            get(get_in_container)
-                .put(put_in_container)
-                .layer(body_limit),
+            get(get_in_target).put(put_in_target).layer(body_limit),
         )
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct FilesQuery {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     /// In the container; relative paths start at its `/`.
     #[serde(default)]
     path: String,
@@ -53,14 +55,6 @@ pub(super) struct FilesQuery {
 }
 
 impl FilesQuery {
-    fn in_pod(&self, namespace: String, pod: String) -> TargetRef {
-        TargetRef::Pod {
-            namespace,
-            pod,
-            container: self.container.clone().filter(|c| !c.is_empty()),
-        }
-    }
-
     pub(super) fn format(&self) -> Result<Format, ApiError> {
         match self.format.as_deref() {
             None | Some("") => Ok(Format::Raw),
@@ -93,50 +87,27 @@ impl FilesQuery {
     }
 }
 
-async fn get_in_pod(
+async fn get_in_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<User>,
     info: RequestInfo,
-    Path((namespace, pod)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
     q: QueryOf<FilesQuery>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    download(state, user, info, q.in_pod(namespace, pod), q).await
+    download(state, user, info, wanted, q).await
 }
 
-async fn get_in_container(
+async fn put_in_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<User>,
     info: RequestInfo,
-    Path(id): Path<String>,
-    q: QueryOf<FilesQuery>,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    download(state, user, info, TargetRef::ContainerId(id), q).await
-}
-
-async fn put_in_pod(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<User>,
-    info: RequestInfo,
-    Path((namespace, pod)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
     q: QueryOf<FilesQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    upload(state, user, info, q.in_pod(namespace, pod), q, request).await
-}
-
-async fn put_in_container(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<User>,
-    info: RequestInfo,
-    Path(id): Path<String>,
-    q: QueryOf<FilesQuery>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    upload(state, user, info, TargetRef::ContainerId(id), q, request).await
+    upload(state, user, info, wanted, q, request).await
 }
 
 /// An authorized request on a running container, counted as a session.

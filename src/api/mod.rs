@@ -26,6 +26,7 @@ mod query;
 mod run;
 pub mod selector;
 mod table;
+mod target;
 mod ui;
 
 use std::sync::Arc;

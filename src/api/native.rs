@@ -1,7 +1,8 @@
 //! The native JSON API: everything on the node with host PIDs and namespace
 //! identities, and single-target resolution, for runbooks and tools.
 
-use axum::extract::{Path, State};
+use super::target::Wanted;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -11,13 +12,13 @@ use super::{ApiError, AppState};
 use crate::auth::Action;
 use crate::inventory::{ContainerState, Pod};
 use crate::process::NamespaceIds;
-use crate::resolve::{Target, TargetRef};
+use crate::resolve::Target;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/targets", get(list_targets))
-        .route("/v1/targets/{namespace}/{pod}", get(pod_target))
-        .route("/v1/containers/{id}", get(container_target))
+        .route("/v1/targets/{namespace}/{pod}", get(target))
+        .route("/v1/containers/{id}", get(target))
 }
 
 /// `GET /v1/targets`: every pod and container on the node.
@@ -86,7 +87,10 @@ struct ListQuery {
 
 #[derive(Debug, Default, Deserialize)]
 struct TargetQuery {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
 }
 
 use super::{QueryOf as Q, query};
@@ -186,30 +190,14 @@ async fn listable_namespaces(
     Ok(allowed.into_iter().flatten().collect())
 }
 
-async fn pod_target(
+async fn target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
     info: super::RequestInfo,
-    Path((namespace, pod)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
     q: Q<TargetQuery>,
 ) -> Result<Json<Target>, ApiError> {
-    let container = query(q)?.container.filter(|c| !c.is_empty());
-    let wanted = TargetRef::Pod {
-        namespace,
-        pod,
-        container,
-    };
-    let admission = admit(&state, &user, &info, wanted, Right::Read).await?;
-    Ok(Json(admission.resolve(&state).await?.0))
-}
-
-async fn container_target(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<crate::auth::User>,
-    info: super::RequestInfo,
-    Path(id): Path<String>,
-) -> Result<Json<Target>, ApiError> {
-    let wanted = TargetRef::ContainerId(id);
+    query(q)?;
     let admission = admit(&state, &user, &info, wanted, Right::Read).await?;
     Ok(Json(admission.resolve(&state).await?.0))
 }

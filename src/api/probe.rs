@@ -11,10 +11,11 @@
 //! a `409`.
 
 use super::query::flag;
+use super::target::Wanted;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -34,19 +35,22 @@ const SETUP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/targets/{namespace}/{pod}/diag/dns", get(dns_in_pod))
-        .route("/v1/containers/{id}/diag/dns", get(dns_in_container))
-        .route("/v1/targets/{namespace}/{pod}/diag/tcp", get(tcp_in_pod))
-        .route("/v1/containers/{id}/diag/tcp", get(tcp_in_container))
-        .route("/v1/targets/{namespace}/{pod}/diag/http", get(http_in_pod))
-        .route("/v1/containers/{id}/diag/http", get(http_in_container))
+        .route("/v1/targets/{namespace}/{pod}/diag/dns", get(dns))
+        .route("/v1/containers/{id}/diag/dns", get(dns))
+        .route("/v1/targets/{namespace}/{pod}/diag/tcp", get(tcp))
+        .route("/v1/containers/{id}/diag/tcp", get(tcp))
+        .route("/v1/targets/{namespace}/{pod}/diag/http", get(http))
+        .route("/v1/containers/{id}/diag/http", get(http))
 }
 
 /// `.../diag/dns?name=&type=&server=&hosts=&timeout=`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DnsParams {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     name: Option<String>,
     #[serde(rename = "type")]
     record_type: Option<String>,
@@ -61,7 +65,10 @@ pub(super) struct DnsParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TcpParams {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     host: Option<String>,
     port: Option<String>,
     timeout: Option<String>,
@@ -71,7 +78,10 @@ pub(super) struct TcpParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HttpParams {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     url: Option<String>,
     timeout: Option<String>,
     method: Option<String>,
@@ -268,86 +278,38 @@ impl HttpParams {
 }
 
 type Caller = axum::Extension<crate::auth::User>;
-type PodPath = Path<(String, String)>;
 
-fn pod_ref(namespace: String, pod: String, container: &Option<String>) -> TargetRef {
-    TargetRef::Pod {
-        namespace,
-        pod,
-        container: container.clone().filter(|c| !c.is_empty()),
-    }
-}
-
-async fn dns_in_pod(
+async fn dns(
     State(state): State<AppState>,
     axum::Extension(user): Caller,
     info: super::RequestInfo,
-    Path((namespace, pod)): PodPath,
-    q: super::QueryOf<DnsParams>,
-) -> Result<Json<ProbeAnswer>, ApiError> {
-    let q = super::query(q)?;
-    let (probe, limit) = q.probe()?;
-    let wanted = pod_ref(namespace, pod, &q.container);
-    answer(state, user, info, wanted, probe, limit).await
-}
-
-async fn dns_in_container(
-    State(state): State<AppState>,
-    axum::Extension(user): Caller,
-    info: super::RequestInfo,
-    Path(id): Path<String>,
+    Wanted(wanted): Wanted,
     q: super::QueryOf<DnsParams>,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
     let (probe, limit) = super::query(q)?.probe()?;
-    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
-}
-
-async fn tcp_in_pod(
-    State(state): State<AppState>,
-    axum::Extension(user): Caller,
-    info: super::RequestInfo,
-    Path((namespace, pod)): PodPath,
-    q: super::QueryOf<TcpParams>,
-) -> Result<Json<ProbeAnswer>, ApiError> {
-    let q = super::query(q)?;
-    let (probe, limit) = q.probe()?;
-    let wanted = pod_ref(namespace, pod, &q.container);
     answer(state, user, info, wanted, probe, limit).await
 }
 
-async fn tcp_in_container(
+async fn tcp(
     State(state): State<AppState>,
     axum::Extension(user): Caller,
     info: super::RequestInfo,
-    Path(id): Path<String>,
+    Wanted(wanted): Wanted,
     q: super::QueryOf<TcpParams>,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
     let (probe, limit) = super::query(q)?.probe()?;
-    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
-}
-
-async fn http_in_pod(
-    State(state): State<AppState>,
-    axum::Extension(user): Caller,
-    info: super::RequestInfo,
-    Path((namespace, pod)): PodPath,
-    q: super::QueryOf<HttpParams>,
-) -> Result<Json<ProbeAnswer>, ApiError> {
-    let q = super::query(q)?;
-    let (probe, limit) = q.probe()?;
-    let wanted = pod_ref(namespace, pod, &q.container);
     answer(state, user, info, wanted, probe, limit).await
 }
 
-async fn http_in_container(
+async fn http(
     State(state): State<AppState>,
     axum::Extension(user): Caller,
     info: super::RequestInfo,
-    Path(id): Path<String>,
+    Wanted(wanted): Wanted,
     q: super::QueryOf<HttpParams>,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
     let (probe, limit) = super::query(q)?.probe()?;
-    answer(state, user, info, TargetRef::ContainerId(id), probe, limit).await
+    answer(state, user, info, wanted, probe, limit).await
 }
 
 /// Authorizes, resolves the target, runs `probe` in its pod's network and

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -31,8 +31,8 @@ const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/targets/{namespace}/{pod}/run", post(run_in_pod))
-        .route("/v1/containers/{id}/run", post(run_in_container))
+        .route("/v1/targets/{namespace}/{pod}/run", post(run_in_target))
+        .route("/v1/containers/{id}/run", post(run_in_target))
 }
 
 /// `POST .../run`: what to run.
@@ -168,7 +168,10 @@ pub struct RunResult {
 
 #[derive(Debug, Default, Deserialize)]
 struct ContainerQuery {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     /// Stream NDJSON events as the command runs instead of one JSON answer.
     #[serde(default)]
     stream: super::query::Flag,
@@ -179,42 +182,19 @@ type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
 type QueryResult = super::QueryOf<ContainerQuery>;
 use super::query;
+use super::target::Wanted;
 
-async fn run_in_pod(
+/// `POST /v1/targets/{namespace}/{pod}/run` and `/v1/containers/{id}/run`.
+async fn run_in_target(
     State(state): State<AppState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
     info: super::RequestInfo,
-    Path((namespace, pod)): Path<(String, String)>,
+    Wanted(wanted): Wanted,
     q: QueryResult,
     body: Body,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let wanted = TargetRef::Pod {
-        namespace,
-        pod,
-        container: q.container.filter(|c| !c.is_empty()),
-    };
     run(state, user, info, wanted, q.stream.0, body).await
-}
-
-async fn run_in_container(
-    State(state): State<AppState>,
-    axum::Extension(user): axum::Extension<crate::auth::User>,
-    info: super::RequestInfo,
-    Path(id): Path<String>,
-    q: QueryResult,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let q = query(q)?;
-    run(
-        state,
-        user,
-        info,
-        TargetRef::ContainerId(id),
-        q.stream.0,
-        body,
-    )
-    .await
 }
 
 /// Longest single argument Linux takes (`MAX_ARG_STRLEN`, with its NUL).
