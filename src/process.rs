@@ -6,6 +6,13 @@
 //! never reused together with the PID) and reads the namespace identities that
 //! tell containers apart. The `/proc` root is configurable (`--proc-root`) for
 //! DaemonSets that mount the host's `/proc` elsewhere.
+//!
+//! The facts that entering a container, resolving it and diagnosing it all
+//! share live here, below those stages: a pidfd pinned to the container's
+//! process ([`pin`]) and where its cgroups are ([`cgroup_dirs`]).
+
+mod cgroup;
+mod pin;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -14,6 +21,9 @@ use std::path::{Path, PathBuf};
 use procfs::process::Process;
 use rustix::fs::OFlags;
 use serde::Serialize;
+
+pub use cgroup::{CgroupDir, CgroupError, cgroup_dirs};
+pub use pin::{ContainerProcess, PinError, has_exited, pin};
 
 /// Namespace kinds reported for a process, as named in `/proc/PID/ns/`.
 pub const NAMESPACE_KINDS: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];

@@ -285,7 +285,7 @@ async fn exec(
         argv: options.command.clone(),
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
-        runtime_spec: target.runtime_spec_for(options.profile),
+        runtime_spec: options.profile.runtime_spec(&target.runtime_spec),
         toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     record.entering(&target, &request);

@@ -318,7 +318,10 @@ async fn run(
         argv: body.command.clone(),
         env: body.env.into_iter().collect(),
         terminal: None,
-        runtime_spec: target.runtime_spec_for(body.profile.unwrap_or_default()),
+        runtime_spec: body
+            .profile
+            .unwrap_or_default()
+            .runtime_spec(&target.runtime_spec),
         toolbox: toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     audit

@@ -36,6 +36,8 @@ pub enum DiagError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Cgroup(#[from] crate::process::CgroupError),
+    #[error(transparent)]
     Netns(#[from] netns::NetnsError),
 }
 

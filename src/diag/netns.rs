@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use crate::enter::{ContainerProcess, join_network_namespace};
+use crate::enter::join_network_namespace;
+use crate::process::ContainerProcess;
 
 /// Why work could not run in the pod's network.
 #[derive(Debug, thiserror::Error)]

@@ -95,7 +95,7 @@ fn addresses() -> Result<BTreeMap<String, Interface>, std::io::Error> {
 /// Every interface of the pod's network namespace.
 pub async fn interfaces(
     proc_root: &ProcRoot,
-    target: crate::enter::ContainerProcess,
+    target: crate::process::ContainerProcess,
 ) -> Result<Vec<Interface>, DiagError> {
     let mut found = super::netns::run(target.clone(), LIMIT, addresses)
         .await?

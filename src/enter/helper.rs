@@ -197,7 +197,7 @@ fn masks(request: &EnterRequest) -> toolbox::Masks {
 
 /// A pidfd for the target, refused if the PID now names another process.
 fn pin_target(request: &EnterRequest) -> Result<OwnedFd, Failure> {
-    super::pin::pin(&super::pin::ContainerProcess {
+    crate::process::pin(&crate::process::ContainerProcess {
         pid: request.pid,
         start_time: request.start_time,
         container_id: request.container_id.clone(),
@@ -294,7 +294,7 @@ fn confine_failure(err: ConfineError) -> Failure {
 /// cgroup v1 and v2 hierarchies alike, then into a session cgroup made below
 /// the container's (`session_cgroup`), which ends whatever the command starts.
 fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
-    let dirs = crate::diag::cgroup::cgroup_dirs(Path::new("/proc"), request.pid)
+    let dirs = crate::process::cgroup_dirs(Path::new("/proc"), request.pid)
         .map_err(|e| setup(crate::error_chain(&e)))?;
     let me = std::process::id().to_string();
     // A hierarchy this mount namespace does not mount is not among them: it

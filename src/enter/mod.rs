@@ -39,7 +39,6 @@ mod helper;
 mod identity;
 mod lsm;
 mod netns;
-mod pin;
 pub mod protocol;
 mod seccomp;
 mod session_cgroup;
@@ -54,7 +53,6 @@ use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
 pub use netns::{NetnsError, join_network_namespace};
-pub use pin::{ContainerProcess, PinError, has_exited};
 pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
 pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
 pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
@@ -167,6 +165,12 @@ impl Profile {
             Self::Container => "container",
             Self::Privileged => "privileged",
         }
+    }
+
+    /// The part of a container's runtime spec an exec in this profile needs:
+    /// only the `container` profile applies it.
+    pub fn runtime_spec(self, spec: &RuntimeSpec) -> Option<RuntimeSpec> {
+        (self == Self::Container).then(|| spec.clone())
     }
 }
 

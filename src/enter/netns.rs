@@ -19,8 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, open};
 use rustix::thread::{LinkNameSpaceType, ThreadNameSpaceType};
 
-use super::pin::{ContainerProcess, PinError, pin};
-use crate::process::ProcRoot;
+use crate::process::{ContainerProcess, PinError, ProcRoot, pin};
 
 /// Why the calling thread could not join a container's network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +48,7 @@ impl NetnsError {
 
 /// Moves the calling thread into the network namespace of `process` for the
 /// rest of its life, and returns the process's pidfd (it polls readable when
-/// the process exits: see [`super::pin::has_exited`]).
+/// the process exits: see [`crate::process::has_exited`]).
 pub fn join_network_namespace(process: &ContainerProcess) -> Result<OwnedFd, NetnsError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(NetnsError::RuntimeThread);
