@@ -31,14 +31,15 @@
 //! [`spawn`] is the agent's side of that conversation.
 //!
 //! One thing is entered without the helper: a network namespace joined by a
-//! dedicated thread of the agent that only opens sockets there (a packet
-//! capture), with the same pidfd pinning ([`netns`]).
+//! dedicated thread of the agent that only opens sockets there (name
+//! resolution, probes, interface addresses, a packet capture), with the same
+//! pidfd pinning ([`netns`]).
 
 mod confine;
 mod helper;
 mod identity;
 mod lsm;
-mod netns;
+pub mod netns;
 pub mod protocol;
 mod seccomp;
 mod session_cgroup;
