@@ -224,8 +224,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ),
     }
     // Helpers waiting before the first request, so it pays no exec either.
-    crate::enter::refill_in_background();
-    let state = AppState::new(inventory, &config, auth, audit, events);
+    let enter = crate::enter::Enter::new();
+    enter.refill_in_background();
+    let state = AppState::new(inventory, &config, auth, audit, events, enter);
     tasks.spawn(state.audit.clone().keep_summarizing(cancel.clone()));
     if let Some((addr, health)) = health {
         let probes = crate::probes::HealthListener::new(api::health_router(state.clone()));

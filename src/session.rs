@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::net::unix::pipe::Receiver;
 
-use crate::enter::{self, EnterError, EnterRequest, Entered, Exit, Io};
+use crate::enter::{Enter, EnterError, EnterRequest, Entered, Exit, Io};
 
 /// How long output is still collected after the command exits, for what its
 /// background children (which may keep the pipes open) already wrote.
@@ -212,6 +212,7 @@ pub struct RunLimits {
 /// command that fills its stdout before reading all its input cannot
 /// deadlock; the pipe closes after it (the command reads end of file).
 async fn start_with_input(
+    enter: &Enter,
     request: &EnterRequest,
     stdin: Vec<u8>,
 ) -> Result<(Entered, Receiver, Receiver, tokio::task::JoinHandle<()>), EnterError> {
@@ -221,7 +222,7 @@ async fn start_with_input(
             source: std::io::Error::other("one-shot commands run on pipes, not a terminal"),
         });
     }
-    let mut entered = enter::spawn(request).await?;
+    let mut entered = enter.spawn(request).await?;
     let Some(Io::Pipes {
         stdin: Some(mut input),
         stdout,
@@ -238,12 +239,13 @@ async fn start_with_input(
 
 /// Runs `request` to completion with `stdin` as its input.
 pub async fn run_once(
+    enter: &Enter,
     request: &EnterRequest,
     stdin: Vec<u8>,
     limits: RunLimits,
 ) -> Result<RunOutcome, EnterError> {
     let started = Instant::now();
-    let (mut entered, stdout, stderr, feeder) = start_with_input(request, stdin).await?;
+    let (mut entered, stdout, stderr, feeder) = start_with_input(enter, request, stdin).await?;
     let stop = CancellationToken::new();
     let out = tokio::spawn(capture(stdout, limits.output_bytes, stop.clone()));
     let err = tokio::spawn(capture(stderr, limits.output_bytes, stop.clone()));
@@ -344,12 +346,13 @@ pub enum StreamEvent {
 /// Runs `request`, sending its output as it comes. The command is killed when
 /// the receiver is dropped (the client went away) or the deadline passes.
 pub async fn run_streaming(
+    enter: &Enter,
     request: &EnterRequest,
     stdin: Vec<u8>,
     timeout: Duration,
 ) -> Result<tokio::sync::mpsc::Receiver<StreamEvent>, EnterError> {
     let started = Instant::now();
-    let (mut entered, stdout, stderr, _feeder) = start_with_input(request, stdin).await?;
+    let (mut entered, stdout, stderr, _feeder) = start_with_input(enter, request, stdin).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let stop = CancellationToken::new();
     let forward = |mut reader: Receiver,

@@ -317,6 +317,7 @@ async fn exec(
         recording,
         event,
         limits: state.limits,
+        enter: state.enter.clone(),
     };
     let upgrade = upgrade
         .protocols(PROTOCOLS.iter().copied())
@@ -344,6 +345,7 @@ struct SessionContext {
     /// The pod's Event, sent once the command runs.
     event: Option<crate::events::PendingEvent>,
     limits: crate::config::Limits,
+    enter: enter::Enter,
 }
 
 /// Starts the asciicast recording of a session; a configured recording
@@ -541,11 +543,12 @@ async fn session(
         recording,
         event,
         limits,
+        enter,
     } = context;
     let (mut ws_tx, mut ws_rx) = socket.split();
     // Never fires without a recording.
     let recording_ended = recording.as_ref().map(Recording::ended).unwrap_or_default();
-    let mut entered = match enter::spawn(&request).await {
+    let mut entered = match enter.spawn(&request).await {
         Ok(entered) => entered,
         Err(err) => {
             // Say why where the user looks: kubectl prints only the exit code.

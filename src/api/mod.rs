@@ -67,6 +67,8 @@ pub struct AppState {
     /// `shutdown_grace` has passed.
     pub draining: tokio_util::sync::CancellationToken,
     pub shutdown_grace: std::time::Duration,
+    /// The way into containers, with its helpers started ahead of need.
+    pub enter: crate::enter::Enter,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
         auth: crate::auth::Auth,
         audit: crate::audit::AuditLog,
         events: crate::events::PodEvents,
+        enter: crate::enter::Enter,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
@@ -101,6 +104,7 @@ impl AppState {
             allowed_hosts: browser::AllowedHosts::new(&config.allowed_hosts),
             draining: tokio_util::sync::CancellationToken::new(),
             shutdown_grace: config.shutdown_grace,
+            enter,
         }
     }
 }

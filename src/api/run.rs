@@ -338,7 +338,16 @@ async fn run(
     }
     if stream {
         let trail = SessionTrail::new(audit, state.audit.clone(), 200);
-        return streamed(target, &request, stdin, timeout, permit, trail).await;
+        return streamed(
+            &state.enter,
+            target,
+            &request,
+            stdin,
+            timeout,
+            permit,
+            trail,
+        )
+        .await;
     }
     // The output is buffered whole: its room is taken from the agent's
     // budget first, or the run is refused before it starts.
@@ -358,7 +367,7 @@ async fn run(
         timeout,
         output_bytes,
     };
-    let outcome = session::run_once(&request, stdin, limits).await;
+    let outcome = session::run_once(&state.enter, &request, stdin, limits).await;
     drop(permit);
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -458,6 +467,7 @@ fn chunk_event(stream: &str, data: &[u8]) -> serde_json::Value {
 /// `exit` (or `error` if the command could not start). The audit trail ends
 /// with the stream: at the exit, or when the client hangs up early.
 async fn streamed(
+    enter: &crate::enter::Enter,
     target: Target,
     request: &EnterRequest,
     stdin: Vec<u8>,
@@ -469,7 +479,7 @@ async fn streamed(
     trail.started();
     let started = json!({"type": "started", "target": target});
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
-        match session::run_streaming(request, stdin, timeout).await {
+        match session::run_streaming(enter, request, stdin, timeout).await {
             Ok(rx) => {
                 let body = tokio_stream_from(rx).map(move |event| {
                     // The permit and the trail (whole, not just the fields

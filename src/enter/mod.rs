@@ -28,7 +28,8 @@
 //!    is left runs on in the container's cgroup, as after `kubectl exec`
 //!    (docs/session-lifetime.md).
 //!
-//! [`spawn`] is the agent's side of that conversation.
+//! [`Enter`] is the agent's side of that conversation; it owns the helpers
+//! started ahead of need.
 //!
 //! One thing is entered without the helper: a network namespace joined by a
 //! dedicated thread of the agent that only opens sockets there (name
@@ -54,7 +55,7 @@ use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
 pub use netns::{NetnsError, join_network_namespace};
-pub use spawn::{EnterError, Entered, Exit, Io, Pty, refill_in_background, spawn};
+pub use spawn::{Enter, EnterError, Entered, Exit, Io, Pty};
 pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
 pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 
