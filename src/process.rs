@@ -200,6 +200,28 @@ impl ProcRoot {
         Ok(bytes)
     }
 
+    /// What `/proc/PID/status` says about the rights of `pid`.
+    pub fn status(&self, pid: u32) -> Result<ProcStatus, StatusError> {
+        let path = self.pid_dir(pid).join("status");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(StatusError::Read { path, source }),
+        };
+        ProcStatus::parse(&text).map_err(|source| StatusError::Parse { path, source })
+    }
+
+    /// The credentials of `pid`, from `/proc/PID/status`.
+    pub fn credentials(&self, pid: u32) -> Result<Credentials, StatusError> {
+        Ok(self.status(pid)?.credentials)
+    }
+
+    /// True when `a` and `b` are in the same `kind` namespace (`mnt`, `user`,
+    /// ...: the same inode behind `/proc/PID/ns/KIND`, `namespaces(7)`). A
+    /// kind neither process has (the kernel lacks it) counts as shared.
+    pub fn same_namespace(&self, a: u32, b: u32, kind: &str) -> Result<bool, ProcError> {
+        Ok(self.namespaces(a)?.get(kind) == self.namespaces(b)?.get(kind))
+    }
+
     /// Inode numbers of the namespaces of `pid`.
     pub fn namespaces(&self, pid: u32) -> Result<NamespaceIds, ProcError> {
         let namespaces = self
@@ -255,6 +277,44 @@ pub struct Credentials {
 #[error("/proc/PID/status has no valid '{field}' line")]
 pub struct StatusFieldError {
     pub field: &'static str,
+}
+
+/// What `/proc/PID/status` (`proc(5)`) says about a process's rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub credentials: Credentials,
+    /// The `Seccomp:` mode (0 none, 1 strict, 2 filter), if the kernel reports one.
+    pub seccomp_mode: Option<u8>,
+}
+
+impl ProcStatus {
+    /// Parses the text of `/proc/PID/status`.
+    pub fn parse(text: &str) -> Result<Self, StatusFieldError> {
+        Ok(Self {
+            credentials: Credentials::from_status(text)?,
+            seccomp_mode: text
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .and_then(|v| v.trim().parse().ok()),
+        })
+    }
+}
+
+/// Why a process's `/proc/PID/status` could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("failed to read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to understand {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: StatusFieldError,
+    },
 }
 
 impl Credentials {
@@ -429,9 +489,41 @@ mod tests {
 
     #[test]
     fn own_credentials_parse() {
-        let text = std::fs::read_to_string("/proc/self/status").unwrap();
-        let creds = Credentials::from_status(&text).unwrap();
+        let creds = ProcRoot::new("/proc").credentials(own_pid()).unwrap();
         assert_eq!(creds.uid, rustix::process::geteuid().as_raw());
+    }
+
+    #[test]
+    fn status_reports_the_seccomp_mode_and_where_it_failed() {
+        let status = ProcStatus::parse(STATUS).unwrap();
+        assert_eq!(status.seccomp_mode, Some(0));
+        let empty = tempfile::tempdir().unwrap();
+        let err = ProcRoot::new(empty.path()).status(9).unwrap_err();
+        assert!(
+            matches!(&err, StatusError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("failed to read {}/9/status", empty.path().display())
+        );
+    }
+
+    #[test]
+    fn a_process_shares_its_own_namespaces() {
+        let proc_root = ProcRoot::new("/proc");
+        for kind in NAMESPACE_KINDS {
+            assert!(
+                proc_root
+                    .same_namespace(own_pid(), own_pid(), kind)
+                    .unwrap()
+            );
+        }
+        assert!(
+            proc_root
+                .same_namespace(own_pid(), u32::MAX, "net")
+                .is_err()
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::session_cgroup::{Fate, SessionCgroup};
 use super::{EnterRequest, NAMESPACES, Profile, toolbox};
-use crate::process::{ProcRoot, parse_environ};
+use crate::process::{ProcRoot, StatusError, parse_environ};
 
 /// A failure to report: what kind, and the message for the user.
 struct Failure {
@@ -167,11 +167,14 @@ fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure>
     if request.profile != Profile::Privileged || !joins_pid {
         return Ok(());
     }
-    let path = format!("/proc/{}/status", request.pid);
-    let status =
-        std::fs::read_to_string(&path).map_err(|e| setup(format!("failed to read {path}: {e}")))?;
-    let creds = crate::process::Credentials::from_status(&status)
-        .map_err(|e| setup(format!("{path}: {e}")))?;
+    let creds = ProcRoot::new("/proc")
+        .credentials(request.pid)
+        .map_err(|err| match err {
+            StatusError::Read { path, source } => {
+                setup(format!("failed to read {}: {source}", path.display()))
+            }
+            StatusError::Parse { path, source } => setup(format!("{}: {source}", path.display())),
+        })?;
     if creds.bounding & CAP_SYS_PTRACE != 0 {
         return Err(Failure {
             kind: FailureKind::Refused,
@@ -186,12 +189,32 @@ fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure>
 /// when the runtime reports no spec); nothing in the privileged one, which
 /// is node root anyway.
 fn masks(request: &EnterRequest) -> toolbox::Masks {
-    match (request.profile, &request.runtime_spec) {
-        (Profile::Privileged, _) => toolbox::Masks::default(),
-        (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
-            toolbox::Masks::of(&spec.masked_paths, &spec.readonly_paths)
+    match Applied::of(request) {
+        Applied::Nothing => toolbox::Masks::default(),
+        Applied::Spec(spec) => toolbox::Masks::of(&spec.masked_paths, &spec.readonly_paths),
+        Applied::ProcessOnly => toolbox::Masks::kubelet_default(),
+    }
+}
+
+/// What the helper takes from the container besides its namespaces, by
+/// profile and by what the runtime reported.
+enum Applied<'a> {
+    /// The privileged profile: nothing of the container's.
+    Nothing,
+    /// The `container` profile with the runtime's spec of an exec.
+    Spec(&'a crate::oci::ExecSpec),
+    /// The `container` profile without a spec (not reported, or unreadable):
+    /// what the container's process shows, and the kubelet's defaults.
+    ProcessOnly,
+}
+
+impl<'a> Applied<'a> {
+    fn of(request: &'a EnterRequest) -> Self {
+        match (request.profile, &request.runtime_spec) {
+            (Profile::Privileged, _) => Self::Nothing,
+            (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => Self::Spec(spec),
+            (Profile::Container, _) => Self::ProcessOnly,
         }
-        (Profile::Container, _) => toolbox::Masks::kubelet_default(),
     }
 }
 
@@ -230,17 +253,15 @@ impl TargetProfile {
                 Some(Confinement::prepare(&spec, request.pid, &host).map_err(confine_failure)?)
             }
         };
-        let env = match (request.profile, &request.runtime_spec) {
+        let env = match Applied::of(request) {
             // Nothing of the container's: its variables would steer the
             // agent's tools (`ENV`, `PS1`, `BASH_ENV`...) as node root.
-            (Profile::Privileged, _) => Vec::new(),
+            Applied::Nothing => Vec::new(),
             // What `kubectl exec` gives: the spec's environment.
-            (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
-                parse_spec_env(&spec.env)
-            }
+            Applied::Spec(spec) => parse_spec_env(&spec.env),
             // No spec from the runtime: the container's process's, the
             // only account of its environment there is.
-            (Profile::Container, _) => {
+            Applied::ProcessOnly => {
                 let environ = std::fs::read(format!("{dir}/environ"))
                     .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
                 parse_environ(&environ)
@@ -326,21 +347,20 @@ fn enter_namespaces(
     pidfd: &OwnedFd,
 ) -> Result<ThreadNameSpaceType, Failure> {
     let proc_root = ProcRoot::new("/proc");
-    let theirs = proc_root
-        .namespaces(request.pid)
-        .map_err(|e| setup(crate::error_chain(&e)))?;
-    let ours = proc_root
-        .namespaces(std::process::id())
-        .map_err(|e| setup(crate::error_chain(&e)))?;
+    let differs = |kind: &str| {
+        proc_root
+            .same_namespace(request.pid, std::process::id(), kind)
+            .map(|same| !same)
+            .map_err(|e| setup(crate::error_chain(&e)))
+    };
     let mut flags = ThreadNameSpaceType::empty();
     for kind in NAMESPACES {
-        let differs = theirs.get(kind.name) != ours.get(kind.name);
         let wanted = match &request.namespaces {
             // Every view joins the container's user namespace, first: its
             // IDs and capabilities are only the container's inside it.
-            _ if kind.name == "user" => differs,
+            _ if kind.name == "user" => differs(kind.name)?,
             Some(list) => list.iter().any(|n| n == kind.name),
-            None => differs,
+            None => differs(kind.name)?,
         };
         if wanted {
             flags |= kind.flag;
