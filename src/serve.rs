@@ -9,8 +9,6 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +242,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // grace period to finish; what still runs then ends with the process
     // (its helper sees the agent go and kills every process of the session).
     draining.cancel();
-    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
     if sessions.active() > 0 {
         tracing::info!(
             sessions = sessions.active(),
@@ -252,10 +249,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             "waiting for live sessions"
         );
     }
-    while sessions.active() > 0 && tokio::time::Instant::now() < grace_ends {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if sessions.active() > 0 {
+    if !sessions.ended_within(config.shutdown_grace).await {
         tracing::warn!(
             sessions = sessions.active(),
             "grace period over: ending live sessions"
