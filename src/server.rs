@@ -152,7 +152,7 @@ pub async fn serve_connection<S>(
     let result = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(READ_BUFFER_BYTES)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -161,8 +161,20 @@ pub async fn serve_connection<S>(
     }
 }
 
-/// Largest request head (request line and headers); larger gets 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The largest request head (request line and headers) the agent takes;
+/// a larger one gets a `431` `v1.Status`. It is the one head limit: the
+/// first head of a connection is measured here as it is read (in bytes
+/// sent), and every request again by the API before it authenticates (the
+/// line and the header names and values), so a later request on a kept-alive
+/// connection gets the same answer. 32 KiB is the limit the agent has always
+/// documented: kubectl's heads take a few hundred bytes and the largest
+/// header a client sends, its bearer token, a few KiB.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// hyper's read buffer, the memory a connection may hold for a head: twice
+/// the limit, so a later head just over it is still read whole and the API
+/// answers it with a `v1.Status`; past this hyper answers a bare `431`.
+const READ_BUFFER_BYTES: usize = 2 * MAX_HEAD_BYTES;
 
 /// Reads a connection's first request head before hyper does, so that a
 /// client too slow to send it gets a `408` (hyper's own header timeout, which
@@ -183,9 +195,9 @@ where
                 Ok(n) => {
                     let from = head.len().saturating_sub(3);
                     head.extend_from_slice(&chunk[..n]);
-                    // A whole head, or more than hyper takes (it answers 431).
+                    // A whole head, or more than the agent takes (a 431).
                     if head[from..].windows(4).any(|w| w == b"\r\n\r\n")
-                        || head.len() > MAX_HEADER_BYTES
+                        || head.len() > MAX_HEAD_BYTES
                     {
                         return true;
                     }
@@ -195,10 +207,10 @@ where
     };
     let outcome = tokio::time::timeout(timeout, read).await;
     let refusal = match outcome {
-        Ok(true) if head.len() > MAX_HEADER_BYTES => Some((
+        Ok(true) if head.len() > MAX_HEAD_BYTES => Some((
             "431 Request Header Fields Too Large",
             format!(
-                "the request line and headers are more than {MAX_HEADER_BYTES} bytes; the agent takes at most {MAX_HEADER_BYTES}"
+                "the request line and headers are more than {MAX_HEAD_BYTES} bytes; the agent takes at most {MAX_HEAD_BYTES}"
             ),
             "RequestHeaderFieldsTooLarge",
         )),
@@ -301,5 +313,64 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// What the agent answers to a first head of `head`, when it answers.
+    async fn first_answer(head: Vec<u8>) -> (Option<Vec<u8>>, String) {
+        let (mut client, agent) = tokio::io::duplex(4 * MAX_HEAD_BYTES);
+        client.write_all(&head).await.unwrap();
+        let replayed = match first_head(agent, Duration::from_secs(5)).await {
+            Some(mut rewind) => {
+                let mut again = vec![0u8; head.len()];
+                rewind.read_exact(&mut again).await.unwrap();
+                Some(again)
+            }
+            None => None,
+        };
+        let _ = client.shutdown().await;
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer).await;
+        (replayed, answer)
+    }
+
+    fn head_of(bytes: usize) -> Vec<u8> {
+        let start = b"GET /version HTTP/1.1\r\nx-padding: ";
+        let mut head = start.to_vec();
+        head.resize(bytes - 4, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+
+    #[tokio::test]
+    async fn a_head_at_the_limit_is_replayed_to_hyper() {
+        let head = head_of(MAX_HEAD_BYTES);
+        let (replayed, answer) = first_answer(head.clone()).await;
+        assert_eq!(replayed, Some(head));
+        assert_eq!(answer, "");
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_gets_a_431_status() {
+        let (replayed, answer) = first_answer(head_of(MAX_HEAD_BYTES + 1)).await;
+        assert_eq!(replayed, None);
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let status: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["code"], 431);
+        assert_eq!(
+            status["message"],
+            "the request line and headers are more than 32768 bytes; the agent takes at most 32768"
+        );
     }
 }

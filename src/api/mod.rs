@@ -211,10 +211,6 @@ fn is_public(method: &Method, path: &str) -> bool {
         || (path == "/v1/login" && method == Method::POST)
 }
 
-/// The largest request line plus headers taken (hyper's read buffer is the
-/// hard cap below it); more gets 431.
-const MAX_HEAD_BYTES: usize = 32 * 1024;
-
 /// Why a request's path or query is not text once percent-decoded (every
 /// name, command and path the agent takes is UTF-8; a lossy decoding would
 /// run or open something the caller did not ask for).
@@ -254,9 +250,11 @@ async fn authenticate(
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum::<usize>()
         + request.uri().to_string().len();
-    if head > MAX_HEAD_BYTES {
+    // The one head limit (see there), for every request of a connection.
+    if head > crate::server::MAX_HEAD_BYTES {
         return ApiError::header_too_large(format!(
-            "the request line and headers are {head} bytes; the agent takes at most {MAX_HEAD_BYTES}"
+            "the request line and headers are {head} bytes; the agent takes at most {}",
+            crate::server::MAX_HEAD_BYTES
         ))
         .into_response();
     }
