@@ -127,7 +127,7 @@ pub(super) struct ExecOptions {
     pub(super) stdout: bool,
     pub(super) stderr: bool,
     pub(super) tty: bool,
-    pub(super) namespaces: Option<Vec<String>>,
+    pub(super) namespaces: Option<enter::NamespaceSet>,
     pub(super) profile: Profile,
     pub(super) toolbox: bool,
 }
@@ -157,7 +157,8 @@ impl ExecOptions {
                 "tty" => options.tty = flag("tty", &value)?,
                 "toolbox" => options.toolbox = flag("toolbox", &value)?,
                 "namespaces" => {
-                    options.namespaces = parse_namespaces(&value).map_err(ApiError::bad_request)?
+                    options.namespaces = parse_namespaces(&value)
+                        .map_err(|err| ApiError::bad_request(err.to_string()))?
                 }
                 "profile" => {
                     options.profile = Profile::parse(&value).map_err(ApiError::bad_request)?
@@ -280,7 +281,7 @@ async fn exec(
         pid: target.pid,
         start_time: target.process.start_time,
         container_id: target.container_id.clone(),
-        namespaces: options.namespaces.clone(),
+        namespaces: options.namespaces,
         profile: options.profile,
         argv: options.command.clone(),
         env: Vec::new(),

@@ -114,7 +114,7 @@ impl AppState {
 pub fn choose_view(
     profile: crate::enter::Profile,
     toolbox: bool,
-    namespaces: Option<Vec<String>>,
+    namespaces: Option<crate::enter::NamespaceSet>,
 ) -> Result<crate::enter::View, ApiError> {
     crate::enter::View::choose(profile, toolbox, namespaces)
         .map_err(|err| ApiError::bad_request(err.to_string()))

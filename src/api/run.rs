@@ -71,7 +71,7 @@ pub struct RunPlan {
     /// Output kept per stream.
     pub output_bytes: usize,
     /// Namespaces to join, `None` for all the container has.
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: Option<crate::enter::NamespaceSet>,
     /// Run the agent's tool tree (toolbox mode, and every privileged run).
     pub toolbox: bool,
     pub stdin: Vec<u8>,
@@ -100,7 +100,8 @@ impl RunBody {
             )));
         }
         let namespaces = match &self.namespaces {
-            Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
+            Some(list) => parse_namespaces(&list.join(","))
+                .map_err(|err| ApiError::bad_request(err.to_string()))?,
             None => None,
         };
         let view = super::choose_view(self.profile.unwrap_or_default(), self.toolbox, namespaces)?;

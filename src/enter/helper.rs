@@ -13,13 +13,12 @@ use rustix::process::{
     DumpableBehavior, Pid, PidfdFlags, Signal, kill_process_group, pidfd_open,
     set_dumpable_behavior,
 };
-use rustix::thread::ThreadNameSpaceType;
 
 use super::confine::{ConfineError, Confinement, HostPaths};
 use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::session_cgroup::{Fate, SessionCgroup};
-use super::{EnterRequest, NAMESPACES, Profile, toolbox};
+use super::{EnterRequest, Namespace, NamespaceSet, Profile, toolbox};
 use crate::process::{ProcRoot, StatusError, parse_environ};
 
 /// A failure to report: what kind, and the message for the user.
@@ -86,7 +85,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     super::View::check(
         request.profile,
         request.toolbox.is_some(),
-        request.namespaces.as_deref(),
+        request.namespaces,
     )
     .map_err(|err| Failure {
         kind: FailureKind::Refused,
@@ -106,7 +105,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     let session = join_cgroups(&request)?;
     let entered = enter_namespaces(&request, &target)?;
     if let Some(view) = pod_view.as_mut()
-        && !entered.contains(ThreadNameSpaceType::PROCESS_ID)
+        && !entered.contains(Namespace::Pid)
     {
         // A privileged view without the pod's PID namespace: its procfs is
         // the host's, where the container's init has its host PID.
@@ -125,7 +124,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     };
     // Inside the container's mount namespace `/` is its root already
     // (`setns(2)`); start where its init process works.
-    if entered.contains(ThreadNameSpaceType::MOUNT) {
+    if entered.contains(Namespace::Mnt) {
         if rustix::process::fchdir(&profile.cwd).is_err() {
             let _ = rustix::process::chdir("/");
         }
@@ -162,8 +161,7 @@ const CAP_SYS_PTRACE: u64 = 1 << 19;
 fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure> {
     let joins_pid = request
         .namespaces
-        .as_ref()
-        .is_none_or(|list| list.iter().any(|n| n == "pid"));
+        .is_none_or(|set| set.contains(Namespace::Pid));
     if request.profile != Profile::Privileged || !joins_pid {
         return Ok(());
     }
@@ -342,38 +340,35 @@ fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
 
 /// Joins the requested namespaces, or every one the target has that differs
 /// from the helper's own, with one `setns(pidfd, flags)`.
-fn enter_namespaces(
-    request: &EnterRequest,
-    pidfd: &OwnedFd,
-) -> Result<ThreadNameSpaceType, Failure> {
+fn enter_namespaces(request: &EnterRequest, pidfd: &OwnedFd) -> Result<NamespaceSet, Failure> {
     let proc_root = ProcRoot::new("/proc");
-    let differs = |kind: &str| {
+    let differs = |kind: Namespace| {
         proc_root
-            .same_namespace(request.pid, std::process::id(), kind)
+            .same_namespace(request.pid, std::process::id(), kind.name())
             .map(|same| !same)
             .map_err(|e| setup(crate::error_chain(&e)))
     };
-    let mut flags = ThreadNameSpaceType::empty();
-    for kind in NAMESPACES {
-        let wanted = match &request.namespaces {
+    let mut joined = NamespaceSet::EMPTY;
+    for kind in Namespace::ALL {
+        let wanted = match request.namespaces {
             // Every view joins the container's user namespace, first: its
             // IDs and capabilities are only the container's inside it.
-            _ if kind.name == "user" => differs(kind.name)?,
-            Some(list) => list.iter().any(|n| n == kind.name),
-            None => differs(kind.name)?,
+            _ if kind == Namespace::User => differs(kind)?,
+            Some(set) => set.contains(kind),
+            None => differs(kind)?,
         };
         if wanted {
-            flags |= kind.flag;
+            joined = joined.with(kind);
         }
     }
-    if flags.is_empty() {
-        return Ok(flags);
+    if joined.is_empty() {
+        return Ok(joined);
     }
     // `NSDEBUG_SETNS=nsfd` forces the path for kernels before 5.8, to test it.
     let forced = std::env::var_os("NSDEBUG_SETNS").is_some_and(|v| v == "nsfd");
     if !forced {
-        match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags) {
-            Ok(()) => return Ok(flags),
+        match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), joined.flags()) {
+            Ok(()) => return Ok(joined),
             // Before Linux 5.8 setns(2) takes no pidfd: join one by one.
             Err(rustix::io::Errno::INVAL) => {}
             Err(e) => {
@@ -383,20 +378,18 @@ fn enter_namespaces(
             }
         }
     }
-    enter_by_namespace_files(request, flags)?;
-    Ok(flags)
+    enter_by_namespace_files(request, joined)?;
+    Ok(joined)
 }
 
-/// Joins `flags` through `/proc/PID/ns/*` files, in the order of [`NAMESPACES`]:
-/// all files are opened first (the mount namespace hides the host's `/proc`),
-/// then the process is checked again, so a PID recycled meanwhile is refused.
-fn enter_by_namespace_files(
-    request: &EnterRequest,
-    flags: ThreadNameSpaceType,
-) -> Result<(), Failure> {
+/// Joins `joined` through `/proc/PID/ns/*` files, in the set's order (user
+/// first, mount last): all files are opened first (the mount namespace hides
+/// the host's `/proc`), then the process is checked again, so a PID recycled
+/// meanwhile is refused.
+fn enter_by_namespace_files(request: &EnterRequest, joined: NamespaceSet) -> Result<(), Failure> {
     let mut files = Vec::new();
-    for kind in NAMESPACES.iter().filter(|k| flags.contains(k.flag)) {
-        let path = format!("/proc/{}/ns/{}", request.pid, kind.name);
+    for kind in joined.iter() {
+        let path = format!("/proc/{}/ns/{}", request.pid, kind.name());
         let file = open(
             path.as_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,
@@ -420,8 +413,7 @@ fn enter_by_namespace_files(
     for (kind, file) in files {
         rustix::thread::move_into_link_name_space(file.as_fd(), None).map_err(|e| {
             setup(format!(
-                "setns into the container's {} namespace failed: {e}",
-                kind.name
+                "setns into the container's {kind} namespace failed: {e}"
             ))
         })?;
     }

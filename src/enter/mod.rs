@@ -40,6 +40,7 @@ mod confine;
 mod helper;
 mod identity;
 mod lsm;
+mod namespaces;
 pub mod netns;
 pub mod protocol;
 mod seccomp;
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
+pub use namespaces::{Namespace, NamespaceSet, UnknownNamespace, parse_namespaces};
 pub use netns::{NetnsError, join_network_namespace};
 pub use spawn::{Enter, EnterError, Entered, Exit, Io, Pty};
 pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
@@ -61,79 +63,6 @@ pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
-
-/// One kind of Linux namespace: its `/proc/PID/ns/` name and `setns(2)` flag.
-#[derive(Debug, Clone, Copy)]
-pub struct NamespaceKind {
-    pub name: &'static str,
-    pub flag: rustix::thread::ThreadNameSpaceType,
-}
-
-/// Every namespace a container can be entered by, in the order `setns` must
-/// join them when they are joined one by one: the user namespace first (it
-/// grants the rights to join the others), the mount namespace last (after it,
-/// `/proc` paths of the host are no longer reachable).
-pub const NAMESPACES: &[NamespaceKind] = {
-    use rustix::thread::ThreadNameSpaceType as T;
-    &[
-        NamespaceKind {
-            name: "user",
-            flag: T::USER,
-        },
-        NamespaceKind {
-            name: "cgroup",
-            flag: T::CONTROL_GROUP,
-        },
-        NamespaceKind {
-            name: "ipc",
-            flag: T::INTER_PROCESS_COMMUNICATION,
-        },
-        NamespaceKind {
-            name: "uts",
-            flag: T::HOST_NAME_AND_NIS_DOMAIN_NAME,
-        },
-        NamespaceKind {
-            name: "net",
-            flag: T::NETWORK,
-        },
-        NamespaceKind {
-            name: "pid",
-            flag: T::PROCESS_ID,
-        },
-        NamespaceKind {
-            name: "mnt",
-            flag: T::MOUNT,
-        },
-    ]
-};
-
-/// The namespace kind called `name`, if there is one.
-pub fn namespace_kind(name: &str) -> Option<&'static NamespaceKind> {
-    NAMESPACES.iter().find(|kind| kind.name == name)
-}
-
-/// Parses a caller's namespace list (`net`, `net,pid`, `mnt,pid,net`); `None`
-/// for an empty list, which means "every namespace the container has".
-pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
-    let mut names: Vec<String> = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let name = if name == "mount" { "mnt" } else { name };
-        if namespace_kind(name).is_none() {
-            return Err(format!(
-                "unknown namespace '{name}'; choose from {}",
-                NAMESPACES
-                    .iter()
-                    .map(|k| k.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
-    Ok((!names.is_empty()).then_some(names))
-}
 
 /// Whose identity the command runs with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -189,7 +118,7 @@ pub struct EnterRequest {
     /// differs from the agent's. The user namespace is joined whenever the
     /// container has its own, whatever the list says. Only [`View::choose`]
     /// makes this and `toolbox`; the helper checks them with [`View::check`].
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: Option<NamespaceSet>,
     pub profile: Profile,
     /// argv; `argv[0]` is looked up in the container's `PATH`.
     pub argv: Vec<String>,
@@ -218,27 +147,6 @@ pub struct TerminalSize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn namespace_lists() {
-        assert_eq!(parse_namespaces("").unwrap(), None);
-        assert_eq!(
-            parse_namespaces("net, pid,net").unwrap(),
-            Some(vec!["net".to_string(), "pid".to_string()])
-        );
-        assert_eq!(
-            parse_namespaces("mount").unwrap(),
-            Some(vec!["mnt".to_string()])
-        );
-        let err = parse_namespaces("net,time").unwrap_err();
-        assert!(err.starts_with("unknown namespace 'time'"), "{err}");
-    }
-
-    #[test]
-    fn user_namespace_first_mount_last() {
-        assert_eq!(NAMESPACES.first().unwrap().name, "user");
-        assert_eq!(NAMESPACES.last().unwrap().name, "mnt");
-    }
 
     #[test]
     fn profiles() {
