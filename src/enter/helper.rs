@@ -15,24 +15,12 @@ use rustix::process::{
 };
 
 use super::confine::{ConfineError, Confinement, HostPaths};
+use super::failure::{Failure, SetupError};
 use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::session_cgroup::{Fate, SessionCgroup};
 use super::{EnterRequest, Namespace, NamespaceSet, Profile, toolbox};
 use crate::process::{ProcRoot, StatusError, parse_environ};
-
-/// A failure to report: what kind, and the message for the user.
-struct Failure {
-    kind: FailureKind,
-    message: String,
-}
-
-fn setup(message: impl Into<String>) -> Failure {
-    Failure {
-        kind: FailureKind::Setup,
-        message: message.into(),
-    }
-}
 
 fn report(control: BorrowedFd<'_>, event: &HelperEvent) {
     if let Ok(bytes) = serde_json::to_vec(event) {
@@ -63,21 +51,16 @@ pub fn main() -> ExitCode {
 fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     // Before anything of a container is touched: no ptrace, no /proc/PID/mem,
     // no /proc/self/exe of ours for a process inside to open (CVE-2019-5736).
-    set_dumpable_behavior(DumpableBehavior::NotDumpable)
-        .map_err(|e| setup(format!("failed to make the helper non-dumpable: {e}")))?;
-    super::sys::cloexec_from_3().map_err(|e| {
-        setup(format!(
-            "failed to mark inherited descriptors close-on-exec: {e}"
-        ))
-    })?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(SetupError::NotDumpable)?;
+    super::sys::cloexec_from_3().map_err(SetupError::CloseOnExec)?;
 
-    let (message, fds) = protocol::recv(control, protocol::MAX_REQUEST)
-        .map_err(|e| setup(format!("failed to read the request: {e}")))?;
+    let (message, fds) =
+        protocol::recv(control, protocol::MAX_REQUEST).map_err(SetupError::ReadRequest)?;
     let request: EnterRequest =
-        serde_json::from_slice(&message).map_err(|e| setup(format!("malformed request: {e}")))?;
+        serde_json::from_slice(&message).map_err(SetupError::MalformedRequest)?;
     let expected_fds = if request.terminal.is_some() { 0 } else { 3 };
     if fds.len() != expected_fds || request.argv.is_empty() {
-        return Err(setup("request without a command or with the wrong stdio"));
+        return Err(SetupError::IncompleteRequest.into());
     }
 
     // The one rule of `view.rs`, again where it is enforced: whatever sent
@@ -87,10 +70,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
         request.toolbox.is_some(),
         request.namespaces,
     )
-    .map_err(|err| Failure {
-        kind: FailureKind::Refused,
-        message: err.to_string(),
-    })?;
+    .map_err(|err| Failure::new(FailureKind::Refused, err.to_string()))?;
     let target = pin_target(&request)?;
     refuse_a_tracer_with_node_root(&request)?;
     let profile = TargetProfile::read(&request)?;
@@ -98,7 +78,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut pod_view = match &request.toolbox {
         Some(_) => Some(
             toolbox::PodView::read(Path::new("/proc"), request.pid)
-                .map_err(|e| setup(crate::error_chain(&e)))?,
+                .map_err(SetupError::ReadPodView)?,
         ),
         None => None,
     };
@@ -113,12 +93,7 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     }
     let proc_mount = match (&request.toolbox, &pod_view) {
         (Some(root), Some(view)) => {
-            Some(toolbox::enter(root, view, masks(&request)).map_err(|e| {
-                setup(format!(
-                    "failed to set up the toolbox: {}",
-                    crate::error_chain(&e)
-                ))
-            })?)
+            Some(toolbox::enter(root, view, masks(&request)).map_err(SetupError::Toolbox)?)
         }
         _ => None,
     };
@@ -142,10 +117,9 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     };
     let child = spawn(&request, profile, proc_mount, stdio)?;
     let started = serde_json::to_vec(&HelperEvent::Started { pid: child.id() })
-        .map_err(|e| setup(format!("encode: {e}")))?;
+        .map_err(SetupError::EncodeStarted)?;
     let master_fds: Vec<BorrowedFd<'_>> = master.iter().map(|m| m.as_fd()).collect();
-    protocol::send(control, &started, &master_fds)
-        .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
+    protocol::send(control, &started, &master_fds).map_err(SetupError::Report)?;
     drop(master);
     supervise(control, child, session)
 }
@@ -168,10 +142,8 @@ fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure>
     let creds = ProcRoot::new("/proc")
         .credentials(request.pid)
         .map_err(|err| match err {
-            StatusError::Read { path, source } => {
-                setup(format!("failed to read {}: {source}", path.display()))
-            }
-            StatusError::Parse { path, source } => setup(format!("{}: {source}", path.display())),
+            StatusError::Read { path, source } => SetupError::ReadStatus { path, source },
+            StatusError::Parse { path, source } => SetupError::ParseStatus { path, source },
         })?;
     if creds.bounding & CAP_SYS_PTRACE != 0 {
         return Err(Failure {
@@ -260,8 +232,12 @@ impl TargetProfile {
             // No spec from the runtime: the container's process's, the
             // only account of its environment there is.
             Applied::ProcessOnly => {
-                let environ = std::fs::read(format!("{dir}/environ"))
-                    .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
+                let environ = std::fs::read(format!("{dir}/environ")).map_err(|source| {
+                    SetupError::ReadEnviron {
+                        path: format!("{dir}/environ"),
+                        source,
+                    }
+                })?;
                 parse_environ(&environ)
             }
         };
@@ -270,7 +246,10 @@ impl TargetProfile {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| setup(format!("failed to open {dir}/cwd: {e}")))?;
+        .map_err(|source| SetupError::OpenCwd {
+            path: format!("{dir}/cwd"),
+            source,
+        })?;
         Ok(Self {
             confinement,
             env,
@@ -305,7 +284,7 @@ fn confine_failure(err: ConfineError) -> Failure {
             ),
         }
     } else {
-        setup(chain)
+        SetupError::Confine(err).into()
     }
 }
 
@@ -314,17 +293,15 @@ fn confine_failure(err: ConfineError) -> Failure {
 /// the container's (`session_cgroup`), which ends whatever the command starts.
 fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
     let dirs = crate::process::cgroup_dirs(Path::new("/proc"), request.pid)
-        .map_err(|e| setup(crate::error_chain(&e)))?;
+        .map_err(SetupError::FindCgroups)?;
     let me = std::process::id().to_string();
     // A hierarchy this mount namespace does not mount is not among them: it
     // cannot be joined here, and the command would not see it either.
     for group in &dirs {
         let procs = group.dir.join("cgroup.procs");
-        std::fs::write(&procs, &me).map_err(|e| {
-            setup(format!(
-                "failed to join the container's cgroup {}: {e}",
-                procs.display()
-            ))
+        std::fs::write(&procs, &me).map_err(|source| SetupError::JoinCgroup {
+            procs: procs.clone(),
+            source,
         })?;
     }
     // What `kubectl exec` leaves after a normal exit, the container profile
@@ -335,7 +312,7 @@ fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
     } else {
         Fate::Kill
     };
-    SessionCgroup::enter(&dirs, fate).map_err(|e| setup(crate::error_chain(&e)))
+    Ok(SessionCgroup::enter(&dirs, fate).map_err(SetupError::EnterSessionCgroup)?)
 }
 
 /// Joins the requested namespaces, or every one the target has that differs
@@ -346,7 +323,7 @@ fn enter_namespaces(request: &EnterRequest, pidfd: &OwnedFd) -> Result<Namespace
         proc_root
             .same_namespace(request.pid, std::process::id(), kind.name())
             .map(|same| !same)
-            .map_err(|e| setup(crate::error_chain(&e)))
+            .map_err(SetupError::ReadNamespaces)
     };
     let mut joined = NamespaceSet::EMPTY;
     for kind in Namespace::ALL {
@@ -371,11 +348,7 @@ fn enter_namespaces(request: &EnterRequest, pidfd: &OwnedFd) -> Result<Namespace
             Ok(()) => return Ok(joined),
             // Before Linux 5.8 setns(2) takes no pidfd: join one by one.
             Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => {
-                return Err(setup(format!(
-                    "setns into the container's namespaces failed: {e}"
-                )));
-            }
+            Err(e) => return Err(SetupError::Setns(e).into()),
         }
     }
     enter_by_namespace_files(request, joined)?;
@@ -395,7 +368,7 @@ fn enter_by_namespace_files(request: &EnterRequest, joined: NamespaceSet) -> Res
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| setup(format!("failed to open {path}: {e}")))?;
+        .map_err(|source| SetupError::OpenNamespace { path, source })?;
         files.push((kind, file));
     }
     match ProcRoot::new("/proc").identity(request.pid) {
@@ -411,11 +384,8 @@ fn enter_by_namespace_files(request: &EnterRequest, joined: NamespaceSet) -> Res
         }
     }
     for (kind, file) in files {
-        rustix::thread::move_into_link_name_space(file.as_fd(), None).map_err(|e| {
-            setup(format!(
-                "setns into the container's {kind} namespace failed: {e}"
-            ))
-        })?;
+        rustix::thread::move_into_link_name_space(file.as_fd(), None)
+            .map_err(|source| SetupError::SetnsOne { kind, source })?;
     }
     Ok(())
 }
@@ -427,8 +397,8 @@ fn open_terminal(
     uid: Option<u32>,
 ) -> Result<(OwnedFd, OwnedFd), Failure> {
     use rustix::pty::{OpenptFlags, grantpt, openpt, unlockpt};
-    let fail = |what: &str, e: rustix::io::Errno| {
-        setup(format!("failed to {what} a terminal in the container: {e}"))
+    let fail = |what: &'static str, source: rustix::io::Errno| {
+        Failure::from(SetupError::Terminal { what, source })
     };
     // The container's /dev/ptmx is the container's to plant: it is opened
     // without blocking, must be a character device, and the slave comes
@@ -494,10 +464,7 @@ fn spawn(
     }
     let (stdin, stdout, stderr) = match stdio {
         ChildStdio::Terminal(terminal) => {
-            let dup = |fd: &OwnedFd| {
-                fd.try_clone()
-                    .map_err(|e| setup(format!("dup of the terminal failed: {e}")))
-            };
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(SetupError::DupTerminal);
             (dup(&terminal)?, dup(&terminal)?, terminal)
         }
         ChildStdio::Pipes(mut fds) => {
@@ -515,8 +482,8 @@ fn spawn(
         .stdout(stdout)
         .stderr(stderr);
     // The child writes the number of a step that failed here (identity.rs).
-    let (steps_read, steps_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| setup(format!("failed to create a pipe: {e}")))?;
+    let (steps_read, steps_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(SetupError::Pipe)?;
     let identity = Identity::new(profile.confinement, tty, proc_mount, steps_write);
     let seccomp_first = identity.seccomp_first();
     super::sys::before_exec(&mut command, move || identity.apply());
@@ -548,7 +515,11 @@ fn spawn(
                 kind: FailureKind::NotExecutable,
                 message: format!("exec: \"{program}\": permission denied"),
             },
-            _ => setup(format!("failed to start \"{program}\": {err}")),
+            _ => SetupError::Start {
+                program: program.clone(),
+                source: err,
+            }
+            .into(),
         }
     })
 }
@@ -561,12 +532,11 @@ fn supervise(
     mut child: std::process::Child,
     mut session: SessionCgroup,
 ) -> Result<(), Failure> {
-    let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| setup("child without a PID"))?;
-    let child_fd = pidfd_open(pid, PidfdFlags::empty())
-        .map_err(|e| setup(format!("pidfd_open of the command failed: {e}")))?;
+    let pid = Pid::from_raw(child.id() as i32).ok_or(SetupError::NoChildPid)?;
+    let child_fd = pidfd_open(pid, PidfdFlags::empty()).map_err(SetupError::PidfdOpen)?;
     // The command runs in the session cgroup; the helper must not, or
     // killing the session would kill it too.
-    session.leave().map_err(|e| setup(crate::error_chain(&e)))?;
+    session.leave().map_err(SetupError::LeaveSessionCgroup)?;
     loop {
         let mut fds = [
             PollFd::new(&control, PollFlags::IN),
@@ -575,7 +545,7 @@ fn supervise(
         match poll(&mut fds, None) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(setup(format!("poll failed: {e}"))),
+            Err(e) => return Err(SetupError::Poll(e).into()),
         }
         let hung_up = !fds[0].revents().is_empty();
         let exited = !fds[1].revents().is_empty();
@@ -596,10 +566,8 @@ fn supervise(
             return Ok(());
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| setup(format!("wait for the command failed: {e}")))?;
-    session.end().map_err(|e| setup(crate::error_chain(&e)))?;
+    let status = child.wait().map_err(SetupError::Wait)?;
+    session.end().map_err(SetupError::EndSessionCgroup)?;
     let event = match (status.code(), status.signal()) {
         (Some(code), _) => HelperEvent::Exited { code },
         (None, Some(signal)) => HelperEvent::Signaled { signal },

@@ -37,6 +37,7 @@
 //! pidfd pinning ([`netns`]).
 
 mod confine;
+mod failure;
 mod helper;
 mod identity;
 mod lsm;
