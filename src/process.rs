@@ -14,7 +14,7 @@
 mod cgroup;
 mod pin;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -219,7 +219,22 @@ impl ProcRoot {
     /// ...: the same inode behind `/proc/PID/ns/KIND`, `namespaces(7)`). A
     /// kind neither process has (the kernel lacks it) counts as shared.
     pub fn same_namespace(&self, a: u32, b: u32, kind: &str) -> Result<bool, ProcError> {
-        Ok(self.namespaces(a)?.get(kind) == self.namespaces(b)?.get(kind))
+        Ok(!self.differing_namespaces(a, b)?.contains(kind))
+    }
+
+    /// The kinds of [`NAMESPACE_KINDS`] whose namespace `a` and `b` do not
+    /// share, from one read of each process's namespaces.
+    pub fn differing_namespaces(
+        &self,
+        a: u32,
+        b: u32,
+    ) -> Result<BTreeSet<&'static str>, ProcError> {
+        let (ours, theirs) = (self.namespaces(a)?, self.namespaces(b)?);
+        Ok(NAMESPACE_KINDS
+            .iter()
+            .copied()
+            .filter(|kind| ours.get(*kind) != theirs.get(*kind))
+            .collect())
     }
 
     /// Inode numbers of the namespaces of `pid`.

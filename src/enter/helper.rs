@@ -318,21 +318,18 @@ fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
 /// Joins the requested namespaces, or every one the target has that differs
 /// from the helper's own, with one `setns(pidfd, flags)`.
 fn enter_namespaces(request: &EnterRequest, pidfd: &OwnedFd) -> Result<NamespaceSet, Failure> {
-    let proc_root = ProcRoot::new("/proc");
-    let differs = |kind: Namespace| {
-        proc_root
-            .same_namespace(request.pid, std::process::id(), kind.name())
-            .map(|same| !same)
-            .map_err(SetupError::ReadNamespaces)
-    };
+    let differing = ProcRoot::new("/proc")
+        .differing_namespaces(request.pid, std::process::id())
+        .map_err(SetupError::ReadNamespaces)?;
+    let differs = |kind: Namespace| differing.contains(kind.name());
     let mut joined = NamespaceSet::EMPTY;
     for kind in Namespace::ALL {
         let wanted = match request.namespaces {
             // Every view joins the container's user namespace, first: its
             // IDs and capabilities are only the container's inside it.
-            _ if kind == Namespace::User => differs(kind)?,
+            _ if kind == Namespace::User => differs(kind),
             Some(set) => set.contains(kind),
-            None => differs(kind)?,
+            None => differs(kind),
         };
         if wanted {
             joined = joined.with(kind);
