@@ -244,8 +244,7 @@ impl AuditRecord {
                 "namespaces",
                 request
                     .namespaces
-                    .as_ref()
-                    .map(|n| n.join(","))
+                    .map(|set| set.to_string())
                     .unwrap_or_else(|| "all".into()),
             )
             .note("profile", request.profile.as_str())

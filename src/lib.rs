@@ -9,8 +9,9 @@
 //! host's `/proc` and `oci` the part of a container's runtime spec that an
 //! exec applies. `enter` runs commands inside a target, `files` reads and
 //! writes inside its root. `config` parses flags once; `serve` wires the
-//! stages together. `anchor` is the trust between clients and agents: the
-//! certificate an agent publishes and clients pin.
+//! stages together and `server` runs the HTTP listener. `anchor` is the trust
+//! between clients and agents: the certificate an agent publishes and clients
+//! pin.
 
 pub mod anchor;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod process;
 pub mod recording;
 pub mod resolve;
 pub mod serve;
+pub mod server;
 pub mod session;
 pub mod tls;
 pub mod write_deadline;

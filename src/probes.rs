@@ -68,7 +68,7 @@ impl HealthListener {
             let _ = stream.set_nodelay(true);
             let stream = crate::write_deadline::WriteDeadline::new(stream, WRITE_TIMEOUT);
             self.connections.spawn(async move {
-                let served = crate::serve::serve_connection(stream, peer, app, HEAD_TIMEOUT);
+                let served = crate::server::serve_connection(stream, peer, app, HEAD_TIMEOUT);
                 tokio::select! {
                     () = ends.cancelled() => {}
                     _ = tokio::time::timeout(LIFETIME, served) => {}

@@ -6,14 +6,24 @@
 //! never reused together with the PID) and reads the namespace identities that
 //! tell containers apart. The `/proc` root is configurable (`--proc-root`) for
 //! DaemonSets that mount the host's `/proc` elsewhere.
+//!
+//! The facts that entering a container, resolving it and diagnosing it all
+//! share live here, below those stages: a pidfd pinned to the container's
+//! process ([`pin`]) and where its cgroups are ([`cgroup_dirs`]).
 
-use std::collections::BTreeMap;
+mod cgroup;
+mod pin;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use procfs::process::Process;
 use rustix::fs::OFlags;
 use serde::Serialize;
+
+pub use cgroup::{CgroupDir, CgroupError, cgroup_dirs};
+pub use pin::{ContainerProcess, PinError, has_exited, pin};
 
 /// Namespace kinds reported for a process, as named in `/proc/PID/ns/`.
 pub const NAMESPACE_KINDS: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
@@ -190,6 +200,43 @@ impl ProcRoot {
         Ok(bytes)
     }
 
+    /// What `/proc/PID/status` says about the rights of `pid`.
+    pub fn status(&self, pid: u32) -> Result<ProcStatus, StatusError> {
+        let path = self.pid_dir(pid).join("status");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(StatusError::Read { path, source }),
+        };
+        ProcStatus::parse(&text).map_err(|source| StatusError::Parse { path, source })
+    }
+
+    /// The credentials of `pid`, from `/proc/PID/status`.
+    pub fn credentials(&self, pid: u32) -> Result<Credentials, StatusError> {
+        Ok(self.status(pid)?.credentials)
+    }
+
+    /// True when `a` and `b` are in the same `kind` namespace (`mnt`, `user`,
+    /// ...: the same inode behind `/proc/PID/ns/KIND`, `namespaces(7)`). A
+    /// kind neither process has (the kernel lacks it) counts as shared.
+    pub fn same_namespace(&self, a: u32, b: u32, kind: &str) -> Result<bool, ProcError> {
+        Ok(!self.differing_namespaces(a, b)?.contains(kind))
+    }
+
+    /// The kinds of [`NAMESPACE_KINDS`] whose namespace `a` and `b` do not
+    /// share, from one read of each process's namespaces.
+    pub fn differing_namespaces(
+        &self,
+        a: u32,
+        b: u32,
+    ) -> Result<BTreeSet<&'static str>, ProcError> {
+        let (ours, theirs) = (self.namespaces(a)?, self.namespaces(b)?);
+        Ok(NAMESPACE_KINDS
+            .iter()
+            .copied()
+            .filter(|kind| ours.get(*kind) != theirs.get(*kind))
+            .collect())
+    }
+
     /// Inode numbers of the namespaces of `pid`.
     pub fn namespaces(&self, pid: u32) -> Result<NamespaceIds, ProcError> {
         let namespaces = self
@@ -245,6 +292,44 @@ pub struct Credentials {
 #[error("/proc/PID/status has no valid '{field}' line")]
 pub struct StatusFieldError {
     pub field: &'static str,
+}
+
+/// What `/proc/PID/status` (`proc(5)`) says about a process's rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub credentials: Credentials,
+    /// The `Seccomp:` mode (0 none, 1 strict, 2 filter), if the kernel reports one.
+    pub seccomp_mode: Option<u8>,
+}
+
+impl ProcStatus {
+    /// Parses the text of `/proc/PID/status`.
+    pub fn parse(text: &str) -> Result<Self, StatusFieldError> {
+        Ok(Self {
+            credentials: Credentials::from_status(text)?,
+            seccomp_mode: text
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .and_then(|v| v.trim().parse().ok()),
+        })
+    }
+}
+
+/// Why a process's `/proc/PID/status` could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("failed to read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to understand {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: StatusFieldError,
+    },
 }
 
 impl Credentials {
@@ -419,9 +504,41 @@ mod tests {
 
     #[test]
     fn own_credentials_parse() {
-        let text = std::fs::read_to_string("/proc/self/status").unwrap();
-        let creds = Credentials::from_status(&text).unwrap();
+        let creds = ProcRoot::new("/proc").credentials(own_pid()).unwrap();
         assert_eq!(creds.uid, rustix::process::geteuid().as_raw());
+    }
+
+    #[test]
+    fn status_reports_the_seccomp_mode_and_where_it_failed() {
+        let status = ProcStatus::parse(STATUS).unwrap();
+        assert_eq!(status.seccomp_mode, Some(0));
+        let empty = tempfile::tempdir().unwrap();
+        let err = ProcRoot::new(empty.path()).status(9).unwrap_err();
+        assert!(
+            matches!(&err, StatusError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("failed to read {}/9/status", empty.path().display())
+        );
+    }
+
+    #[test]
+    fn a_process_shares_its_own_namespaces() {
+        let proc_root = ProcRoot::new("/proc");
+        for kind in NAMESPACE_KINDS {
+            assert!(
+                proc_root
+                    .same_namespace(own_pid(), own_pid(), kind)
+                    .unwrap()
+            );
+        }
+        assert!(
+            proc_root
+                .same_namespace(own_pid(), u32::MAX, "net")
+                .is_err()
+        );
     }
 
     #[test]

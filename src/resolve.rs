@@ -59,18 +59,12 @@ pub struct Target {
 impl Target {
     /// The container's init process, as the code that joins its namespaces
     /// pins it.
-    pub fn container_process(&self) -> crate::enter::ContainerProcess {
-        crate::enter::ContainerProcess {
+    pub fn container_process(&self) -> crate::process::ContainerProcess {
+        crate::process::ContainerProcess {
             pid: self.pid,
             start_time: self.process.start_time,
             container_id: self.container_id.clone(),
         }
-    }
-
-    /// The runtime spec an exec in `profile` needs: only the `container`
-    /// profile applies it.
-    pub fn runtime_spec_for(&self, profile: crate::enter::Profile) -> Option<RuntimeSpec> {
-        (profile == crate::enter::Profile::Container).then(|| self.runtime_spec.clone())
     }
 }
 

@@ -205,7 +205,7 @@ async fn hostile_requests_get_clear_4xx_and_the_agent_stays_healthy() {
             &format!("/v1/targets?{}", many.join("&")),
             b"",
             431,
-            "the request line and headers are more than 65536 bytes",
+            "the request line and headers are more than 32768 bytes",
         );
         // 10,000 `command=` on exec: a head over the limit too.
         let argv: Vec<&str> = (0..10_000).map(|_| "command=x").collect();
@@ -214,7 +214,7 @@ async fn hostile_requests_get_clear_4xx_and_the_agent_stays_healthy() {
             &format!("{exec_path}?stdout=true&{}", argv.join("&")),
             b"",
             431,
-            "more than 65536 bytes",
+            "more than 32768 bytes",
         );
         // Invalid UTF-8: in a command, a path, a file path, a view.
         check(

@@ -116,7 +116,7 @@ pub(super) struct ExecOptions {
     pub(super) stdout: bool,
     pub(super) stderr: bool,
     pub(super) tty: bool,
-    pub(super) namespaces: Option<Vec<String>>,
+    pub(super) namespaces: Option<enter::NamespaceSet>,
     pub(super) profile: Profile,
     pub(super) toolbox: bool,
 }
@@ -140,7 +140,8 @@ impl ExecOptions {
                 "tty" => options.tty = flag("tty", &value)?,
                 "toolbox" => options.toolbox = flag("toolbox", &value)?,
                 "namespaces" => {
-                    options.namespaces = parse_namespaces(&value).map_err(ApiError::bad_request)?
+                    options.namespaces = parse_namespaces(&value)
+                        .map_err(|err| ApiError::bad_request(err.to_string()))?
                 }
                 "profile" => {
                     options.profile = Profile::parse(&value).map_err(ApiError::bad_request)?
@@ -263,12 +264,12 @@ async fn exec(
         pid: target.pid,
         start_time: target.process.start_time,
         container_id: target.container_id.clone(),
-        namespaces: options.namespaces.clone(),
+        namespaces: options.namespaces,
         profile: options.profile,
         argv: options.command.clone(),
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
-        runtime_spec: target.runtime_spec_for(options.profile),
+        runtime_spec: options.profile.runtime_spec(&target.runtime_spec),
         toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     record.entering(&target, &request);
@@ -320,6 +321,7 @@ async fn exec(
             .and_then(|p| p.to_str().ok())
             .unwrap_or("channel.k8s.io"),
     );
+    let enter = state.enter.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         let (to_client, from_client) = socket.split();
         let argv = request.argv.clone();
@@ -329,7 +331,7 @@ async fn exec(
         let from_client = from_client.map(move |message| parse_incoming(framing, message));
         session
             .run(
-                enter::spawn(&request),
+                enter.spawn(&request),
                 Box::pin(to_client),
                 from_client,
                 &mut trail,

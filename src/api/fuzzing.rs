@@ -87,14 +87,22 @@ pub fn exec_query(query: &str) -> Result<ExecQuery, String> {
         stdout: options.stdout,
         stderr: options.stderr,
         tty: options.tty,
-        namespaces: options.namespaces,
+        namespaces: options
+            .namespaces
+            .map(|set| set.iter().map(|n| n.name().to_string()).collect()),
         profile: options.profile.as_str(),
         toolbox: options.toolbox,
     })
 }
 
-/// The namespaces toolbox mode joins.
-pub const TOOLBOX_NAMESPACES: &[&str] = crate::enter::TOOLBOX_NAMESPACES;
+/// The namespaces toolbox mode joins, in joining order.
+pub static TOOLBOX_NAMESPACES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        crate::enter::TOOLBOX_NAMESPACES
+            .iter()
+            .map(crate::enter::Namespace::name)
+            .collect()
+    });
 
 /// A run request's body through deserialization and validation, as the run
 /// handler takes it; `Err` is the 400's message.

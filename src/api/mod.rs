@@ -69,6 +69,8 @@ pub struct AppState {
     /// `shutdown_grace` has passed.
     pub draining: tokio_util::sync::CancellationToken,
     pub shutdown_grace: std::time::Duration,
+    /// The way into containers, with its helpers started ahead of need.
+    pub enter: crate::enter::Enter,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
         auth: crate::auth::Auth,
         audit: crate::audit::AuditLog,
         events: crate::events::PodEvents,
+        enter: crate::enter::Enter,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
@@ -103,6 +106,7 @@ impl AppState {
             allowed_hosts: browser::AllowedHosts::new(&config.allowed_hosts),
             draining: tokio_util::sync::CancellationToken::new(),
             shutdown_grace: config.shutdown_grace,
+            enter,
         }
     }
 }
@@ -112,7 +116,7 @@ impl AppState {
 pub fn choose_view(
     profile: crate::enter::Profile,
     toolbox: bool,
-    namespaces: Option<Vec<String>>,
+    namespaces: Option<crate::enter::NamespaceSet>,
 ) -> Result<crate::enter::View, ApiError> {
     crate::enter::View::choose(profile, toolbox, namespaces)
         .map_err(|err| ApiError::bad_request(err.to_string()))
@@ -206,10 +210,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The largest request line plus headers taken (hyper's read buffer is the
-/// hard cap below it); more gets 431.
-const MAX_HEAD_BYTES: usize = 32 * 1024;
-
 /// Why a request's path or query is not text once percent-decoded (every
 /// name, command and path the agent takes is UTF-8; a lossy decoding would
 /// run or open something the caller did not ask for).
@@ -248,9 +248,11 @@ async fn well_formed(
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum::<usize>()
         + request.uri().to_string().len();
-    if head > MAX_HEAD_BYTES {
+    // The one head limit (see there), for every request of a connection.
+    if head > crate::server::MAX_HEAD_BYTES {
         return ApiError::header_too_large(format!(
-            "the request line and headers are {head} bytes; the agent takes at most {MAX_HEAD_BYTES}"
+            "the request line and headers are {head} bytes; the agent takes at most {}",
+            crate::server::MAX_HEAD_BYTES
         ))
         .into_response();
     }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
 use crate::diag::dns::{self, DnsQuery, DnsResult, PodDns};
-use crate::diag::netns::{self, NetnsError};
 use crate::diag::probe::{self, Host, HttpResult, HttpTarget, TcpResult};
+use crate::enter::netns::{self, NetnsError};
 use crate::resolve::{Target, TargetRef};
 
 /// The time a probe gets unless told, and the most it may ask for.
@@ -382,7 +382,7 @@ async fn answer(
 /// A probe that could not run in the pod's network.
 fn netns_error(target: &Target, err: NetnsError) -> ApiError {
     match err {
-        NetnsError::Gone { .. } => ApiError::conflict(format!(
+        NetnsError::TargetGone(_) => ApiError::conflict(format!(
             "container \"{}\" of pod {}/{} stopped before the probe ran",
             target.container, target.namespace, target.pod
         )),

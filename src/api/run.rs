@@ -72,7 +72,7 @@ pub struct RunPlan {
     /// Output kept per stream.
     pub output_bytes: usize,
     /// Namespaces to join, `None` for all the container has.
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: Option<crate::enter::NamespaceSet>,
     /// Run the agent's tool tree (toolbox mode, and every privileged run).
     pub toolbox: bool,
     pub stdin: Vec<u8>,
@@ -101,7 +101,8 @@ impl RunBody {
             )));
         }
         let namespaces = match &self.namespaces {
-            Some(list) => parse_namespaces(&list.join(",")).map_err(ApiError::bad_request)?,
+            Some(list) => parse_namespaces(&list.join(","))
+                .map_err(|err| ApiError::bad_request(err.to_string()))?,
             None => None,
         };
         let view = super::choose_view(self.profile.unwrap_or_default(), self.toolbox, namespaces)?;
@@ -299,7 +300,10 @@ async fn run(
         argv: body.command.clone(),
         env: body.env.into_iter().collect(),
         terminal: None,
-        runtime_spec: target.runtime_spec_for(body.profile.unwrap_or_default()),
+        runtime_spec: body
+            .profile
+            .unwrap_or_default()
+            .runtime_spec(&target.runtime_spec),
         toolbox: toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     audit
@@ -316,7 +320,16 @@ async fn run(
     }
     if stream {
         let trail = SessionTrail::new(audit, state.audit.clone(), 200);
-        return streamed(target, &request, stdin, timeout, permit, trail).await;
+        return streamed(
+            &state.enter,
+            target,
+            &request,
+            stdin,
+            timeout,
+            permit,
+            trail,
+        )
+        .await;
     }
     // The output is buffered whole: its room is taken from the agent's
     // budget first, or the run is refused before it starts.
@@ -336,7 +349,7 @@ async fn run(
         timeout,
         output_bytes,
     };
-    let outcome = session::run_once(&request, stdin, limits).await;
+    let outcome = session::run_once(&state.enter, &request, stdin, limits).await;
     drop(permit);
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -436,6 +449,7 @@ fn chunk_event(stream: &str, data: &[u8]) -> serde_json::Value {
 /// `exit` (or `error` if the command could not start). The audit trail ends
 /// with the stream: at the exit, or when the client hangs up early.
 async fn streamed(
+    enter: &crate::enter::Enter,
     target: Target,
     request: &EnterRequest,
     stdin: Vec<u8>,
@@ -447,7 +461,7 @@ async fn streamed(
     trail.started();
     let started = json!({"type": "started", "target": target});
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
-        match session::run_streaming(request, stdin, timeout).await {
+        match session::run_streaming(enter, request, stdin, timeout).await {
             Ok(rx) => {
                 let body = tokio_stream_from(rx).map(move |event| {
                     // The permit and the trail (whole, not just the fields

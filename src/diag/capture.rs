@@ -38,7 +38,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::enter::{ContainerProcess, NetnsError, has_exited, join_network_namespace};
+use crate::enter::{NetnsError, join_network_namespace};
+use crate::process::{ContainerProcess, has_exited};
 use format::{Closing, Encoder, FileInfo};
 
 /// The capture thread's name, as `/proc/PID/task/*/comm` shows it.

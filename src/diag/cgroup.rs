@@ -5,63 +5,12 @@
 //! found under the hierarchies the agent itself mounts (its mountinfo), the
 //! same places the enter helper joins.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::DiagError;
-use crate::process::ProcRoot;
-
-/// One cgroup of a process: the controllers of its hierarchy (empty for the
-/// v2 unified one) and its directory.
-#[derive(Debug, Clone)]
-pub struct CgroupDir {
-    pub controllers: Vec<String>,
-    pub dir: PathBuf,
-}
-
-/// The cgroup directories of `pid` under the calling process's mounts; a
-/// hierarchy this mount namespace does not mount is left out.
-pub fn cgroup_dirs(proc: &Path, pid: u32) -> Result<Vec<CgroupDir>, DiagError> {
-    let own = procfs::process::Process::myself()
-        .and_then(|me| me.mountinfo())
-        .map_err(|source| DiagError::Proc {
-            what: "read the agent's mountinfo".into(),
-            source,
-        })?;
-    let groups = procfs::process::Process::new_with_root(proc.join(pid.to_string()))
-        .and_then(|p| p.cgroups())
-        .map_err(|source| DiagError::Proc {
-            what: format!("read the cgroups of process {pid}"),
-            source,
-        })?;
-    let mut dirs = Vec::new();
-    for group in groups.0 {
-        let mount = own.0.iter().find(|m| {
-            if group.controllers.is_empty() {
-                m.fs_type == "cgroup2"
-            } else {
-                m.fs_type == "cgroup"
-                    && group.controllers.iter().all(|c| match c.split_once('=') {
-                        // A named hierarchy: `name=systemd` is the option `name`.
-                        Some((key, value)) => {
-                            m.super_options.get(key) == Some(&Some(value.to_string()))
-                        }
-                        None => m.super_options.contains_key(c.as_str()),
-                    })
-            }
-        });
-        if let Some(mount) = mount {
-            dirs.push(CgroupDir {
-                controllers: group.controllers,
-                dir: mount
-                    .mount_point
-                    .join(group.pathname.trim_start_matches('/')),
-            });
-        }
-    }
-    Ok(dirs)
-}
+use crate::process::{CgroupDir, ProcRoot, cgroup_dirs};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -7,7 +7,7 @@
 //! ([`ProcRoot::read_in_root`]), parses them with the parsers hickory itself
 //! uses (`resolv-conf`, hickory's [`Hosts`]) and asks hickory's stub resolver,
 //! which runs on the throwaway thread in the pod's network
-//! ([`super::netns`]), so its queries leave from the pod.
+//! ([`crate::enter::netns`]), so its queries leave from the pod.
 //!
 //! Like glibc's `hosts: files dns`, `/etc/hosts` answers A and AAAA questions
 //! for the name as given before any nameserver is asked; the nameservers are

@@ -14,7 +14,7 @@
 //! sharing the node's; when neither can be read, every namespace counts as
 //! shared, so the answer needs the privileged right, never less.
 
-use crate::process::{Credentials, NamespaceIds, ProcRoot};
+use crate::process::{NamespaceIds, ProcRoot, StatusError};
 
 use super::DiagError;
 
@@ -57,19 +57,18 @@ impl Reach {
                         .is_some_and(|id| namespaces.get(kind) == Some(id))
                 })
         };
-        let status =
-            std::fs::read_to_string(proc_root.pid_dir(pid).join("status")).map_err(|source| {
-                match source.kind() {
-                    std::io::ErrorKind::NotFound => DiagError::Gone { pid },
-                    _ => DiagError::Read {
-                        what: format!("the capabilities of process {pid}"),
-                        source,
-                    },
-                }
-            })?;
-        let creds = Credentials::from_status(&status).map_err(|err| DiagError::Read {
+        let read = |source| DiagError::Read {
             what: format!("the capabilities of process {pid}"),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+            source,
+        };
+        let creds = proc_root.credentials(pid).map_err(|err| match err {
+            StatusError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                DiagError::Gone { pid }
+            }
+            StatusError::Read { source, .. } => read(source),
+            StatusError::Parse { source, .. } => {
+                read(std::io::Error::new(std::io::ErrorKind::InvalidData, source))
+            }
         })?;
         Ok(Self {
             host_pid: shared("pid"),

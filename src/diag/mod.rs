@@ -2,14 +2,13 @@
 //! container (they work on distroless images). Most read the host's `/proc`
 //! for the target's processes; what must happen inside the pod's network
 //! (interface addresses, name resolution, probes) runs on a throwaway thread
-//! that joined it ([`netns`]). A packet capture ([`capture`]) streams a
+//! that joined it ([`crate::enter::netns`]). A packet capture ([`capture`]) streams a
 //! pcap file instead of JSON, from a thread of its own in the pod's network.
 
 pub mod capture;
 pub mod cgroup;
 pub mod dns;
 pub mod host;
-pub mod netns;
 pub mod network;
 pub mod probe;
 pub mod process_files;
@@ -36,7 +35,9 @@ pub enum DiagError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Netns(#[from] netns::NetnsError),
+    Cgroup(#[from] crate::process::CgroupError),
+    #[error(transparent)]
+    Netns(#[from] crate::enter::NetnsError),
 }
 
 impl DiagError {

@@ -2,7 +2,7 @@
 //!
 //! Counters and routes come from the target's `/proc/PID/net/{dev,route}`,
 //! which show its network namespace. Addresses need `getifaddrs(3)` (netlink)
-//! inside the namespace: on the throwaway thread of [`super::netns`].
+//! inside the namespace: on the throwaway thread of [`crate::enter::netns`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -95,9 +95,9 @@ fn addresses() -> Result<BTreeMap<String, Interface>, std::io::Error> {
 /// Every interface of the pod's network namespace.
 pub async fn interfaces(
     proc_root: &ProcRoot,
-    target: crate::enter::ContainerProcess,
+    target: crate::process::ContainerProcess,
 ) -> Result<Vec<Interface>, DiagError> {
-    let mut found = super::netns::run(target.clone(), LIMIT, addresses)
+    let mut found = crate::enter::netns::run(target.clone(), LIMIT, addresses)
         .await?
         .map_err(|source| DiagError::Read {
             what: "the pod's interface addresses".into(),

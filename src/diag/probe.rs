@@ -2,7 +2,7 @@
 //! that service, how long does it take, and what does it answer?
 //!
 //! Both run on the throwaway thread in the pod's network namespace
-//! ([`super::netns`]), so the connection leaves from the pod's address
+//! ([`crate::enter::netns`]), so the connection leaves from the pod's address
 //! through its routes and its network policy. Host names are resolved with
 //! the pod's resolver ([`super::dns`]), never the agent's. A failure to
 //! connect is the answer, not an error: every result says `connected` or

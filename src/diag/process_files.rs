@@ -40,13 +40,9 @@ pub fn host_pid(
         // with the caller's secrets in its environment, in a mount
         // namespace of its own; it is not the container's to read.
         .filter(|host| {
-            let mnt = |pid: u32| {
-                proc_root
-                    .namespaces(pid)
-                    .ok()
-                    .and_then(|ids| ids.get("mnt").copied())
-            };
-            mnt(*host).is_some() && mnt(*host) == mnt(init)
+            proc_root
+                .same_namespace(*host, init, "mnt")
+                .unwrap_or(false)
         })
         .ok_or(DiagError::NoSuchProcess { pid: wanted })
 }

@@ -19,7 +19,7 @@ use rustix::process::{Resource, Rlimit};
 use super::lsm;
 use super::seccomp::{self, Program, SeccompError};
 use crate::oci::{ExecSpec, RuntimeSpec, capability_mask};
-use crate::process::Credentials;
+use crate::process::{Credentials, ProcRoot, StatusError};
 
 /// Why the profile cannot be applied.
 #[derive(Debug, thiserror::Error)]
@@ -89,17 +89,19 @@ impl Confinement {
         host: &HostPaths<'_>,
     ) -> Result<Self, ConfineError> {
         let dir = host.proc.join(pid.to_string());
-        let status_path = dir.join("status");
-        let status =
-            std::fs::read_to_string(&status_path).map_err(|source| ConfineError::Read {
-                path: status_path.display().to_string(),
-                source,
+        let status = ProcRoot::new(host.proc)
+            .status(pid)
+            .map_err(|err| match err {
+                StatusError::Read { path, source } => ConfineError::Read {
+                    path: path.display().to_string(),
+                    source,
+                },
+                StatusError::Parse { source, .. } => ConfineError::Status {
+                    what: "credentials",
+                    source,
+                },
             })?;
-        let from_status =
-            Credentials::from_status(&status).map_err(|source| ConfineError::Status {
-                what: "credentials",
-                source,
-            })?;
+        let from_status = status.credentials;
         let limits = procfs::process::Process::new_with_root(dir.clone())
             .and_then(|p| p.limits())
             .map_err(|source| ConfineError::Limits { pid, source })?;
@@ -111,7 +113,7 @@ impl Confinement {
                 });
             }
             RuntimeSpec::NotReported => {
-                if seccomp_mode(&status) == Some(2) {
+                if status.seccomp_mode == Some(2) {
                     return Err(ConfineError::UnknownFilter { pid });
                 }
                 (
@@ -149,14 +151,6 @@ impl Confinement {
             lsm,
         })
     }
-}
-
-/// The `Seccomp:` mode of `/proc/PID/status` (0 none, 1 strict, 2 filter).
-fn seccomp_mode(status: &str) -> Option<u8> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The credentials runc gives an exec: the spec's user and capability sets

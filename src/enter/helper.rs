@@ -13,27 +13,14 @@ use rustix::process::{
     DumpableBehavior, Pid, PidfdFlags, Signal, kill_process_group, pidfd_open,
     set_dumpable_behavior,
 };
-use rustix::thread::ThreadNameSpaceType;
 
 use super::confine::{ConfineError, Confinement, HostPaths};
+use super::failure::{Failure, SetupError};
 use super::identity::{self, Identity, Step};
 use super::protocol::{self, FailureKind, HelperEvent};
 use super::session_cgroup::{Fate, SessionCgroup};
-use super::{EnterRequest, NAMESPACES, Profile, toolbox};
-use crate::process::{ProcRoot, parse_environ};
-
-/// A failure to report: what kind, and the message for the user.
-struct Failure {
-    kind: FailureKind,
-    message: String,
-}
-
-fn setup(message: impl Into<String>) -> Failure {
-    Failure {
-        kind: FailureKind::Setup,
-        message: message.into(),
-    }
-}
+use super::{EnterRequest, Namespace, NamespaceSet, Profile, toolbox};
+use crate::process::{ProcRoot, StatusError, parse_environ};
 
 fn report(control: BorrowedFd<'_>, event: &HelperEvent) {
     if let Ok(bytes) = serde_json::to_vec(event) {
@@ -64,21 +51,16 @@ pub fn main() -> ExitCode {
 fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     // Before anything of a container is touched: no ptrace, no /proc/PID/mem,
     // no /proc/self/exe of ours for a process inside to open (CVE-2019-5736).
-    set_dumpable_behavior(DumpableBehavior::NotDumpable)
-        .map_err(|e| setup(format!("failed to make the helper non-dumpable: {e}")))?;
-    super::sys::cloexec_from_3().map_err(|e| {
-        setup(format!(
-            "failed to mark inherited descriptors close-on-exec: {e}"
-        ))
-    })?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(SetupError::NotDumpable)?;
+    super::sys::cloexec_from_3().map_err(SetupError::CloseOnExec)?;
 
-    let (message, fds) = protocol::recv(control, protocol::MAX_REQUEST)
-        .map_err(|e| setup(format!("failed to read the request: {e}")))?;
+    let (message, fds) =
+        protocol::recv(control, protocol::MAX_REQUEST).map_err(SetupError::ReadRequest)?;
     let request: EnterRequest =
-        serde_json::from_slice(&message).map_err(|e| setup(format!("malformed request: {e}")))?;
+        serde_json::from_slice(&message).map_err(SetupError::MalformedRequest)?;
     let expected_fds = if request.terminal.is_some() { 0 } else { 3 };
     if fds.len() != expected_fds || request.argv.is_empty() {
-        return Err(setup("request without a command or with the wrong stdio"));
+        return Err(SetupError::IncompleteRequest.into());
     }
 
     // The one rule of `view.rs`, again where it is enforced: whatever sent
@@ -86,12 +68,9 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     super::View::check(
         request.profile,
         request.toolbox.is_some(),
-        request.namespaces.as_deref(),
+        request.namespaces,
     )
-    .map_err(|err| Failure {
-        kind: FailureKind::Refused,
-        message: err.to_string(),
-    })?;
+    .map_err(|err| Failure::new(FailureKind::Refused, err.to_string()))?;
     let target = pin_target(&request)?;
     refuse_a_tracer_with_node_root(&request)?;
     let profile = TargetProfile::read(&request)?;
@@ -99,14 +78,14 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut pod_view = match &request.toolbox {
         Some(_) => Some(
             toolbox::PodView::read(Path::new("/proc"), request.pid)
-                .map_err(|e| setup(crate::error_chain(&e)))?,
+                .map_err(SetupError::ReadPodView)?,
         ),
         None => None,
     };
     let session = join_cgroups(&request)?;
     let entered = enter_namespaces(&request, &target)?;
     if let Some(view) = pod_view.as_mut()
-        && !entered.contains(ThreadNameSpaceType::PROCESS_ID)
+        && !entered.contains(Namespace::Pid)
     {
         // A privileged view without the pod's PID namespace: its procfs is
         // the host's, where the container's init has its host PID.
@@ -114,18 +93,13 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     }
     let proc_mount = match (&request.toolbox, &pod_view) {
         (Some(root), Some(view)) => {
-            Some(toolbox::enter(root, view, masks(&request)).map_err(|e| {
-                setup(format!(
-                    "failed to set up the toolbox: {}",
-                    crate::error_chain(&e)
-                ))
-            })?)
+            Some(toolbox::enter(root, view, masks(&request)).map_err(SetupError::Toolbox)?)
         }
         _ => None,
     };
     // Inside the container's mount namespace `/` is its root already
     // (`setns(2)`); start where its init process works.
-    if entered.contains(ThreadNameSpaceType::MOUNT) {
+    if entered.contains(Namespace::Mnt) {
         if rustix::process::fchdir(&profile.cwd).is_err() {
             let _ = rustix::process::chdir("/");
         }
@@ -143,10 +117,9 @@ fn run(control: BorrowedFd<'_>) -> Result<(), Failure> {
     };
     let child = spawn(&request, profile, proc_mount, stdio)?;
     let started = serde_json::to_vec(&HelperEvent::Started { pid: child.id() })
-        .map_err(|e| setup(format!("encode: {e}")))?;
+        .map_err(SetupError::EncodeStarted)?;
     let master_fds: Vec<BorrowedFd<'_>> = master.iter().map(|m| m.as_fd()).collect();
-    protocol::send(control, &started, &master_fds)
-        .map_err(|e| setup(format!("failed to report to the agent: {e}")))?;
+    protocol::send(control, &started, &master_fds).map_err(SetupError::Report)?;
     drop(master);
     supervise(control, child, session)
 }
@@ -162,16 +135,16 @@ const CAP_SYS_PTRACE: u64 = 1 << 19;
 fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure> {
     let joins_pid = request
         .namespaces
-        .as_ref()
-        .is_none_or(|list| list.iter().any(|n| n == "pid"));
+        .is_none_or(|set| set.contains(Namespace::Pid));
     if request.profile != Profile::Privileged || !joins_pid {
         return Ok(());
     }
-    let path = format!("/proc/{}/status", request.pid);
-    let status =
-        std::fs::read_to_string(&path).map_err(|e| setup(format!("failed to read {path}: {e}")))?;
-    let creds = crate::process::Credentials::from_status(&status)
-        .map_err(|e| setup(format!("{path}: {e}")))?;
+    let creds = ProcRoot::new("/proc")
+        .credentials(request.pid)
+        .map_err(|err| match err {
+            StatusError::Read { path, source } => SetupError::ReadStatus { path, source },
+            StatusError::Parse { path, source } => SetupError::ParseStatus { path, source },
+        })?;
     if creds.bounding & CAP_SYS_PTRACE != 0 {
         return Err(Failure {
             kind: FailureKind::Refused,
@@ -186,18 +159,38 @@ fn refuse_a_tracer_with_node_root(request: &EnterRequest) -> Result<(), Failure>
 /// when the runtime reports no spec); nothing in the privileged one, which
 /// is node root anyway.
 fn masks(request: &EnterRequest) -> toolbox::Masks {
-    match (request.profile, &request.runtime_spec) {
-        (Profile::Privileged, _) => toolbox::Masks::default(),
-        (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
-            toolbox::Masks::of(&spec.masked_paths, &spec.readonly_paths)
+    match Applied::of(request) {
+        Applied::Nothing => toolbox::Masks::default(),
+        Applied::Spec(spec) => toolbox::Masks::of(&spec.masked_paths, &spec.readonly_paths),
+        Applied::ProcessOnly => toolbox::Masks::kubelet_default(),
+    }
+}
+
+/// What the helper takes from the container besides its namespaces, by
+/// profile and by what the runtime reported.
+enum Applied<'a> {
+    /// The privileged profile: nothing of the container's.
+    Nothing,
+    /// The `container` profile with the runtime's spec of an exec.
+    Spec(&'a crate::oci::ExecSpec),
+    /// The `container` profile without a spec (not reported, or unreadable):
+    /// what the container's process shows, and the kubelet's defaults.
+    ProcessOnly,
+}
+
+impl<'a> Applied<'a> {
+    fn of(request: &'a EnterRequest) -> Self {
+        match (request.profile, &request.runtime_spec) {
+            (Profile::Privileged, _) => Self::Nothing,
+            (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => Self::Spec(spec),
+            (Profile::Container, _) => Self::ProcessOnly,
         }
-        (Profile::Container, _) => toolbox::Masks::kubelet_default(),
     }
 }
 
 /// A pidfd for the target, refused if the PID now names another process.
 fn pin_target(request: &EnterRequest) -> Result<OwnedFd, Failure> {
-    super::pin::pin(&super::pin::ContainerProcess {
+    crate::process::pin(&crate::process::ContainerProcess {
         pid: request.pid,
         start_time: request.start_time,
         container_id: request.container_id.clone(),
@@ -230,19 +223,21 @@ impl TargetProfile {
                 Some(Confinement::prepare(&spec, request.pid, &host).map_err(confine_failure)?)
             }
         };
-        let env = match (request.profile, &request.runtime_spec) {
+        let env = match Applied::of(request) {
             // Nothing of the container's: its variables would steer the
             // agent's tools (`ENV`, `PS1`, `BASH_ENV`...) as node root.
-            (Profile::Privileged, _) => Vec::new(),
+            Applied::Nothing => Vec::new(),
             // What `kubectl exec` gives: the spec's environment.
-            (Profile::Container, Some(crate::oci::RuntimeSpec::Reported(spec))) => {
-                parse_spec_env(&spec.env)
-            }
+            Applied::Spec(spec) => parse_spec_env(&spec.env),
             // No spec from the runtime: the container's process's, the
             // only account of its environment there is.
-            (Profile::Container, _) => {
-                let environ = std::fs::read(format!("{dir}/environ"))
-                    .map_err(|e| setup(format!("failed to read {dir}/environ: {e}")))?;
+            Applied::ProcessOnly => {
+                let environ = std::fs::read(format!("{dir}/environ")).map_err(|source| {
+                    SetupError::ReadEnviron {
+                        path: format!("{dir}/environ"),
+                        source,
+                    }
+                })?;
                 parse_environ(&environ)
             }
         };
@@ -251,7 +246,10 @@ impl TargetProfile {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| setup(format!("failed to open {dir}/cwd: {e}")))?;
+        .map_err(|source| SetupError::OpenCwd {
+            path: format!("{dir}/cwd"),
+            source,
+        })?;
         Ok(Self {
             confinement,
             env,
@@ -286,7 +284,7 @@ fn confine_failure(err: ConfineError) -> Failure {
             ),
         }
     } else {
-        setup(chain)
+        SetupError::Confine(err).into()
     }
 }
 
@@ -294,18 +292,16 @@ fn confine_failure(err: ConfineError) -> Failure {
 /// cgroup v1 and v2 hierarchies alike, then into a session cgroup made below
 /// the container's (`session_cgroup`), which ends whatever the command starts.
 fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
-    let dirs = crate::diag::cgroup::cgroup_dirs(Path::new("/proc"), request.pid)
-        .map_err(|e| setup(crate::error_chain(&e)))?;
+    let dirs = crate::process::cgroup_dirs(Path::new("/proc"), request.pid)
+        .map_err(SetupError::FindCgroups)?;
     let me = std::process::id().to_string();
     // A hierarchy this mount namespace does not mount is not among them: it
     // cannot be joined here, and the command would not see it either.
     for group in &dirs {
         let procs = group.dir.join("cgroup.procs");
-        std::fs::write(&procs, &me).map_err(|e| {
-            setup(format!(
-                "failed to join the container's cgroup {}: {e}",
-                procs.display()
-            ))
+        std::fs::write(&procs, &me).map_err(|source| SetupError::JoinCgroup {
+            procs: procs.clone(),
+            source,
         })?;
     }
     // What `kubectl exec` leaves after a normal exit, the container profile
@@ -316,73 +312,60 @@ fn join_cgroups(request: &EnterRequest) -> Result<SessionCgroup, Failure> {
     } else {
         Fate::Kill
     };
-    SessionCgroup::enter(&dirs, fate).map_err(|e| setup(crate::error_chain(&e)))
+    Ok(SessionCgroup::enter(&dirs, fate).map_err(SetupError::EnterSessionCgroup)?)
 }
 
 /// Joins the requested namespaces, or every one the target has that differs
 /// from the helper's own, with one `setns(pidfd, flags)`.
-fn enter_namespaces(
-    request: &EnterRequest,
-    pidfd: &OwnedFd,
-) -> Result<ThreadNameSpaceType, Failure> {
-    let proc_root = ProcRoot::new("/proc");
-    let theirs = proc_root
-        .namespaces(request.pid)
-        .map_err(|e| setup(crate::error_chain(&e)))?;
-    let ours = proc_root
-        .namespaces(std::process::id())
-        .map_err(|e| setup(crate::error_chain(&e)))?;
-    let mut flags = ThreadNameSpaceType::empty();
-    for kind in NAMESPACES {
-        let differs = theirs.get(kind.name) != ours.get(kind.name);
-        let wanted = match &request.namespaces {
+fn enter_namespaces(request: &EnterRequest, pidfd: &OwnedFd) -> Result<NamespaceSet, Failure> {
+    let differing = ProcRoot::new("/proc")
+        .differing_namespaces(request.pid, std::process::id())
+        .map_err(SetupError::ReadNamespaces)?;
+    let differs = |kind: Namespace| differing.contains(kind.name());
+    let mut joined = NamespaceSet::EMPTY;
+    for kind in Namespace::ALL {
+        let wanted = match request.namespaces {
             // Every view joins the container's user namespace, first: its
             // IDs and capabilities are only the container's inside it.
-            _ if kind.name == "user" => differs,
-            Some(list) => list.iter().any(|n| n == kind.name),
-            None => differs,
+            _ if kind == Namespace::User => differs(kind),
+            Some(set) => set.contains(kind),
+            None => differs(kind),
         };
         if wanted {
-            flags |= kind.flag;
+            joined = joined.with(kind);
         }
     }
-    if flags.is_empty() {
-        return Ok(flags);
+    if joined.is_empty() {
+        return Ok(joined);
     }
     // `NSDEBUG_SETNS=nsfd` forces the path for kernels before 5.8, to test it.
     let forced = std::env::var_os("NSDEBUG_SETNS").is_some_and(|v| v == "nsfd");
     if !forced {
-        match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), flags) {
-            Ok(()) => return Ok(flags),
+        match rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), joined.flags()) {
+            Ok(()) => return Ok(joined),
             // Before Linux 5.8 setns(2) takes no pidfd: join one by one.
             Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => {
-                return Err(setup(format!(
-                    "setns into the container's namespaces failed: {e}"
-                )));
-            }
+            Err(e) => return Err(SetupError::Setns(e).into()),
         }
     }
-    enter_by_namespace_files(request, flags)?;
-    Ok(flags)
+    enter_by_namespace_files(request, joined)?;
+    Ok(joined)
 }
 
-/// Joins `flags` through `/proc/PID/ns/*` files, in the order of [`NAMESPACES`]:
-/// all files are opened first (the mount namespace hides the host's `/proc`),
-/// then the process is checked again, so a PID recycled meanwhile is refused.
-fn enter_by_namespace_files(
-    request: &EnterRequest,
-    flags: ThreadNameSpaceType,
-) -> Result<(), Failure> {
+/// Joins `joined` through `/proc/PID/ns/*` files, in the set's order (user
+/// first, mount last): all files are opened first (the mount namespace hides
+/// the host's `/proc`), then the process is checked again, so a PID recycled
+/// meanwhile is refused.
+fn enter_by_namespace_files(request: &EnterRequest, joined: NamespaceSet) -> Result<(), Failure> {
     let mut files = Vec::new();
-    for kind in NAMESPACES.iter().filter(|k| flags.contains(k.flag)) {
-        let path = format!("/proc/{}/ns/{}", request.pid, kind.name);
+    for kind in joined.iter() {
+        let path = format!("/proc/{}/ns/{}", request.pid, kind.name());
         let file = open(
             path.as_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| setup(format!("failed to open {path}: {e}")))?;
+        .map_err(|source| SetupError::OpenNamespace { path, source })?;
         files.push((kind, file));
     }
     match ProcRoot::new("/proc").identity(request.pid) {
@@ -398,12 +381,8 @@ fn enter_by_namespace_files(
         }
     }
     for (kind, file) in files {
-        rustix::thread::move_into_link_name_space(file.as_fd(), None).map_err(|e| {
-            setup(format!(
-                "setns into the container's {} namespace failed: {e}",
-                kind.name
-            ))
-        })?;
+        rustix::thread::move_into_link_name_space(file.as_fd(), None)
+            .map_err(|source| SetupError::SetnsOne { kind, source })?;
     }
     Ok(())
 }
@@ -415,8 +394,8 @@ fn open_terminal(
     uid: Option<u32>,
 ) -> Result<(OwnedFd, OwnedFd), Failure> {
     use rustix::pty::{OpenptFlags, grantpt, openpt, unlockpt};
-    let fail = |what: &str, e: rustix::io::Errno| {
-        setup(format!("failed to {what} a terminal in the container: {e}"))
+    let fail = |what: &'static str, source: rustix::io::Errno| {
+        Failure::from(SetupError::Terminal { what, source })
     };
     // The container's /dev/ptmx is the container's to plant: it is opened
     // without blocking, must be a character device, and the slave comes
@@ -482,10 +461,7 @@ fn spawn(
     }
     let (stdin, stdout, stderr) = match stdio {
         ChildStdio::Terminal(terminal) => {
-            let dup = |fd: &OwnedFd| {
-                fd.try_clone()
-                    .map_err(|e| setup(format!("dup of the terminal failed: {e}")))
-            };
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(SetupError::DupTerminal);
             (dup(&terminal)?, dup(&terminal)?, terminal)
         }
         ChildStdio::Pipes(mut fds) => {
@@ -503,8 +479,8 @@ fn spawn(
         .stdout(stdout)
         .stderr(stderr);
     // The child writes the number of a step that failed here (identity.rs).
-    let (steps_read, steps_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| setup(format!("failed to create a pipe: {e}")))?;
+    let (steps_read, steps_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(SetupError::Pipe)?;
     let identity = Identity::new(profile.confinement, tty, proc_mount, steps_write);
     let seccomp_first = identity.seccomp_first();
     super::sys::before_exec(&mut command, move || identity.apply());
@@ -536,7 +512,11 @@ fn spawn(
                 kind: FailureKind::NotExecutable,
                 message: format!("exec: \"{program}\": permission denied"),
             },
-            _ => setup(format!("failed to start \"{program}\": {err}")),
+            _ => SetupError::Start {
+                program: program.clone(),
+                source: err,
+            }
+            .into(),
         }
     })
 }
@@ -549,12 +529,11 @@ fn supervise(
     mut child: std::process::Child,
     mut session: SessionCgroup,
 ) -> Result<(), Failure> {
-    let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| setup("child without a PID"))?;
-    let child_fd = pidfd_open(pid, PidfdFlags::empty())
-        .map_err(|e| setup(format!("pidfd_open of the command failed: {e}")))?;
+    let pid = Pid::from_raw(child.id() as i32).ok_or(SetupError::NoChildPid)?;
+    let child_fd = pidfd_open(pid, PidfdFlags::empty()).map_err(SetupError::PidfdOpen)?;
     // The command runs in the session cgroup; the helper must not, or
     // killing the session would kill it too.
-    session.leave().map_err(|e| setup(crate::error_chain(&e)))?;
+    session.leave().map_err(SetupError::LeaveSessionCgroup)?;
     loop {
         let mut fds = [
             PollFd::new(&control, PollFlags::IN),
@@ -563,7 +542,7 @@ fn supervise(
         match poll(&mut fds, None) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(setup(format!("poll failed: {e}"))),
+            Err(e) => return Err(SetupError::Poll(e).into()),
         }
         let hung_up = !fds[0].revents().is_empty();
         let exited = !fds[1].revents().is_empty();
@@ -584,10 +563,8 @@ fn supervise(
             return Ok(());
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| setup(format!("wait for the command failed: {e}")))?;
-    session.end().map_err(|e| setup(crate::error_chain(&e)))?;
+    let status = child.wait().map_err(SetupError::Wait)?;
+    session.end().map_err(SetupError::EndSessionCgroup)?;
     let event = match (status.code(), status.signal()) {
         (Some(code), _) => HelperEvent::Exited { code },
         (None, Some(signal)) => HelperEvent::Signaled { signal },

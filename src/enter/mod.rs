@@ -28,18 +28,21 @@
 //!    is left runs on in the container's cgroup, as after `kubectl exec`
 //!    (docs/session-lifetime.md).
 //!
-//! [`spawn`] is the agent's side of that conversation.
+//! [`Enter`] is the agent's side of that conversation; it owns the helpers
+//! started ahead of need.
 //!
 //! One thing is entered without the helper: a network namespace joined by a
-//! dedicated thread of the agent that only opens sockets there (a packet
-//! capture), with the same pidfd pinning ([`netns`]).
+//! dedicated thread of the agent that only opens sockets there (name
+//! resolution, probes, interface addresses, a packet capture), with the same
+//! pidfd pinning ([`netns`]).
 
 mod confine;
+mod failure;
 mod helper;
 mod identity;
 mod lsm;
-mod netns;
-mod pin;
+mod namespaces;
+pub mod netns;
 pub mod protocol;
 mod seccomp;
 mod session_cgroup;
@@ -53,87 +56,14 @@ use serde::{Deserialize, Serialize};
 use crate::oci::RuntimeSpec;
 
 pub use helper::main as helper_main;
+pub use namespaces::{Namespace, NamespaceSet, UnknownNamespace, parse_namespaces};
 pub use netns::{NetnsError, join_network_namespace};
-pub use pin::{ContainerProcess, PinError, has_exited};
-pub use spawn::{EnterError, Entered, Exit, Io, Pty, PtyStream, refill_in_background, spawn};
+pub use spawn::{Enter, EnterError, Entered, Exit, Io, Pty, PtyStream};
 pub use toolbox::TARGET_DIR as TOOLBOX_TARGET_DIR;
 pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
-
-/// One kind of Linux namespace: its `/proc/PID/ns/` name and `setns(2)` flag.
-#[derive(Debug, Clone, Copy)]
-pub struct NamespaceKind {
-    pub name: &'static str,
-    pub flag: rustix::thread::ThreadNameSpaceType,
-}
-
-/// Every namespace a container can be entered by, in the order `setns` must
-/// join them when they are joined one by one: the user namespace first (it
-/// grants the rights to join the others), the mount namespace last (after it,
-/// `/proc` paths of the host are no longer reachable).
-pub const NAMESPACES: &[NamespaceKind] = {
-    use rustix::thread::ThreadNameSpaceType as T;
-    &[
-        NamespaceKind {
-            name: "user",
-            flag: T::USER,
-        },
-        NamespaceKind {
-            name: "cgroup",
-            flag: T::CONTROL_GROUP,
-        },
-        NamespaceKind {
-            name: "ipc",
-            flag: T::INTER_PROCESS_COMMUNICATION,
-        },
-        NamespaceKind {
-            name: "uts",
-            flag: T::HOST_NAME_AND_NIS_DOMAIN_NAME,
-        },
-        NamespaceKind {
-            name: "net",
-            flag: T::NETWORK,
-        },
-        NamespaceKind {
-            name: "pid",
-            flag: T::PROCESS_ID,
-        },
-        NamespaceKind {
-            name: "mnt",
-            flag: T::MOUNT,
-        },
-    ]
-};
-
-/// The namespace kind called `name`, if there is one.
-pub fn namespace_kind(name: &str) -> Option<&'static NamespaceKind> {
-    NAMESPACES.iter().find(|kind| kind.name == name)
-}
-
-/// Parses a caller's namespace list (`net`, `net,pid`, `mnt,pid,net`); `None`
-/// for an empty list, which means "every namespace the container has".
-pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
-    let mut names: Vec<String> = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let name = if name == "mount" { "mnt" } else { name };
-        if namespace_kind(name).is_none() {
-            return Err(format!(
-                "unknown namespace '{name}'; choose from {}",
-                NAMESPACES
-                    .iter()
-                    .map(|k| k.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
-    Ok((!names.is_empty()).then_some(names))
-}
 
 /// Whose identity the command runs with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -168,6 +98,12 @@ impl Profile {
             Self::Privileged => "privileged",
         }
     }
+
+    /// The part of a container's runtime spec an exec in this profile needs:
+    /// only the `container` profile applies it.
+    pub fn runtime_spec(self, spec: &RuntimeSpec) -> Option<RuntimeSpec> {
+        (self == Self::Container).then(|| spec.clone())
+    }
 }
 
 /// What to run, where and as whom: the request the helper receives.
@@ -183,7 +119,7 @@ pub struct EnterRequest {
     /// differs from the agent's. The user namespace is joined whenever the
     /// container has its own, whatever the list says. Only [`View::choose`]
     /// makes this and `toolbox`; the helper checks them with [`View::check`].
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: Option<NamespaceSet>,
     pub profile: Profile,
     /// argv; `argv[0]` is looked up in the container's `PATH`.
     pub argv: Vec<String>,
@@ -212,27 +148,6 @@ pub struct TerminalSize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn namespace_lists() {
-        assert_eq!(parse_namespaces("").unwrap(), None);
-        assert_eq!(
-            parse_namespaces("net, pid,net").unwrap(),
-            Some(vec!["net".to_string(), "pid".to_string()])
-        );
-        assert_eq!(
-            parse_namespaces("mount").unwrap(),
-            Some(vec!["mnt".to_string()])
-        );
-        let err = parse_namespaces("net,time").unwrap_err();
-        assert!(err.starts_with("unknown namespace 'time'"), "{err}");
-    }
-
-    #[test]
-    fn user_namespace_first_mount_last() {
-        assert_eq!(NAMESPACES.first().unwrap().name, "user");
-        assert_eq!(NAMESPACES.last().unwrap().name, "mnt");
-    }
 
     #[test]
     fn profiles() {

@@ -12,17 +12,22 @@
 //! The thread must be one the caller spawned for this and that ends with its
 //! work: never a tokio worker or `spawn_blocking` thread, which would carry
 //! the namespace into unrelated tasks afterwards. [`join_network_namespace`]
-//! refuses to run on a thread inside a tokio runtime.
+//! refuses to run on a thread inside a tokio runtime. [`run`] and
+//! [`run_async`] start such a thread, run work there (async work on a
+//! current-thread runtime of its own, whose sockets are then all the pod's)
+//! and hand its result to the caller without blocking the runtime; the
+//! thread exits afterwards, taking the namespace with it. A packet capture
+//! joins on a thread of its own instead, which it keeps for the capture.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags, open};
 use rustix::thread::{LinkNameSpaceType, ThreadNameSpaceType};
 
-use super::pin::{ContainerProcess, PinError, pin};
-use crate::process::ProcRoot;
+use crate::process::{ContainerProcess, PinError, ProcRoot, pin};
 
-/// Why the calling thread could not join a container's network namespace.
+/// Why work could not run in a container's network namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The process is gone or no longer the container's.
@@ -38,6 +43,14 @@ pub enum NetnsError {
     },
     #[error("setns into the container's network namespace failed")]
     Setns(#[source] rustix::io::Errno),
+    #[error("failed to start a thread for the pod's network")]
+    Thread(#[source] std::io::Error),
+    #[error("failed to start a runtime in the pod's network")]
+    Runtime(#[source] std::io::Error),
+    #[error("the work in the pod's network did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the work in the pod's network panicked")]
+    Panicked,
 }
 
 impl NetnsError {
@@ -49,7 +62,7 @@ impl NetnsError {
 
 /// Moves the calling thread into the network namespace of `process` for the
 /// rest of its life, and returns the process's pidfd (it polls readable when
-/// the process exits: see [`super::pin::has_exited`]).
+/// the process exits: see [`crate::process::has_exited`]).
 pub fn join_network_namespace(process: &ContainerProcess) -> Result<OwnedFd, NetnsError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(NetnsError::RuntimeThread);
@@ -80,6 +93,51 @@ pub fn join_network_namespace(process: &ContainerProcess) -> Result<OwnedFd, Net
     rustix::thread::move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
         .map_err(NetnsError::Setns)?;
     Ok(pidfd)
+}
+
+/// Runs `work` on a new thread inside the network namespace of `process`,
+/// and gives its result to the caller without blocking the runtime. `limit`
+/// bounds the wait; a thread that overruns it is left to finish on its own.
+pub async fn run<T, F>(process: ContainerProcess, limit: Duration, work: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("nsdebug-netns".into())
+        .spawn(move || {
+            let result = join_network_namespace(&process).map(|_pidfd| work());
+            let _ = tx.send(result);
+        })
+        .map_err(NetnsError::Thread)?;
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(NetnsError::Panicked),
+        Err(_) => Err(NetnsError::Timeout(limit)),
+    }
+}
+
+/// Runs async `work` inside the pod's network on a current-thread runtime of
+/// the throwaway thread (every socket it opens is the pod's).
+pub async fn run_async<T, F, Fut>(
+    process: ContainerProcess,
+    limit: Duration,
+    work: F,
+) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    run(process, limit, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NetnsError::Runtime)?;
+        Ok(runtime.block_on(work()))
+    })
+    .await?
 }
 
 #[cfg(test)]

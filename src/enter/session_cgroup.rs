@@ -36,7 +36,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, mkdirat, openat, unlinkat
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, kill_process};
 
-use crate::diag::cgroup::CgroupDir;
+use crate::process::CgroupDir;
 
 /// The prefix of every session cgroup's name.
 pub const NAME_PREFIX: &str = "nsdebug-";

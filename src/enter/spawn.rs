@@ -70,79 +70,132 @@ pub struct Entered {
     pub io: Option<Io>,
     control: AsyncFd<OwnedFd>,
     helper: tokio::process::Child,
+    /// The pool the helper came from, topped up when the session ends.
+    pool: Enter,
 }
 
-/// Starts `request` in its container and waits until it runs (or fails to):
-/// with three pipes, or on a terminal when `request.terminal` is set.
-pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
-    let asked = std::time::Instant::now();
-    let (io, child_fds) = if request.terminal.is_some() {
-        // The helper makes the terminal inside the container and sends its master.
-        (None, Vec::new())
-    } else {
-        let (stdin_rx, stdin_tx) = pipe_pair()?;
-        let (stdout_rx, stdout_tx) = pipe_pair()?;
-        let (stderr_rx, stderr_tx) = pipe_pair()?;
-        // Bigger output pipes: fewer wake-ups and larger frames for commands
-        // that stream (a failure only costs speed).
-        for pipe in [&stdout_rx, &stderr_rx] {
-            let _ = rustix::pipe::fcntl_setpipe_size(pipe, OUTPUT_PIPE_BYTES);
-        }
-        let io = Io::Pipes {
-            stdin: Some(pipe::Sender::from_owned_fd(stdin_tx).map_err(io_error("watch stdin"))?),
-            stdout: pipe::Receiver::from_owned_fd(stdout_rx).map_err(io_error("watch stdout"))?,
-            stderr: pipe::Receiver::from_owned_fd(stderr_rx).map_err(io_error("watch stderr"))?,
-        };
-        (Some(io), vec![stdin_rx, stdout_tx, stderr_tx])
-    };
-    let message = serde_json::to_vec(request)
-        .map_err(|e| io_error("encode the request")(io::Error::other(e)))?;
-    if message.len() > protocol::MAX_REQUEST {
-        return Err(EnterError::Failed {
-            kind: FailureKind::Setup,
-            message: format!(
-                "the command and environment are {} bytes; at most {} are accepted",
-                message.len(),
-                protocol::MAX_REQUEST
-            ),
-        });
+/// The agent's way into containers: it owns the helpers started ahead of
+/// need. `serve` makes one and hands it down (in the API's state); clones
+/// share the same idle helpers.
+#[derive(Clone, Default)]
+pub struct Enter {
+    idle: std::sync::Arc<std::sync::Mutex<Vec<pool::IdleHelper>>>,
+}
+
+impl Enter {
+    /// A handle with no helper waiting yet ([`Enter::refill_in_background`]
+    /// starts them).
+    pub fn new() -> Self {
+        Self::default()
     }
-    let borrowed: Vec<_> = child_fds.iter().map(|fd| fd.as_fd()).collect();
-    let mut helper = pool::take()?;
-    if protocol::send(helper.control.as_fd(), &message, &borrowed).is_err() {
-        // An idle helper died (killed from outside): a fresh one, once.
-        helper = pool::start()?;
-        protocol::send(helper.control.as_fd(), &message, &borrowed)
-            .map_err(io_error("send the request to the helper"))?;
-    }
-    drop(borrowed);
-    drop(child_fds);
-    let pool::IdleHelper {
-        control,
-        process: helper,
-    } = helper;
-    rustix::io::ioctl_fionbio(&control, true)
-        .map_err(|e| io_error("configure the control socket")(e.into()))?;
-    let control = super::sys::async_fd(control).map_err(io_error("watch the control socket"))?;
-    let mut entered = Entered {
-        pid: 0,
-        io,
-        control,
-        helper,
-    };
-    match entered.next_event().await? {
-        (HelperEvent::Started { pid }, mut fds) => {
-            crate::metrics::entered(asked.elapsed());
-            entered.pid = pid;
-            if request.terminal.is_some() {
-                let master = fds.pop().ok_or(EnterError::HelperVanished)?;
-                entered.io = Some(Io::Tty(std::sync::Arc::new(Pty::from_master(master)?)));
+
+    /// Starts `request` in its container and waits until it runs (or fails to):
+    /// with three pipes, or on a terminal when `request.terminal` is set.
+    pub async fn spawn(&self, request: &EnterRequest) -> Result<Entered, EnterError> {
+        let asked = std::time::Instant::now();
+        let (io, child_fds) = if request.terminal.is_some() {
+            // The helper makes the terminal inside the container and sends its master.
+            (None, Vec::new())
+        } else {
+            let (stdin_rx, stdin_tx) = pipe_pair()?;
+            let (stdout_rx, stdout_tx) = pipe_pair()?;
+            let (stderr_rx, stderr_tx) = pipe_pair()?;
+            // Bigger output pipes: fewer wake-ups and larger frames for commands
+            // that stream (a failure only costs speed).
+            for pipe in [&stdout_rx, &stderr_rx] {
+                let _ = rustix::pipe::fcntl_setpipe_size(pipe, OUTPUT_PIPE_BYTES);
             }
-            Ok(entered)
+            let io = Io::Pipes {
+                stdin: Some(
+                    pipe::Sender::from_owned_fd(stdin_tx).map_err(io_error("watch stdin"))?,
+                ),
+                stdout: pipe::Receiver::from_owned_fd(stdout_rx)
+                    .map_err(io_error("watch stdout"))?,
+                stderr: pipe::Receiver::from_owned_fd(stderr_rx)
+                    .map_err(io_error("watch stderr"))?,
+            };
+            (Some(io), vec![stdin_rx, stdout_tx, stderr_tx])
+        };
+        let message = serde_json::to_vec(request)
+            .map_err(|e| io_error("encode the request")(io::Error::other(e)))?;
+        if message.len() > protocol::MAX_REQUEST {
+            return Err(EnterError::Failed {
+                kind: FailureKind::Setup,
+                message: format!(
+                    "the command and environment are {} bytes; at most {} are accepted",
+                    message.len(),
+                    protocol::MAX_REQUEST
+                ),
+            });
         }
-        (HelperEvent::Failed { kind, message }, _) => Err(EnterError::Failed { kind, message }),
-        (HelperEvent::Exited { .. } | HelperEvent::Signaled { .. }, _) => {
-            Err(EnterError::HelperVanished)
+        let borrowed: Vec<_> = child_fds.iter().map(|fd| fd.as_fd()).collect();
+        let mut helper = self.take()?;
+        if protocol::send(helper.control.as_fd(), &message, &borrowed).is_err() {
+            // An idle helper died (killed from outside): a fresh one, once.
+            helper = pool::start()?;
+            protocol::send(helper.control.as_fd(), &message, &borrowed)
+                .map_err(io_error("send the request to the helper"))?;
+        }
+        drop(borrowed);
+        drop(child_fds);
+        let pool::IdleHelper {
+            control,
+            process: helper,
+        } = helper;
+        rustix::io::ioctl_fionbio(&control, true)
+            .map_err(|e| io_error("configure the control socket")(e.into()))?;
+        let control =
+            super::sys::async_fd(control).map_err(io_error("watch the control socket"))?;
+        let mut entered = Entered {
+            pid: 0,
+            io,
+            control,
+            helper,
+            pool: self.clone(),
+        };
+        match entered.next_event().await? {
+            (HelperEvent::Started { pid }, mut fds) => {
+                crate::metrics::entered(asked.elapsed());
+                entered.pid = pid;
+                if request.terminal.is_some() {
+                    let master = fds.pop().ok_or(EnterError::HelperVanished)?;
+                    entered.io = Some(Io::Tty(std::sync::Arc::new(Pty::from_master(master)?)));
+                }
+                Ok(entered)
+            }
+            (HelperEvent::Failed { kind, message }, _) => Err(EnterError::Failed { kind, message }),
+            (HelperEvent::Exited { .. } | HelperEvent::Signaled { .. }, _) => {
+                Err(EnterError::HelperVanished)
+            }
+        }
+    }
+
+    /// A waiting helper, or a new one.
+    fn take(&self) -> Result<pool::IdleHelper, EnterError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(helper) => Ok(helper),
+            None => pool::start(),
+        }
+    }
+
+    /// Tops the idle helpers up to [`pool::IDLE`]. A failure here is not the
+    /// caller's: the next `spawn` starts a helper itself and reports it.
+    fn refill(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle.len() < pool::IDLE {
+            match pool::start() {
+                Ok(helper) => idle.push(helper),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Starts idle helpers up to the pool size, on a blocking thread.
+    pub fn refill_in_background(&self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.clone();
+            runtime.spawn_blocking(move || pool.refill());
         }
     }
 }
@@ -151,14 +204,10 @@ pub async fn spawn(request: &EnterRequest) -> Result<Entered, EnterError> {
 /// it is most of what entering costs, so a few wait, blocked on their control
 /// socket, for the next request.
 mod pool {
-    use std::sync::Mutex;
-
     use super::*;
 
     /// How many helpers wait at any time.
-    const IDLE: usize = 2;
-
-    static IDLE_HELPERS: Mutex<Vec<IdleHelper>> = Mutex::new(Vec::new());
+    pub const IDLE: usize = 2;
 
     /// A started helper that has not received its request yet.
     pub struct IdleHelper {
@@ -194,27 +243,6 @@ mod pool {
             .map_err(io_error("start the enter helper"))?;
         Ok(IdleHelper { control, process })
     }
-
-    /// A waiting helper, or a new one.
-    pub fn take() -> Result<IdleHelper, EnterError> {
-        let idle = IDLE_HELPERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match idle {
-            Some(helper) => Ok(helper),
-            None => start(),
-        }
-    }
-
-    /// Tops the idle helpers up. A failure here is not the caller's: the
-    /// next `take` starts a helper itself and reports it.
-    pub fn refill() {
-        let mut idle = IDLE_HELPERS.lock().unwrap_or_else(|e| e.into_inner());
-        while idle.len() < IDLE {
-            match start() {
-                Ok(helper) => idle.push(helper),
-                Err(_) => break,
-            }
-        }
-    }
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), EnterError> {
@@ -226,14 +254,7 @@ impl Drop for Entered {
     fn drop(&mut self) {
         // Replace the helper this session used once it is over, so starting
         // the next one never competes with this command for the CPU.
-        refill_in_background();
-    }
-}
-
-/// Starts idle helpers up to the pool size, on a blocking thread.
-pub fn refill_in_background() {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn_blocking(pool::refill);
+        self.pool.refill_in_background();
     }
 }
 

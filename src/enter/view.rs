@@ -17,12 +17,21 @@
 //! target, so a caller that skipped the API's check still cannot get a mixed
 //! view.
 
-use super::{NAMESPACES, Profile};
+use super::{Namespace, NamespaceSet, Profile};
 
 /// The namespaces a toolbox command joins besides the user namespace, which
-/// every view joins when the target has its own. Never the mount namespace:
-/// the tools come from the tool tree.
-pub const TOOLBOX_NAMESPACES: &[&str] = &["ipc", "uts", "net", "pid", "cgroup"];
+/// every view joins when the target has its own, in the order its messages
+/// name them. Never the mount namespace: the tools come from the tool tree.
+const TOOLBOX_KINDS: [Namespace; 5] = [
+    Namespace::Ipc,
+    Namespace::Uts,
+    Namespace::Net,
+    Namespace::Pid,
+    Namespace::Cgroup,
+];
+
+/// The namespaces a toolbox command joins besides the user namespace.
+pub const TOOLBOX_NAMESPACES: NamespaceSet = NamespaceSet::of(&TOOLBOX_KINDS);
 
 /// Why a view was refused; the message is the 400 the caller sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +39,10 @@ pub enum ViewError {
     #[error(
         "the container profile joins every namespace the container has, as kubectl exec does; a subset ({asked}) would mix the container with the agent's namespaces, which needs profile=privileged (for the pod's network and processes with the agent's tools, use toolbox=true)"
     )]
-    SubsetNeedsPrivileged { asked: String },
+    SubsetNeedsPrivileged { asked: NamespaceSet },
     #[error(
         "toolbox mode joins the {} namespaces (and runs the agent's tools, with the container's files at {}); it takes no namespaces of its own",
-        TOOLBOX_NAMESPACES.join(", "),
+        TOOLBOX_KINDS.map(Namespace::name).join(", "),
         super::TOOLBOX_TARGET_DIR
     )]
     ToolboxTakesNoNamespaces,
@@ -50,7 +59,7 @@ pub enum ViewError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     /// `None`: every namespace the container has (the container view).
-    pub namespaces: Option<Vec<String>>,
+    pub namespaces: Option<NamespaceSet>,
     /// Run the tool tree's binaries in a private root.
     pub toolbox: bool,
 }
@@ -61,10 +70,10 @@ impl View {
     pub fn choose(
         profile: Profile,
         toolbox: bool,
-        namespaces: Option<Vec<String>>,
+        namespaces: Option<NamespaceSet>,
     ) -> Result<Self, ViewError> {
         let toolbox_view = || Self {
-            namespaces: Some(TOOLBOX_NAMESPACES.iter().map(|n| n.to_string()).collect()),
+            namespaces: Some(TOOLBOX_NAMESPACES),
             toolbox: true,
         };
         match (profile, namespaces) {
@@ -74,15 +83,13 @@ impl View {
                 toolbox: false,
             }),
             (Profile::Container, Some(_)) if toolbox => Err(ViewError::ToolboxTakesNoNamespaces),
-            (Profile::Container, Some(list)) if names_every_namespace(&list) => Ok(Self {
+            (Profile::Container, Some(NamespaceSet::ALL)) => Ok(Self {
                 namespaces: None,
                 toolbox: false,
             }),
-            (Profile::Container, Some(list)) => Err(ViewError::SubsetNeedsPrivileged {
-                asked: list.join(","),
-            }),
+            (Profile::Container, Some(asked)) => Err(ViewError::SubsetNeedsPrivileged { asked }),
             (Profile::Privileged, None) => Ok(toolbox_view()),
-            (Profile::Privileged, Some(list)) if list.iter().any(|n| n == "mnt") => {
+            (Profile::Privileged, Some(set)) if set.contains(Namespace::Mnt) => {
                 Err(ViewError::PrivilegedJoinsNoMount)
             }
             (Profile::Privileged, Some(list)) => Ok(Self {
@@ -98,45 +105,31 @@ impl View {
     pub fn check(
         profile: Profile,
         toolbox: bool,
-        namespaces: Option<&[String]>,
+        namespaces: Option<NamespaceSet>,
     ) -> Result<(), ViewError> {
         match (profile, toolbox, namespaces) {
             (Profile::Privileged, false, _) => Err(ViewError::PrivilegedWithoutToolTree),
-            (_, true, Some(list)) if list.iter().any(|n| n == "mnt") => {
+            (_, true, Some(set)) if set.contains(Namespace::Mnt) => {
                 Err(ViewError::PrivilegedJoinsNoMount)
             }
             (_, true, None) => Err(ViewError::ToolboxTakesNoNamespaces),
-            (Profile::Container, true, Some(list))
-                if list
-                    .iter()
-                    .any(|n| !TOOLBOX_NAMESPACES.contains(&n.as_str())) =>
-            {
-                Err(ViewError::SubsetNeedsPrivileged {
-                    asked: list.join(","),
-                })
+            (Profile::Container, true, Some(asked)) if !asked.is_subset(TOOLBOX_NAMESPACES) => {
+                Err(ViewError::SubsetNeedsPrivileged { asked })
             }
-            (Profile::Container, false, Some(list)) if !names_every_namespace(list) => {
-                Err(ViewError::SubsetNeedsPrivileged {
-                    asked: list.join(","),
-                })
+            (Profile::Container, false, Some(asked)) if asked != NamespaceSet::ALL => {
+                Err(ViewError::SubsetNeedsPrivileged { asked })
             }
             _ => Ok(()),
         }
     }
 }
 
-fn names_every_namespace(list: &[String]) -> bool {
-    NAMESPACES
-        .iter()
-        .all(|kind| list.iter().any(|n| n == kind.name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn list(names: &[&str]) -> Option<Vec<String>> {
-        Some(names.iter().map(|n| n.to_string()).collect())
+    fn list(names: &[&str]) -> Option<NamespaceSet> {
+        Some(names.join(",").parse().unwrap())
     }
 
     #[test]
@@ -146,7 +139,7 @@ mod tests {
         assert!(!whole.toolbox);
         let toolbox = View::choose(Profile::Container, true, None).unwrap();
         assert!(toolbox.toolbox);
-        assert_eq!(toolbox.namespaces, list(TOOLBOX_NAMESPACES));
+        assert_eq!(toolbox.namespaces, Some(TOOLBOX_NAMESPACES));
         for subset in [&["net"][..], &["mnt"], &["pid", "mnt"], &["user", "net"]] {
             let err = View::choose(Profile::Container, false, list(subset)).unwrap_err();
             assert!(
@@ -155,9 +148,8 @@ mod tests {
             );
             assert!(err.to_string().contains("profile=privileged"), "{err}");
         }
-        let every: Vec<&str> = NAMESPACES.iter().map(|k| k.name).collect();
         assert_eq!(
-            View::choose(Profile::Container, false, list(&every)).unwrap(),
+            View::choose(Profile::Container, false, Some(NamespaceSet::ALL)).unwrap(),
             whole
         );
         assert_eq!(
@@ -171,7 +163,7 @@ mod tests {
         for toolbox in [false, true] {
             let view = View::choose(Profile::Privileged, toolbox, None).unwrap();
             assert!(view.toolbox);
-            assert_eq!(view.namespaces, list(TOOLBOX_NAMESPACES));
+            assert_eq!(view.namespaces, Some(TOOLBOX_NAMESPACES));
         }
         let net = View::choose(Profile::Privileged, false, list(&["net"])).unwrap();
         assert!(net.toolbox);
@@ -189,14 +181,14 @@ mod tests {
             list(&["net"]),
             list(&["mnt"]),
             list(&["pid", "net", "ipc"]),
-            list(&NAMESPACES.iter().map(|k| k.name).collect::<Vec<_>>()),
+            Some(NamespaceSet::ALL),
         ];
         for profile in [Profile::Container, Profile::Privileged] {
             for toolbox in [false, true] {
                 for asked in &subsets {
-                    if let Ok(view) = View::choose(profile, toolbox, asked.clone()) {
+                    if let Ok(view) = View::choose(profile, toolbox, *asked) {
                         assert_eq!(
-                            View::check(profile, view.toolbox, view.namespaces.as_deref()),
+                            View::check(profile, view.toolbox, view.namespaces),
                             Ok(()),
                             "{profile:?} {toolbox} {asked:?}"
                         );
@@ -212,8 +204,8 @@ mod tests {
             View::check(Profile::Privileged, false, None),
             Err(ViewError::PrivilegedWithoutToolTree)
         );
-        assert!(View::check(Profile::Container, false, list(&["net"]).as_deref()).is_err());
-        assert!(View::check(Profile::Container, true, list(&["net", "mnt"]).as_deref()).is_err());
+        assert!(View::check(Profile::Container, false, list(&["net"])).is_err());
+        assert!(View::check(Profile::Container, true, list(&["net", "mnt"])).is_err());
         assert!(View::check(Profile::Container, true, None).is_err());
     }
 }

@@ -35,7 +35,7 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::process::{Credentials, ProcRoot, ProcessIdentity, reopen};
+use crate::process::{Credentials, ProcRoot, ProcessIdentity, StatusError, reopen};
 
 pub use archive::ArchiveStats;
 pub use download::{Download, FileInfo, Format, download};
@@ -204,26 +204,28 @@ impl ContainerFs {
                 source: errno.into(),
             },
         })?;
-        let status = std::fs::read_to_string(dir.join("status")).map_err(|source| match source
-            .raw_os_error()
-            .map(Errno::from_raw_os_error)
-        {
-            Some(errno) if gone(errno) => FileError::TargetGone { pid },
-            _ => FileError::Credentials { pid, source },
-        })?;
-        let creds = Credentials::from_status(&status).map_err(|err| FileError::Credentials {
-            pid,
-            source: io::Error::new(io::ErrorKind::InvalidData, err),
+        let creds = proc_root.credentials(pid).map_err(|err| match err {
+            StatusError::Read { source, .. }
+                if source
+                    .raw_os_error()
+                    .map(Errno::from_raw_os_error)
+                    .is_some_and(gone) =>
+            {
+                FileError::TargetGone { pid }
+            }
+            StatusError::Read { source, .. } => FileError::Credentials { pid, source },
+            StatusError::Parse { source, .. } => FileError::Credentials {
+                pid,
+                source: io::Error::new(io::ErrorKind::InvalidData, source),
+            },
         })?;
         // Capabilities held in a user namespace of the container's own
         // (`hostUsers: false`) grant nothing over the node's files, where
         // this thread acts: its uid and gid (the host IDs the status file
         // shows) then decide alone.
-        let own_user_namespace = proc_root
-            .namespaces(pid)
-            .ok()
-            .zip(proc_root.namespaces(std::process::id()).ok())
-            .is_none_or(|(theirs, ours)| theirs.get("user") != ours.get("user"));
+        let own_user_namespace = !proc_root
+            .same_namespace(pid, std::process::id(), "user")
+            .unwrap_or(false);
         if !proc_root.is_alive(process) {
             return Err(FileError::TargetGone { pid });
         }

@@ -16,17 +16,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 pub use oneshot::{Captured, RunLimits, RunOutcome, StreamEvent, run_once, run_streaming};
 pub use trail::{Outcome, SessionTrail};
 
-/// The session limits: agent-wide and per user.
+/// The session limits: agent-wide and per user, and the sessions alive now.
 #[derive(Clone)]
 pub struct Sessions {
     permits: Arc<Semaphore>,
     limit: usize,
     per_user_limit: usize,
     per_user: Arc<Mutex<HashMap<String, usize>>>,
+    /// Every permit is a task of this tracker until dropped: shutdown waits
+    /// on it for every kind of session, an upgraded WebSocket (which axum's
+    /// graceful shutdown does not track) as much as a streamed run.
+    tracker: TaskTracker,
 }
 
 /// Over a session limit.
@@ -43,6 +48,7 @@ pub enum TooManySessions {
 /// One session's place in the limits, given back when dropped.
 pub struct SessionPermit {
     _agent: OwnedSemaphorePermit,
+    _tracked: TaskTrackerToken,
     _metric: crate::metrics::SessionMetric,
     user: String,
     per_user: Arc<Mutex<HashMap<String, usize>>>,
@@ -67,7 +73,18 @@ impl Sessions {
             limit,
             per_user_limit,
             per_user: Arc::new(Mutex::new(HashMap::new())),
+            tracker: TaskTracker::new(),
         }
+    }
+
+    /// Waits until every session has ended, or `grace` has passed; true
+    /// when none is left. Sessions may still start meanwhile (shutdown
+    /// stops accepting connections first), and are waited for too.
+    pub async fn ended_within(&self, grace: std::time::Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Sessions running now.
@@ -101,6 +118,7 @@ impl Sessions {
         counts.insert(user.into(), count + 1);
         Ok(SessionPermit {
             _agent: agent,
+            _tracked: self.tracker.token(),
             _metric: crate::metrics::SessionMetric::start(kind, profile),
             user: user.into(),
             per_user: self.per_user.clone(),
@@ -196,5 +214,34 @@ pub fn shell_exit_code(err: &crate::enter::EnterError) -> Option<i32> {
             ..
         } => Some(126),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Shutdown waits for a live session, and no longer than the grace.
+    #[tokio::test]
+    async fn shutdown_waits_for_live_sessions() {
+        let sessions = Sessions::new(4, 4);
+        let auth = crate::auth::Auth::None;
+        let user = crate::auth::User::anonymous();
+        let admitted = auth
+            .admit(&user, &auth.exec_actions("ns", "pod", false), ())
+            .await
+            .unwrap();
+        assert!(sessions.ended_within(Duration::ZERO).await);
+        let permit = sessions.acquire(&admitted, "exec", "container").unwrap();
+        assert!(!sessions.ended_within(Duration::from_millis(20)).await);
+        let waiting = tokio::spawn({
+            let sessions = sessions.clone();
+            async move { sessions.ended_within(Duration::from_secs(60)).await }
+        });
+        drop(permit);
+        assert!(waiting.await.unwrap());
+        assert_eq!(sessions.active(), 0);
     }
 }

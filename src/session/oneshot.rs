@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::pump::{Chunk, Stream, pump, stop_after_drain};
-use crate::enter::{self, EnterError, EnterRequest, Entered, Exit, Io};
+use crate::enter::{Enter, EnterError, EnterRequest, Entered, Exit, Io};
 
 /// Output read per chunk of a one-shot run.
 const CHUNK: usize = 64 * 1024;
@@ -67,14 +67,18 @@ struct Started {
 /// command that fills its stdout before reading all its input cannot
 /// deadlock; the pipe closes after it and the command reads end of file),
 /// and pumps both outputs.
-async fn start(request: &EnterRequest, stdin: Vec<u8>) -> Result<Started, EnterError> {
+async fn start(
+    enter: &Enter,
+    request: &EnterRequest,
+    stdin: Vec<u8>,
+) -> Result<Started, EnterError> {
     if request.terminal.is_some() {
         return Err(EnterError::Io {
             what: "run a one-shot command",
             source: std::io::Error::other("one-shot commands run on pipes, not a terminal"),
         });
     }
-    let mut entered = enter::spawn(request).await?;
+    let mut entered = enter.spawn(request).await?;
     let Some(Io::Pipes {
         stdin: Some(mut input),
         stdout,
@@ -101,6 +105,7 @@ async fn start(request: &EnterRequest, stdin: Vec<u8>) -> Result<Started, EnterE
 
 /// Runs `request` to completion with `stdin` as its input.
 pub async fn run_once(
+    enter: &Enter,
     request: &EnterRequest,
     stdin: Vec<u8>,
     limits: RunLimits,
@@ -110,7 +115,7 @@ pub async fn run_once(
         mut entered,
         output,
         stop,
-    } = start(request, stdin).await?;
+    } = start(enter, request, stdin).await?;
     let collected = tokio::spawn(collect(output, limits.output_bytes));
     let exit = match tokio::time::timeout(limits.timeout, entered.wait()).await {
         Ok(exit) => Some(exit?),
@@ -156,6 +161,7 @@ pub enum StreamEvent {
 /// Runs `request`, sending its output as it comes. The command is killed when
 /// the receiver is dropped (the client went away) or the deadline passes.
 pub async fn run_streaming(
+    enter: &Enter,
     request: &EnterRequest,
     stdin: Vec<u8>,
     timeout: Duration,
@@ -165,7 +171,7 @@ pub async fn run_streaming(
         mut entered,
         mut output,
         stop,
-    } = start(request, stdin).await?;
+    } = start(enter, request, stdin).await?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let ended = async {

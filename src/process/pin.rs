@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use serde::{Deserialize, Serialize};
 
-use crate::process::ProcRoot;
+use super::ProcRoot;
 
 /// A container's init process as the agent resolved it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
