@@ -45,7 +45,10 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaptureQuery {
-    container: Option<String>,
+    /// Read by [`Wanted`](super::target::Wanted); named here so every other
+    /// name stays checked.
+    #[serde(rename = "container")]
+    _container: Option<String>,
     filter: Option<String>,
     interface: Option<String>,
     snaplen: Option<String>,
@@ -65,11 +68,6 @@ async fn capture_in_target(
     q: QueryResult,
 ) -> Result<Response, ApiError> {
     let q = super::query(q)?;
-    if matches!(wanted, TargetRef::ContainerId(_)) && q.container.is_some() {
-        return Err(ApiError::bad_request(
-            "container= names a container of a pod; this route names one by ID already",
-        ));
-    }
     let spec = parse_spec(&q)?;
     capture(state, user, info, wanted, spec).await
 }

@@ -26,7 +26,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Wanted {
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| value.to_string())
         };
+        let container = parts.uri.query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "container")
+                .map(|(_, value)| value.into_owned())
+                .filter(|container| !container.is_empty())
+        });
         if let Some(id) = param("id") {
+            // Which one would win is a guess: refused, whatever the route.
+            if container.is_some() {
+                return Err(ApiError::bad_request(
+                    "container= names a container of a pod; this route names one by ID already",
+                ));
+            }
             return Ok(Wanted(TargetRef::ContainerId(id)));
         }
         let (Some(namespace), Some(pod)) = (param("namespace"), param("pod")) else {
@@ -34,12 +46,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Wanted {
                 "a target route names neither {namespace}/{pod} nor {id}",
             ));
         };
-        let container = parts.uri.query().and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == "container")
-                .map(|(_, value)| value.into_owned())
-                .filter(|container| !container.is_empty())
-        });
         Ok(Wanted(TargetRef::Pod {
             namespace,
             pod,
@@ -89,6 +95,20 @@ mod tests {
         );
         assert_eq!(
             wanted("/v1/containers/0123abc/run").await,
+            r#"ContainerId("0123abc")"#
+        );
+    }
+
+    /// Capture refused `container=` with a container ID, while run, diag,
+    /// files, probes and the lookup ran in the ID's container and ignored it.
+    #[tokio::test]
+    async fn a_container_id_with_a_container_name_is_refused() {
+        assert_eq!(
+            wanted("/v1/containers/0123abc/run?container=other").await,
+            "400 container= names a container of a pod; this route names one by ID already"
+        );
+        assert_eq!(
+            wanted("/v1/containers/0123abc/run?container=").await,
             r#"ContainerId("0123abc")"#
         );
     }
