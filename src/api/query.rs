@@ -1,4 +1,5 @@
-//! The one grammar of query flags (`?stream=`, `?tty=`, `?reveal=`, ...),
+//! Query strings: axum's extraction as our 400s ([`QueryOf`], [`query`]),
+//! label selectors, and the one grammar of query flags (`?stream=`, `?tty=`, `?reveal=`, ...),
 //! whether a handler reads its query by hand (`exec`) or through serde.
 //!
 //! `true`, `True`, `TRUE`, `t`, `T`, `1` are true; `false`, `False`, `FALSE`,
@@ -8,10 +9,10 @@
 
 use serde::Deserialize;
 
-use super::ApiError;
+use super::{ApiError, selector};
 
 /// The value of `text`, or why it is none.
-fn parse(text: &str) -> Result<Option<bool>, String> {
+pub(super) fn parse(text: &str) -> Result<Option<bool>, String> {
     match text {
         "" => Ok(None),
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(Some(true)),
@@ -41,6 +42,23 @@ impl<'de> Deserialize<'de> for Flag {
             Err(why) => Err(serde::de::Error::custom(why)),
         }
     }
+}
+
+/// A query string as axum extracted it: a malformed one becomes our 400
+/// `v1.Status` instead of axum's plain-text rejection.
+pub type QueryOf<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The parsed query, or a 400.
+pub(super) fn query<T>(query: QueryOf<T>) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(value)| value)
+        .map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
+/// A `labelSelector` query value, parsed with the API server's rules, or a 400.
+pub(super) fn label_selector(text: Option<&str>) -> Result<selector::Selector, ApiError> {
+    selector::Selector::labels(text.unwrap_or(""))
+        .map_err(|err| ApiError::bad_request(format!("invalid labelSelector: {err}")))
 }
 
 #[cfg(test)]
