@@ -23,7 +23,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +36,8 @@ use crate::enter::{
 use crate::recording::Recording;
 use crate::resolve::TargetRef;
 use crate::session::read_or_stop;
+use nsdebug_wire::Status;
+use nsdebug_wire::status::reason;
 
 /// How long output is still forwarded after the command exits, for what its
 /// background children (which may keep stdout open) already wrote.
@@ -44,12 +45,7 @@ const DRAIN: Duration = Duration::from_millis(200);
 /// Output read per frame.
 const CHUNK: usize = 256 * 1024;
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+use nsdebug_wire::exec::{CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -59,13 +55,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The subprotocols served, most preferred first.
-pub(super) const PROTOCOLS: &[&str] = &[
-    "v5.channel.k8s.io",
-    "v4.channel.k8s.io",
-    "v4.base64.channel.k8s.io",
-    "channel.k8s.io",
-    "base64.channel.k8s.io",
-];
+pub(super) const PROTOCOLS: &[&str] = nsdebug_wire::exec::PROTOCOLS;
 
 /// The negotiated protocol's framing.
 #[derive(Debug, Clone, Copy)]
@@ -190,18 +180,9 @@ impl ExecOptions {
 /// the frame is not a JSON object, which the session ignores (as the
 /// kubelet does a frame it cannot decode).
 pub(super) fn parse_resize(data: &[u8]) -> Option<TerminalSize> {
-    let size = serde_json::from_slice::<Value>(data).ok()?;
-    if !size.is_object() {
-        return None;
-    }
-    let dimension = |name: &str, default: u16| {
-        size[name]
-            .as_u64()
-            .map_or(default, |n| n.min(u64::from(u16::MAX)) as u16)
-    };
-    Some(TerminalSize {
-        cols: dimension("Width", 80),
-        rows: dimension("Height", 24),
+    nsdebug_wire::exec::Resize::parse(data).map(|size| TerminalSize {
+        cols: size.width,
+        rows: size.height,
     })
 }
 
@@ -409,18 +390,13 @@ fn status_frame(
     command: &[String],
     exit: Result<Exit, &EnterError>,
 ) -> Option<Message> {
-    let (code, message) = match exit {
+    let status = match exit {
         Ok(exit) if exit.code() == 0 => {
-            return framing.structured_status.then(|| {
-                framing.frame(
-                    ERROR,
-                    json!({"metadata": {}, "status": "Success"})
-                        .to_string()
-                        .as_bytes(),
-                )
-            });
+            return framing
+                .structured_status
+                .then(|| framing.frame(ERROR, Status::success().in_stream().to_json().as_bytes()));
         }
-        Ok(exit) => (
+        Ok(exit) => Status::non_zero_exit(
             exit.code(),
             format!(
                 "command terminated with non-zero exit code: error executing command {command:?}, exit code {}",
@@ -428,31 +404,22 @@ fn status_frame(
             ),
         ),
         Err(err) => match super::exit_code_for(err) {
-            Ok(code) => (code, err.to_string()),
-            Err(api) => {
-                let status: Value = json!({"metadata": {}, "status": "Failure", "message": api.message(), "reason": "InternalError", "code": api.code().as_u16()});
-                let body = if framing.structured_status {
-                    status.to_string()
-                } else {
-                    api.message().to_string()
-                };
-                return Some(framing.frame(ERROR, body.as_bytes()));
-            }
+            Ok(code) => Status::non_zero_exit(code, err.to_string()),
+            // The answer any other route gives (409 for a refused target).
+            Err(api) => api.status(),
         },
     };
+    Some(failure_frame(framing, status))
+}
+
+/// The status frame of a failure: the Status (v4, v5) or its message.
+fn failure_frame(framing: Framing, status: Status) -> Message {
     let body = if framing.structured_status {
-        json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-        })
-        .to_string()
+        status.in_stream().to_json()
     } else {
-        message
+        status.message
     };
-    Some(framing.frame(ERROR, body.as_bytes()))
+    framing.frame(ERROR, body.as_bytes())
 }
 
 async fn finish(
@@ -708,12 +675,8 @@ async fn session(
                     let line = format!("\r\nnsdebug: {why}\r\n");
                     let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
                 }
-                let status = if framing.structured_status {
-                    json!({"metadata": {}, "status": "Failure", "reason": "Forbidden", "message": why}).to_string()
-                } else {
-                    why
-                };
-                finish(&mut ws_tx, Some(framing.frame(ERROR, status.as_bytes()))).await;
+                let status = failure_frame(framing, Status::failure(why, reason::FORBIDDEN));
+                finish(&mut ws_tx, Some(status)).await;
                 return;
             },
             _ = keepalive.tick() => {
@@ -757,10 +720,8 @@ async fn session(
                     let line = format!("\r\nnsdebug: {why}; closing it\r\n");
                     let _ = ws_tx.send(framing.frame(channel, line.as_bytes())).await;
                 }
-                let status = framing.structured_status.then(|| {
-                    framing.frame(ERROR, json!({"metadata": {}, "status": "Failure", "reason": "Timeout", "message": why}).to_string().as_bytes())
-                }).or_else(|| Some(framing.frame(ERROR, why.as_bytes())));
-                finish(&mut ws_tx, status).await;
+                let status = failure_frame(framing, Status::failure(why, reason::TIMEOUT));
+                finish(&mut ws_tx, Some(status)).await;
                 return;
             },
             frame = out_rx.recv(), if outputs_open => match frame {
@@ -862,6 +823,25 @@ mod tests {
                 String::from_utf8_lossy(frame)
             );
         }
+    }
+
+    /// Issue 15: the status frame of a command refused for its target (a
+    /// 409 on every other route) said `InternalError`.
+    #[test]
+    fn a_refused_command_s_status_frame_says_conflict() {
+        let framing = Framing::of("v5.channel.k8s.io");
+        let refused = EnterError::Failed {
+            kind: crate::enter::protocol::FailureKind::Refused,
+            message: "the container's profile cannot be applied".into(),
+        };
+        let Some(Message::Binary(frame)) = status_frame(framing, &["sh".into()], Err(&refused))
+        else {
+            panic!("no binary status frame");
+        };
+        assert_eq!(frame[0], ERROR);
+        let status: serde_json::Value = serde_json::from_slice(&frame[1..]).unwrap();
+        assert_eq!(status["reason"], "Conflict", "{status}");
+        assert_eq!(status["code"], 409, "{status}");
     }
 
     /// Found by the `exec_query` fuzz target: `tty` with only `stderr` was

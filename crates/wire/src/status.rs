@@ -106,7 +106,8 @@ pub struct Status {
     /// `retryAfterSeconds` on 429s, causes on some answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<StatusDetails>,
-    /// The HTTP status code; absent (0) in the exec stream's frames.
+    /// The HTTP status code; absent (0) in the exec stream's success and
+    /// exit-code frames.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub code: u16,
 }
@@ -205,10 +206,9 @@ impl Status {
         self
     }
 
-    /// The Status as the exec stream's status frame carries it: no `kind`,
-    /// `apiVersion` or `code`, as the API server (`remotecommand`'s
-    /// `writeStatus`, a plain `json.Marshal` of the `metav1.Status`) and the
-    /// kubelet write it.
+    /// The Status as the exec stream's status frame carries it: no `kind` or
+    /// `apiVersion`, as the API server (`remotecommand`'s `writeStatus`, a
+    /// plain `json.Marshal` of the `metav1.Status`) and the kubelet write it.
     pub fn in_stream(mut self) -> Self {
         self.kind.clear();
         self.api_version.clear();
