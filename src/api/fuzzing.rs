@@ -100,7 +100,7 @@ pub const TOOLBOX_NAMESPACES: &[&str] = crate::enter::TOOLBOX_NAMESPACES;
 /// handler takes it; `Err` is the 400's message.
 pub fn run_body(body: &[u8]) -> Result<(RunBody, RunPlan), String> {
     let body: RunBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let plan = body.check().map_err(|e| e.message().to_owned())?;
+    let plan = RunPlan::check(&body).map_err(|e| e.message().to_owned())?;
     Ok((body, plan))
 }
 

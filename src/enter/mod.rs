@@ -135,40 +135,9 @@ pub fn parse_namespaces(list: &str) -> Result<Option<Vec<String>>, String> {
     Ok((!names.is_empty()).then_some(names))
 }
 
-/// Whose identity the command runs with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// What `kubectl exec` gives: what the container's runtime spec applies to
-    /// an exec (uid, gid, supplementary groups, capability sets,
-    /// no_new_privs, rlimits, seccomp filter, AppArmor/SELinux label), the
-    /// environment and the cgroups of the container's process.
-    #[default]
-    Container,
-    /// Root with every capability and no seccomp filter, LSM label or
-    /// container rlimits, for strace, tcpdump and reading other processes'
-    /// memory. Environment and cgroups are still the container's.
-    Privileged,
-}
-
-impl Profile {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "" | "container" => Ok(Self::Container),
-            "privileged" => Ok(Self::Privileged),
-            other => Err(format!(
-                "unknown profile '{other}'; choose container or privileged"
-            )),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Container => "container",
-            Self::Privileged => "privileged",
-        }
-    }
-}
+/// Whose identity the command runs with: part of the wire contract (a run
+/// request names it).
+pub use nsdebug_wire::Profile;
 
 /// What to run, where and as whom: the request the helper receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
