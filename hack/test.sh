@@ -64,6 +64,9 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "hack/check-portable.sh (the plugin's tree for macOS and Windows)"
+bash hack/check-portable.sh
+
 # A short fuzz run of the parsers of untrusted input (docs/fuzzing.md): 10 s
 # a target, on an unoptimized instrumented build (about 3 minutes from
 # nothing, plus installing cargo-fuzz once), kept in /var/cache between runs.
