@@ -31,7 +31,10 @@ fn rendered() -> Value {
         .lines()
         .filter(|line| !line.trim_start().starts_with('#') && line.contains('@'))
         .collect();
-    assert!(unfilled.is_empty(), "placeholders nobody fills: {unfilled:?}");
+    assert!(
+        unfilled.is_empty(),
+        "placeholders nobody fills: {unfilled:?}"
+    );
     serde_saphyr::from_str(&text).expect("the manifest is YAML")
 }
 
