@@ -28,11 +28,12 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The Lease's annotations and the fingerprint format are the wire
-/// contract; the digest and PEM helpers and the pinning verifier are the
-/// clients' (`nsdebug_client::pin`).
-pub use nsdebug_client::pin::{PinnedCertificate, sha256_hex, to_pem};
-pub use nsdebug_wire::anchor::{CERTIFICATE_ANNOTATION, FINGERPRINT_ANNOTATION, parse_fingerprint};
+// The Lease's annotations are the wire contract (clients read them); the
+// digest and PEM helpers are shared with the clients' pinning
+// (`nsdebug_client::pin`).
+use nsdebug_client::pin::{sha256_hex, to_pem};
+pub use nsdebug_wire::anchor::{CERTIFICATE_ANNOTATION, FINGERPRINT_ANNOTATION};
+
 /// The field manager of the agent's server-side applies.
 const FIELD_MANAGER: &str = "nsdebug-agent";
 
@@ -137,51 +138,5 @@ impl Publication {
                 changed = certificate.changed() => if changed.is_err() { return },
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::client::danger::ServerCertVerifier as _;
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{ServerName, UnixTime};
-
-    #[test]
-    fn fingerprints_as_openssl_prints_them() {
-        let hex = "ab".repeat(32);
-        let colons = vec!["AB"; 32].join(":");
-        assert_eq!(parse_fingerprint(&colons).as_deref(), Some(hex.as_str()));
-        assert_eq!(parse_fingerprint(&hex).as_deref(), Some(hex.as_str()));
-        assert_eq!(parse_fingerprint("abcd"), None);
-        assert_eq!(parse_fingerprint("zz"), None);
-    }
-
-    #[test]
-    fn pem_round_trips() {
-        let (cert, _) = crate::tls::generate(&["127.0.0.1".into()]).unwrap();
-        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
-        let again = CertificateDer::from_pem_slice(to_pem(&der).as_bytes()).unwrap();
-        assert_eq!(der, again);
-        assert_eq!(sha256_hex(&der).len(), 64);
-    }
-
-    #[test]
-    fn only_the_pinned_certificate_is_accepted() {
-        let (one, _) = crate::tls::generate(&["127.0.0.1".into()]).unwrap();
-        let (other, _) = crate::tls::generate(&["127.0.0.1".into()]).unwrap();
-        let one = CertificateDer::from_pem_slice(one.as_bytes()).unwrap();
-        let other = CertificateDer::from_pem_slice(other.as_bytes()).unwrap();
-        let pin = PinnedCertificate::new(&sha256_hex(&one).to_uppercase());
-        let name = ServerName::try_from("127.0.0.1").unwrap();
-        assert!(
-            pin.verify_server_cert(&one, &[], &name, &[], UnixTime::now())
-                .is_ok()
-        );
-        let err = pin
-            .verify_server_cert(&other, &[], &name, &[], UnixTime::now())
-            .unwrap_err();
-        assert!(err.to_string().contains(&sha256_hex(&other)), "{err}");
-        assert_eq!(pin.refused(), Some(sha256_hex(&other)));
     }
 }

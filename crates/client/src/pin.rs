@@ -111,3 +111,40 @@ impl ServerCertVerifier for PinnedCertificate {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject as _;
+
+    /// A self-signed certificate, as the agent generates one, in DER.
+    fn certificate() -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn pem_round_trips() {
+        let der = certificate();
+        let again = CertificateDer::from_pem_slice(to_pem(&der).as_bytes()).unwrap();
+        assert_eq!(der, again);
+        assert_eq!(sha256_hex(&der).len(), 64);
+    }
+
+    #[test]
+    fn only_the_pinned_certificate_is_accepted() {
+        let (one, other) = (certificate(), certificate());
+        let pin = PinnedCertificate::new(&sha256_hex(&one).to_uppercase());
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        assert!(
+            pin.verify_server_cert(&one, &[], &name, &[], UnixTime::now())
+                .is_ok()
+        );
+        let err = pin
+            .verify_server_cert(&other, &[], &name, &[], UnixTime::now())
+            .unwrap_err();
+        assert!(err.to_string().contains(&sha256_hex(&other)), "{err}");
+        assert_eq!(pin.refused(), Some(sha256_hex(&other)));
+    }
+}
