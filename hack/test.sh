@@ -61,8 +61,11 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "hack/check-portable.sh (the plugin's tree for macOS and Windows)"
+bash hack/check-portable.sh
 
 # A short fuzz run of the parsers of untrusted input (docs/fuzzing.md): 10 s
 # a target, on an unoptimized instrumented build (about 3 minutes from
@@ -77,13 +80,18 @@ else
         bash hack/fuzz.sh "${NSDEBUG_FUZZ_SECONDS:-10}"
 fi
 
+# The plugin is another package of the workspace: its binary, which the
+# integration tests run, is built here (Cargo builds only the agent's for them).
+step "cargo build --workspace"
+cargo build --workspace --locked
+
 step "cargo test (unit + integration against the test bed)"
 # Test binaries run one after another (the runtime-outage test stops
 # containerd); tests inside a binary run in parallel on their own pods.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked -- --test-threads 4 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked -- --test-threads 4 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "\ntests: %d passed, %d failed\n", passed, failed }' "$log"

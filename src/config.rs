@@ -53,60 +53,9 @@ pub struct LoginLinkArgs {
     pub agent: AgentArgs,
 }
 
-/// How a client command reaches an agent and who it is there.
-#[derive(Debug, Clone, Args)]
-pub struct AgentArgs {
-    /// The agent's URL, e.g. through `kubectl port-forward` [default:
-    /// https://127.0.0.1:7443; `kubectl nsdebug` without it finds the agent
-    /// on the pod's node through the API server].
-    #[arg(long = "agent", visible_alias = "agent-url", env = "NSDEBUG_AGENT")]
-    pub url: Option<String>,
-
-    /// Your Kubernetes bearer token.
-    #[arg(
-        long,
-        env = "NSDEBUG_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
-    pub token: Option<String>,
-
-    /// A file holding your Kubernetes bearer token.
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-
-    /// Kubeconfig to take the token from when none is given (default:
-    /// $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// The kubeconfig context to use (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-
-    /// PEM file of the CA that signed the agent's certificate, or of the
-    /// agent's own certificate (published in its node's Lease). Through the
-    /// cluster, `kubectl nsdebug` otherwise trusts the certificate the agent
-    /// published.
-    #[arg(long, value_name = "PATH")]
-    pub certificate_authority: Option<PathBuf>,
-
-    /// INSECURE: accept any certificate, so your token goes to whatever
-    /// answers on the agent's address. Never needed through the cluster,
-    /// where the plugin verifies the certificate the agent published.
-    #[arg(long)]
-    pub insecure_skip_tls_verify: bool,
-}
-
-/// Where `login-link` looks for an agent when not told.
-pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
-
-impl AgentArgs {
-    /// The agent's URL, or the port-forward default.
-    pub fn url(&self) -> &str {
-        self.url.as_deref().unwrap_or(DEFAULT_AGENT_URL)
-    }
-}
+/// How a client command reaches an agent and who it is there (shared with
+/// the kubectl plugin).
+pub use nsdebug_client::{AgentArgs, DEFAULT_AGENT_URL};
 
 /// Flags of `nsdebug serve`.
 #[derive(Debug, Args)]

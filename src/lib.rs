@@ -11,13 +11,13 @@
 //! writes inside its root. `config` parses flags once; `serve` wires the
 //! stages together and `server` runs the HTTP listener. `anchor` is the trust
 //! between clients and agents: the certificate an agent publishes and clients
-//! pin.
+//! pin (the clients themselves, the kubectl plugin and the client side of the
+//! API, are the workspace's `kubectl-nsdebug` and `nsdebug-client` crates).
 
 pub mod anchor;
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod cri;
 pub mod diag;
@@ -28,7 +28,6 @@ pub mod inventory;
 pub mod login;
 pub mod metrics;
 pub mod oci;
-pub mod plugin;
 pub mod probes;
 pub mod process;
 pub mod recording;

@@ -56,7 +56,7 @@ fn login_link(args: nsdebug::config::LoginLinkArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(nsdebug::client::login_link(&args.agent)) {
+    match runtime.block_on(nsdebug_client::login_link(&args.agent)) {
         Ok(link) => {
             println!("{}", link.url);
             eprintln!(

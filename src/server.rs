@@ -226,11 +226,9 @@ where
     };
     if let Some((status, message, reason)) = refusal {
         let code: u16 = status[..3].parse().unwrap_or(400);
-        let body = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code,
-        })
-        .to_string();
+        let body = nsdebug_wire::Status::failure(message, reason)
+            .with_code(code)
+            .to_json();
         let answer = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()

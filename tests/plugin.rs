@@ -9,7 +9,7 @@ use support::Agent;
 use support::testbed::ContainerSpec;
 
 fn plugin(agent: &Agent, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+    let output = Command::new(support::plugin_binary())
         .args(["--agent-url", &agent.url])
         .args(args)
         .env("KUBECONFIG", "/nonexistent")

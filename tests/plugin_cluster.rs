@@ -112,7 +112,7 @@ async fn secure_agent(api: &FakeApiServer, node: &str, pod: &str) -> Agent {
 
 /// Runs the plugin with `kubeconfig`; (exit code, stdout, stderr).
 fn plugin(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+    let mut child = Command::new(support::plugin_binary())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -545,7 +545,7 @@ fn start_forwarding(
     args: &[&str],
     path_env: Option<&Path>,
 ) -> (std::process::Child, Vec<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"));
+    let mut command = Command::new(support::plugin_binary());
     command
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -752,7 +752,7 @@ async fn shell_is_a_real_terminal_that_follows_the_window() {
     // canonical mode (raw mode undone).
     let command = format!(
         "{} --kubeconfig {} shell term; echo EXITED=$?; stty -a | grep -o -- '-\\?icanon' | sed 's/^/MODE=/'; sleep 60",
-        env!("CARGO_BIN_EXE_kubectl-nsdebug"),
+        support::plugin_binary().display(),
         kubeconfig.display()
     );
     let tmux = support::Tmux::start("nsdebug-plugin", 100, 30, &command);

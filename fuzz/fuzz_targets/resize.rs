@@ -2,7 +2,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nsdebug::api::fuzzing::exec_resize;
+use nsdebug_wire::exec::Resize;
+
+/// The agent's parser of resize frames (the wire crate's).
+fn exec_resize(data: &[u8]) -> Option<Resize> {
+    Resize::parse(data)
+}
 
 fuzz_target!(|input: &[u8]| {
     // Any frame: ignored unless it is a JSON object, and never a panic.
@@ -22,11 +27,11 @@ fuzz_target!(|input: &[u8]| {
         let extra = String::from_utf8_lossy(rest);
         let frame = serde_json::json!({"Width": width, "Height": height, "extra": extra});
         let size = exec_resize(frame.to_string().as_bytes()).expect("a resize object");
-        assert_eq!((size.cols, size.rows), (width, height));
+        assert_eq!((size.width, size.height), (width, height));
         // Too large clamps to the largest terminal; a missing field is the default.
         let frame = serde_json::json!({"Width": u64::from(width) << 16 | 1});
         let size = exec_resize(frame.to_string().as_bytes()).expect("a resize object");
-        assert_eq!(size.cols, if width == 0 { 1 } else { u16::MAX });
-        assert_eq!(size.rows, 24);
+        assert_eq!(size.width, if width == 0 { 1 } else { u16::MAX });
+        assert_eq!(size.height, 24);
     }
 });

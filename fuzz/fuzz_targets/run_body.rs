@@ -6,7 +6,8 @@
 use arbitrary::Arbitrary;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use nsdebug::api::fuzzing::{RunBody, RunPlan, TOOLBOX_NAMESPACES, run_body};
+use nsdebug::api::fuzzing::{RunPlan, TOOLBOX_NAMESPACES, run_body};
+use nsdebug_wire::{Profile, RunRequest};
 use serde_json::json;
 
 #[derive(Arbitrary, Debug)]
@@ -26,7 +27,7 @@ enum Input<'a> {
 }
 
 /// What every accepted body satisfies.
-fn check(body: &RunBody, plan: &RunPlan) {
+fn check(body: &RunRequest, plan: &RunPlan) {
     // An argv and environment execve(2) can take: C strings, a program, `NAME=value`.
     assert!(!body.command.is_empty() && !body.command[0].is_empty());
     assert!(body.command.iter().all(|word| !word.contains('\0')));
@@ -54,7 +55,7 @@ fn check(body: &RunBody, plan: &RunPlan) {
     // The one rule: the container profile is the whole container or the
     // toolbox, never a subset; the privileged profile runs the tool tree and
     // never joins the container's mount namespace.
-    let privileged = body.profile == Some(nsdebug::enter::Profile::Privileged);
+    let privileged = body.profile == Some(Profile::Privileged);
     if privileged {
         assert!(plan.toolbox);
         let list = namespaces.as_ref().expect("a privileged view names its namespaces");

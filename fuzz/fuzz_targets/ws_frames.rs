@@ -3,9 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nsdebug::api::fuzzing::{
-    EXEC_PROTOCOLS, Frame, exec_frame_encode, exec_frame_parse, exec_protocol_is_base64,
-};
+use nsdebug::api::fuzzing::{Frame, exec_frame_encode, exec_frame_parse, exec_protocol_is_base64};
+use nsdebug_wire::exec::PROTOCOLS as EXEC_PROTOCOLS;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&pick, data)) = input.split_first() else {

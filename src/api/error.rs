@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails};
+use nsdebug_wire::status::{Status, StatusDetails, reason};
 
 use crate::cri::CriError;
 use crate::resolve::ResolveError;
@@ -34,11 +34,11 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+        Self::new(StatusCode::BAD_REQUEST, reason::BAD_REQUEST, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+        Self::new(StatusCode::NOT_FOUND, reason::NOT_FOUND, message)
     }
 
     /// The API server's answer for a named object that does not exist.
@@ -47,7 +47,7 @@ impl ApiError {
         err.details = Some(Box::new(StatusDetails {
             kind: Some(kind.to_string()),
             name: Some(name.to_string()),
-            ..Default::default()
+            ..StatusDetails::default()
         }));
         err
     }
@@ -55,23 +55,27 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
+            reason::REQUEST_ENTITY_TOO_LARGE,
             message,
         )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "Conflict", message)
+        Self::new(StatusCode::CONFLICT, reason::CONFLICT, message)
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            reason::METHOD_NOT_ALLOWED,
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
+            reason::SERVICE_UNAVAILABLE,
             message,
         )
     }
@@ -81,7 +85,7 @@ impl ApiError {
         tracing::error!(error = %crate::error_chain(err), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
+            reason::INTERNAL_ERROR,
             "internal error in the nsdebug agent; its log has the cause",
         )
     }
@@ -89,26 +93,34 @@ impl ApiError {
     /// A failure to enter a container: the message is about the target, not
     /// the agent's internals, and tells the operator what went wrong.
     pub fn internal_with(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::INTERNAL_ERROR,
+            message,
+        )
     }
 
     /// The target's file system is full.
     pub fn insufficient_storage(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INSUFFICIENT_STORAGE,
-            "InsufficientStorage",
+            reason::INSUFFICIENT_STORAGE,
             message,
         )
     }
 
     pub fn too_many_requests(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            reason::TOO_MANY_REQUESTS,
+            message,
+        )
     }
 
     pub fn header_too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "RequestHeaderFieldsTooLarge",
+            reason::REQUEST_HEADER_FIELDS_TOO_LARGE,
             message,
         )
     }
@@ -117,7 +129,7 @@ impl ApiError {
     pub fn misdirected(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::MISDIRECTED_REQUEST,
-            "MisdirectedRequest",
+            reason::MISDIRECTED_REQUEST,
             message,
         )
     }
@@ -126,23 +138,23 @@ impl ApiError {
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
+            reason::UNSUPPORTED_MEDIA_TYPE,
             message,
         )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, reason::FORBIDDEN, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, reason::UNAUTHORIZED, message)
     }
 
     /// Tells the client when to try again: `Retry-After` and the Status's
     /// `details.retryAfterSeconds`, as the API server does.
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
-        let seconds = i32::try_from(wait.as_secs().max(1)).unwrap_or(i32::MAX);
+        let seconds = u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX);
         self.details
             .get_or_insert_with(Default::default)
             .retry_after_seconds = Some(seconds);
@@ -159,25 +171,18 @@ impl ApiError {
 
     /// The `v1.Status` body.
     pub fn status(&self) -> Status {
-        Status {
-            code: Some(i32::from(self.code.as_u16())),
-            details: self.details.as_deref().cloned(),
-            message: Some(self.message.clone()),
-            metadata: ListMeta::default(),
-            reason: Some(self.reason.to_string()),
-            status: Some("Failure".to_string()),
+        let status =
+            Status::failure(self.message.clone(), self.reason).with_code(self.code.as_u16());
+        match &self.details {
+            Some(details) => status.with_details(details.as_ref().clone()),
+            None => status,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::to_value(self.status()).unwrap_or_default();
-        // k8s-openapi leaves `kind`/`apiVersion` to its Resource trait; clients require them.
-        if let Some(object) = body.as_object_mut() {
-            object.insert("kind".into(), "Status".into());
-            object.insert("apiVersion".into(), "v1".into());
-        }
+        let body = self.status();
         let retry = self
             .details
             .as_ref()
@@ -206,7 +211,7 @@ impl From<CriError> for ApiError {
         match &err {
             CriError::Call { .. } => Self::new(
                 StatusCode::BAD_GATEWAY,
-                "InternalError",
+                reason::INTERNAL_ERROR,
                 format!("the container runtime failed: {}", crate::error_chain(&err)),
             ),
             _ => Self::internal(&err),
@@ -258,11 +263,11 @@ impl From<crate::auth::AuthError> for ApiError {
         match err {
             AuthError::Unauthenticated(reason) => Self::new(
                 StatusCode::UNAUTHORIZED,
-                "Unauthorized",
+                reason::UNAUTHORIZED,
                 format!("Unauthorized: {reason}"),
             ),
             AuthError::Forbidden { message } => {
-                Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+                Self::new(StatusCode::FORBIDDEN, reason::FORBIDDEN, message)
             }
             err @ AuthError::Unavailable(_) => Self::unavailable(crate::error_chain(&err)),
         }

@@ -21,7 +21,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 
 use super::admission::Right;
 use super::{ApiError, AppState};
@@ -32,13 +31,10 @@ use crate::session::SessionTrail;
 use crate::session::interactive::{
     Channel, Clock, Closed, Ending, FromClient, Interactive, Streams, ToClient,
 };
+use nsdebug_wire::Status;
+use nsdebug_wire::status::reason;
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+use nsdebug_wire::exec::{CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -48,13 +44,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The subprotocols served, most preferred first.
-pub(super) const PROTOCOLS: &[&str] = &[
-    "v5.channel.k8s.io",
-    "v4.channel.k8s.io",
-    "v4.base64.channel.k8s.io",
-    "channel.k8s.io",
-    "base64.channel.k8s.io",
-];
+pub(super) const PROTOCOLS: &[&str] = nsdebug_wire::exec::PROTOCOLS;
 
 /// The negotiated protocol's framing.
 #[derive(Debug, Clone, Copy)]
@@ -174,18 +164,9 @@ impl ExecOptions {
 /// the frame is not a JSON object, which the session ignores (as the
 /// kubelet does a frame it cannot decode).
 pub(super) fn parse_resize(data: &[u8]) -> Option<TerminalSize> {
-    let size = serde_json::from_slice::<Value>(data).ok()?;
-    if !size.is_object() {
-        return None;
-    }
-    let dimension = |name: &str, default: u16| {
-        size[name]
-            .as_u64()
-            .map_or(default, |n| n.min(u64::from(u16::MAX)) as u16)
-    };
-    Some(TerminalSize {
-        cols: dimension("Width", 80),
-        rows: dimension("Height", 24),
+    nsdebug_wire::exec::Resize::parse(data).map(|size| TerminalSize {
+        cols: size.width,
+        rows: size.height,
     })
 }
 
@@ -269,7 +250,7 @@ async fn exec(
         argv: options.command.clone(),
         env: Vec::new(),
         terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
-        runtime_spec: options.profile.runtime_spec(&target.runtime_spec),
+        runtime_spec: enter::runtime_spec_for(options.profile, &target.runtime_spec),
         toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     record.entering(&target, &request);
@@ -405,18 +386,13 @@ fn status_frame(
     command: &[String],
     exit: Result<Exit, &EnterError>,
 ) -> Option<Message> {
-    let (code, message) = match exit {
+    let status = match exit {
         Ok(exit) if exit.code() == 0 => {
-            return framing.structured_status.then(|| {
-                framing.frame(
-                    ERROR,
-                    json!({"metadata": {}, "status": "Success"})
-                        .to_string()
-                        .as_bytes(),
-                )
-            });
+            return framing
+                .structured_status
+                .then(|| framing.frame(ERROR, Status::success().in_stream().to_json().as_bytes()));
         }
-        Ok(exit) => (
+        Ok(exit) => Status::non_zero_exit(
             exit.code(),
             format!(
                 "command terminated with non-zero exit code: error executing command {command:?}, exit code {}",
@@ -424,31 +400,22 @@ fn status_frame(
             ),
         ),
         Err(err) => match super::exit_code_for(err) {
-            Ok(code) => (code, err.to_string()),
-            Err(api) => {
-                let status: Value = json!({"metadata": {}, "status": "Failure", "message": api.message(), "reason": "InternalError", "code": api.code().as_u16()});
-                let body = if framing.structured_status {
-                    status.to_string()
-                } else {
-                    api.message().to_string()
-                };
-                return Some(framing.frame(ERROR, body.as_bytes()));
-            }
+            Ok(code) => Status::non_zero_exit(code, err.to_string()),
+            // The answer any other route gives (409 for a refused target).
+            Err(api) => api.status(),
         },
     };
+    Some(failure_frame(framing, status))
+}
+
+/// The status frame of a failure: the Status (v4, v5) or its message.
+fn failure_frame(framing: Framing, status: Status) -> Message {
     let body = if framing.structured_status {
-        json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-        })
-        .to_string()
+        status.in_stream().to_json()
     } else {
-        message
+        status.message
     };
-    Some(framing.frame(ERROR, body.as_bytes()))
+    framing.frame(ERROR, body.as_bytes())
 }
 
 /// The channel number of a session's channel.
@@ -478,16 +445,10 @@ fn render(framing: Framing, command: &[String], said: ToClient) -> Vec<Message> 
         }
         ToClient::End(Ending::Closed { why, cause }) => {
             let reason = match cause {
-                Closed::Recording => "Forbidden",
-                Closed::Clock => "Timeout",
+                Closed::Recording => reason::FORBIDDEN,
+                Closed::Clock => reason::TIMEOUT,
             };
-            let status = if framing.structured_status {
-                json!({"metadata": {}, "status": "Failure", "reason": reason, "message": why})
-                    .to_string()
-            } else {
-                why
-            };
-            vec![framing.frame(ERROR, status.as_bytes()), close]
+            vec![failure_frame(framing, Status::failure(why, reason)), close]
         }
         ToClient::End(Ending::ProtocolError(why)) => vec![Message::Close(Some(CloseFrame {
             code: close_code::PROTOCOL,
@@ -539,6 +500,25 @@ mod tests {
                 String::from_utf8_lossy(frame)
             );
         }
+    }
+
+    /// Issue 15: the status frame of a command refused for its target (a
+    /// 409 on every other route) said `InternalError`.
+    #[test]
+    fn a_refused_command_s_status_frame_says_conflict() {
+        let framing = Framing::of("v5.channel.k8s.io");
+        let refused = EnterError::Failed {
+            kind: crate::enter::protocol::FailureKind::Refused,
+            message: "the container's profile cannot be applied".into(),
+        };
+        let Some(Message::Binary(frame)) = status_frame(framing, &["sh".into()], Err(&refused))
+        else {
+            panic!("no binary status frame");
+        };
+        assert_eq!(frame[0], ERROR);
+        let status: serde_json::Value = serde_json::from_slice(&frame[1..]).unwrap();
+        assert_eq!(status["reason"], "Conflict", "{status}");
+        assert_eq!(status["code"], 409, "{status}");
     }
 
     /// Found by the `exec_query` fuzz target: `tty` with only `stderr` was

@@ -2,7 +2,9 @@
 //! `fuzz/` (feature `fuzzing`, never in the agent). Each function is a thin
 //! wrapper that takes what arrives from the network and calls the real parser;
 //! what it returns is plain data, so a target can assert on it without this
-//! module widening the API's own types.
+//! module widening the API's own types. What is wire contract (the run
+//! request, the exec subprotocols, the resize message and its parser) the
+//! targets take from `nsdebug_wire` itself.
 
 use axum::extract::Query;
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -10,13 +12,9 @@ use axum::http::Uri;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-pub use super::run::{RunBody, RunPlan};
+pub use super::run::RunPlan;
 pub use super::selector::{POD_FIELDS, Selector, SelectorError};
-pub use crate::enter::TerminalSize;
-
-/// The subprotocols an exec upgrade may negotiate (the served ones and the
-/// fallback when none was).
-pub const EXEC_PROTOCOLS: &[&str] = super::exec::PROTOCOLS;
+use nsdebug_wire::RunRequest;
 
 /// A WebSocket data frame as it arrives: binary, or text (UTF-8 already checked
 /// by the WebSocket layer).
@@ -56,11 +54,6 @@ pub fn exec_frame_parse(protocol: &str, frame: Frame) -> Option<(u8, Vec<u8>)> {
 /// The frame the agent sends on `channel` under `protocol`.
 pub fn exec_frame_encode(protocol: &str, channel: u8, data: &[u8]) -> Frame {
     Frame::from_message(super::exec::Framing::of(protocol).frame(channel, data))
-}
-
-/// The data of a resize frame (channel 4) as the terminal size it sets.
-pub fn exec_resize(data: &[u8]) -> Option<TerminalSize> {
-    super::exec::parse_resize(data)
 }
 
 /// An exec request's query, checked.
@@ -106,9 +99,9 @@ pub static TOOLBOX_NAMESPACES: std::sync::LazyLock<Vec<&'static str>> =
 
 /// A run request's body through deserialization and validation, as the run
 /// handler takes it; `Err` is the 400's message.
-pub fn run_body(body: &[u8]) -> Result<(RunBody, RunPlan), String> {
-    let body: RunBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let plan = body.check().map_err(|e| e.message().to_owned())?;
+pub fn run_body(body: &[u8]) -> Result<(RunRequest, RunPlan), String> {
+    let body: RunRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let plan = RunPlan::check(&body).map_err(|e| e.message().to_owned())?;
     Ok((body, plan))
 }
 

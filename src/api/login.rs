@@ -225,8 +225,5 @@ async fn logout(
         ));
     };
     state.logins.close_session(&session);
-    Ok(
-        Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
-            .into_response(),
-    )
+    Ok(Json(nsdebug_wire::Status::success()).into_response())
 }

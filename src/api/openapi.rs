@@ -16,25 +16,8 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
-
-/// A Kubernetes `v1.Status`: every error answer of the API.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-    "message": "pod \"web\" not found in namespace \"shop\" on this node", "reason": "NotFound", "code": 404}))]
-pub struct Status {
-    pub kind: String,
-    pub api_version: String,
-    pub status: String,
-    pub message: String,
-    /// `BadRequest`, `Unauthorized`, `Forbidden`, `NotFound`, `Conflict`,
-    /// `TooManyRequests`, `RequestEntityTooLarge`, `ServiceUnavailable`, ...
-    pub reason: String,
-    pub code: u16,
-    /// `retryAfterSeconds` on 429s, causes on some 4xx.
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<serde_json::Value>,
-}
+// A Kubernetes `v1.Status`: every error answer of the API.
+use nsdebug_wire::Status;
 
 /// A diagnostic view's answer.
 #[derive(Serialize, ToSchema)]

@@ -1,8 +1,6 @@
 //! The one-shot run API for runbooks: run an argv inside a container, get JSON
 //! back with the exit code, the output (capped) and how long it took.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -11,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use nsdebug_wire::run::{Chunk, Encoding, RunEvent};
+use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::enter::Exit;
@@ -35,35 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/containers/{id}/run", post(run_in_target))
 }
 
-/// `POST .../run`: what to run.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RunBody {
-    /// argv: never a shell string; run `["sh", "-c", "..."]` for a shell.
-    pub command: Vec<String>,
-    /// Text for the command's stdin (closed after it).
-    #[serde(default)]
-    pub stdin: Option<String>,
-    /// Binary stdin, base64.
-    #[serde(default)]
-    pub stdin_base64: Option<String>,
-    /// Variables added to the container's environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Namespaces to enter (`["net"]`); default: all the container has.
-    #[serde(default)]
-    pub namespaces: Option<Vec<String>>,
-    #[serde(default)]
-    pub profile: Option<Profile>,
-    /// Run the agent's own tools in the target's net, pid, ipc, uts and
-    /// cgroup namespaces, with the container's files at `/target`.
-    #[serde(default)]
-    pub toolbox: bool,
-    #[serde(default)]
-    pub timeout_seconds: Option<f64>,
-    #[serde(default)]
-    pub output_limit_bytes: Option<usize>,
-}
+/// `POST .../run`: what to run (the wire contract's run request).
+pub use nsdebug_wire::RunRequest as RunBody;
 
 /// A [`RunBody`] checked before anything is resolved or started.
 #[derive(Debug, PartialEq)]
@@ -78,13 +49,13 @@ pub struct RunPlan {
     pub stdin: Vec<u8>,
 }
 
-impl RunBody {
+impl RunPlan {
     /// Validates everything the caller sent: the argv, the limits, the
     /// namespaces, the environment (names without `=` or NUL, values
     /// without NUL: `execve(2)` takes C strings) and stdin.
-    pub fn check(&self) -> Result<RunPlan, ApiError> {
-        validate_command(&self.command)?;
-        let timeout = self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    pub fn check(body: &RunBody) -> Result<RunPlan, ApiError> {
+        validate_command(&body.command)?;
+        let timeout = body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS);
         // Checked as a `Duration` too: a positive float below a nanosecond
         // rounds to a zero timeout.
         if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS)
@@ -94,29 +65,29 @@ impl RunBody {
                 "timeoutSeconds must be more than 0 and at most {MAX_TIMEOUT_SECS}"
             )));
         }
-        let output_bytes = self.output_limit_bytes.unwrap_or(DEFAULT_OUTPUT_BYTES);
+        let output_bytes = body.output_limit_bytes.unwrap_or(DEFAULT_OUTPUT_BYTES);
         if output_bytes > MAX_OUTPUT_BYTES {
             return Err(ApiError::bad_request(format!(
                 "outputLimitBytes must be at most {MAX_OUTPUT_BYTES}"
             )));
         }
-        let namespaces = match &self.namespaces {
+        let namespaces = match &body.namespaces {
             Some(list) => parse_namespaces(&list.join(","))
                 .map_err(|err| ApiError::bad_request(err.to_string()))?,
             None => None,
         };
-        let view = super::choose_view(self.profile.unwrap_or_default(), self.toolbox, namespaces)?;
-        if self
+        let view = super::choose_view(body.profile.unwrap_or_default(), body.toolbox, namespaces)?;
+        if body
             .env
             .keys()
             .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-            || self.env.values().any(|v| v.contains('\0'))
+            || body.env.values().any(|v| v.contains('\0'))
         {
             return Err(ApiError::bad_request(
                 "env names must be non-empty without '=' or NUL, values without NUL",
             ));
         }
-        if let Some((name, value)) = self
+        if let Some((name, value)) = body
             .env
             .iter()
             .find(|(name, value)| name.len() + 1 + value.len() > MAX_ARG_BYTES)
@@ -126,7 +97,7 @@ impl RunBody {
                 name.len() + 1 + value.len()
             )));
         }
-        let stdin = match (&self.stdin, &self.stdin_base64) {
+        let stdin = match (&body.stdin, &body.stdin_base64) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_request("give stdin or stdinBase64, not both"));
             }
@@ -146,26 +117,8 @@ impl RunBody {
     }
 }
 
-/// The answer of a run.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RunResult {
-    pub target: Target,
-    /// The exit code; 128 + signal when killed; `null` on a timeout.
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    /// Why the command could not start (then `exitCode` is 127 or 126).
-    pub error: Option<String>,
-    pub stdout: String,
-    /// `utf-8`, or `base64` when the output is not valid UTF-8.
-    pub stdout_encoding: &'static str,
-    pub stdout_truncated: bool,
-    pub stderr: String,
-    pub stderr_encoding: &'static str,
-    pub stderr_truncated: bool,
-    pub duration_ms: f64,
-}
+/// The answer of a run (the wire contract's, naming the resolved target).
+pub type RunResult = nsdebug_wire::RunResult<Target>;
 
 #[derive(Debug, Default, Deserialize)]
 struct ContainerQuery {
@@ -264,7 +217,7 @@ async fn run(
         namespaces,
         toolbox,
         stdin,
-    } = body.check()?;
+    } = RunPlan::check(&body)?;
 
     let profile = body.profile.unwrap_or_default();
     let super::admission::ExecSession {
@@ -300,10 +253,10 @@ async fn run(
         argv: body.command.clone(),
         env: body.env.into_iter().collect(),
         terminal: None,
-        runtime_spec: body
-            .profile
-            .unwrap_or_default()
-            .runtime_spec(&target.runtime_spec),
+        runtime_spec: crate::enter::runtime_spec_for(
+            body.profile.unwrap_or_default(),
+            &target.runtime_spec,
+        ),
         toolbox: toolbox.then(|| state.toolbox_root.to_path_buf()),
     };
     audit
@@ -432,17 +385,8 @@ fn reserved_body(json: Vec<u8>, reservation: OutputReservation) -> axum::body::B
 }
 
 /// One line of a streamed run (`?stream=true`, `application/x-ndjson`).
-fn event_line(value: serde_json::Value) -> Result<Bytes, std::convert::Infallible> {
-    let mut line = value.to_string().into_bytes();
-    line.push(b'\n');
-    Ok(Bytes::from(line))
-}
-
-fn chunk_event(stream: &str, data: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(data) {
-        Ok(text) => json!({"type": stream, "data": text}),
-        Err(_) => json!({"type": stream, "dataBase64": BASE64.encode(data)}),
-    }
+fn event_line(event: RunEvent<Target>) -> Result<Bytes, std::convert::Infallible> {
+    Ok(Bytes::from(event.to_line()))
 }
 
 /// A streamed run: `started`, then `stdout`/`stderr` chunks as they come, then
@@ -459,7 +403,7 @@ async fn streamed(
 ) -> Result<Response, ApiError> {
     trail.bytes_in = stdin.len() as u64;
     trail.started();
-    let started = json!({"type": "started", "target": target});
+    let started = RunEvent::Started { target };
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
         match session::run_streaming(enter, request, stdin, timeout).await {
             Ok(rx) => {
@@ -471,22 +415,24 @@ async fn streamed(
                     event_line(match event {
                         StreamEvent::Stdout(data) => {
                             trail.bytes_out += data.len() as u64;
-                            chunk_event("stdout", &data)
+                            RunEvent::Stdout(Chunk::of(&data))
                         }
                         StreamEvent::Stderr(data) => {
                             trail.bytes_out += data.len() as u64;
-                            chunk_event("stderr", &data)
+                            RunEvent::Stderr(Chunk::of(&data))
                         }
                         StreamEvent::Exit { exit, duration } => {
                             trail.outcome =
                                 exit.map_or(Outcome::TimedOut, |e| Outcome::Exited(e.code()));
-                            json!({
-                            "type": "exit",
-                            "exitCode": exit.map(|e| e.code()),
-                            "signal": match exit { Some(Exit::Signal(s)) => Some(s), _ => None },
-                            "timedOut": exit.is_none(),
-                            "durationMs": duration.as_secs_f64() * 1000.0,
-                            })
+                            RunEvent::Exit {
+                                exit_code: exit.map(|e| e.code()),
+                                signal: match exit {
+                                    Some(Exit::Signal(s)) => Some(s),
+                                    _ => None,
+                                },
+                                timed_out: exit.is_none(),
+                                duration_ms: duration.as_secs_f64() * 1000.0,
+                            }
                         }
                     })
                 });
@@ -498,7 +444,10 @@ async fn streamed(
                 trail.outcome = Outcome::Failed(err.to_string());
                 let code = super::exit_code_for(&err)?;
                 trail.outcome = Outcome::Exited(code);
-                let error = json!({"type": "error", "exitCode": code, "message": err.to_string()});
+                let error = RunEvent::Error {
+                    exit_code: code,
+                    message: err.to_string(),
+                };
                 futures::stream::iter([event_line(started), event_line(error)]).boxed()
             }
         };
@@ -530,10 +479,10 @@ fn failed_to_start(
         timed_out: false,
         error: Some(err.to_string()),
         stdout: String::new(),
-        stdout_encoding: "utf-8",
+        stdout_encoding: Encoding::Utf8,
         stdout_truncated: false,
         stderr: String::new(),
-        stderr_encoding: "utf-8",
+        stderr_encoding: Encoding::Utf8,
         stderr_truncated: false,
         duration_ms: 0.0,
     }))
@@ -543,7 +492,7 @@ fn failed_to_start(
 /// escaping at most doubles, else base64 (a third larger), so the answer
 /// never holds more than twice the output (NUL bytes, escaped as `\u0000`,
 /// would make it six times).
-fn encode(captured: Captured) -> (String, &'static str) {
+fn encode(captured: Captured) -> (String, Encoding) {
     let escaped: usize = captured
         .bytes
         .iter()
@@ -555,11 +504,11 @@ fn encode(captured: Captured) -> (String, &'static str) {
         .sum();
     if escaped <= 2 * captured.bytes.len() {
         match String::from_utf8(captured.bytes) {
-            Ok(text) => return (text, "utf-8"),
-            Err(err) => return (BASE64.encode(err.as_bytes()), "base64"),
+            Ok(text) => return (text, Encoding::Utf8),
+            Err(err) => return (BASE64.encode(err.as_bytes()), Encoding::Base64),
         }
     }
-    (BASE64.encode(&captured.bytes), "base64")
+    (BASE64.encode(&captured.bytes), Encoding::Base64)
 }
 
 #[cfg(test)]
@@ -567,7 +516,7 @@ mod tests {
     use super::*;
 
     fn check(body: &str) -> Result<RunPlan, ApiError> {
-        serde_json::from_str::<RunBody>(body).unwrap().check()
+        RunPlan::check(&serde_json::from_str::<RunBody>(body).unwrap())
     }
 
     #[test]

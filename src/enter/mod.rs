@@ -65,45 +65,14 @@ pub use view::{TOOLBOX_NAMESPACES, View, ViewError};
 /// The hidden first argument that makes the binary run as the enter helper.
 pub const HELPER_ARG: &str = "__enter";
 
-/// Whose identity the command runs with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// What `kubectl exec` gives: what the container's runtime spec applies to
-    /// an exec (uid, gid, supplementary groups, capability sets,
-    /// no_new_privs, rlimits, seccomp filter, AppArmor/SELinux label), the
-    /// environment and the cgroups of the container's process.
-    #[default]
-    Container,
-    /// Root with every capability and no seccomp filter, LSM label or
-    /// container rlimits, for strace, tcpdump and reading other processes'
-    /// memory. Environment and cgroups are still the container's.
-    Privileged,
-}
+/// Whose identity the command runs with: part of the wire contract (a run
+/// request names it).
+pub use nsdebug_wire::Profile;
 
-impl Profile {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "" | "container" => Ok(Self::Container),
-            "privileged" => Ok(Self::Privileged),
-            other => Err(format!(
-                "unknown profile '{other}'; choose container or privileged"
-            )),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Container => "container",
-            Self::Privileged => "privileged",
-        }
-    }
-
-    /// The part of a container's runtime spec an exec in this profile needs:
-    /// only the `container` profile applies it.
-    pub fn runtime_spec(self, spec: &RuntimeSpec) -> Option<RuntimeSpec> {
-        (self == Self::Container).then(|| spec.clone())
-    }
+/// The part of a container's runtime spec an exec in `profile` needs: only
+/// the `container` profile applies it.
+pub fn runtime_spec_for(profile: Profile, spec: &RuntimeSpec) -> Option<RuntimeSpec> {
+    (profile == Profile::Container).then(|| spec.clone())
 }
 
 /// What to run, where and as whom: the request the helper receives.

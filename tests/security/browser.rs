@@ -419,7 +419,7 @@ async fn the_plugin_puts_no_login_secret_in_the_browsers_argv() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+    let mut child = std::process::Command::new(crate::support::plugin_binary())
         .args([
             "--agent",
             &agent.url,

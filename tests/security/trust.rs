@@ -156,7 +156,7 @@ impl Drop for Impostor {
 
 /// Runs the plugin with `kubeconfig`; (exit code, stdout, stderr).
 fn plugin(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+    let output = Command::new(crate::support::plugin_binary())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -258,7 +258,7 @@ async fn the_plugin_sends_no_token_to_an_agent_whose_certificate_was_not_publish
 
 /// Starts `kubectl nsdebug kubeconfig` and waits until it forwards.
 fn start_forwarding(kubeconfig: &Path, args: &[&str]) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-nsdebug"))
+    let mut child = Command::new(crate::support::plugin_binary())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)

@@ -10,6 +10,20 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+
+/// The kubectl plugin's binary. It is another package of the workspace, so
+/// Cargo gives these tests no `CARGO_BIN_EXE_` for it: it is the one built
+/// next to the agent's (`cargo build --workspace`, which hack/test.sh runs).
+pub fn plugin_binary() -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_nsdebug"))
+        .with_file_name(format!("kubectl-nsdebug{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p kubectl-nsdebug`",
+        path.display()
+    );
+    path
+}
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::{Value, json};
+use nsdebug_wire::{Profile, RunEvent, RunRequest};
 
 use super::interactive::Target;
 use super::{PluginError, Reached, Route, RunMode, pod_path};
@@ -110,13 +109,18 @@ impl Output for Prefixed {
 }
 
 /// The body of a run request.
-fn run_body(command: &[String], mode: RunMode, timeout: Duration) -> Value {
-    json!({
-        "command": command,
-        "toolbox": mode.toolbox,
-        "profile": if mode.privileged { "privileged" } else { "container" },
-        "timeoutSeconds": timeout.as_secs_f64(),
-    })
+fn run_body(command: &[String], mode: RunMode, timeout: Duration) -> RunRequest {
+    RunRequest {
+        command: command.to_vec(),
+        toolbox: mode.toolbox,
+        profile: Some(if mode.privileged {
+            Profile::Privileged
+        } else {
+            Profile::Container
+        }),
+        timeout_seconds: Some(timeout.as_secs_f64()),
+        ..RunRequest::default()
+    }
 }
 
 /// Runs `command` in the target through the streamed run API; the exit code
@@ -157,38 +161,27 @@ pub(super) async fn exec_code(
         pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+            // An event of a kind this plugin does not know is skipped.
+            let Ok(event) = serde_json::from_slice::<RunEvent>(&line) else {
                 continue;
             };
-            let data = || -> Vec<u8> {
-                match (event["data"].as_str(), event["dataBase64"].as_str()) {
-                    (Some(text), _) => text.as_bytes().to_vec(),
-                    (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
+            match event {
+                RunEvent::Stdout(chunk) => out.stdout(&chunk.bytes()),
+                RunEvent::Stderr(chunk) => out.stderr(&chunk.bytes()),
+                RunEvent::Exit {
+                    timed_out: true, ..
+                } => {
+                    out.note("the command timed out and was killed");
+                    code = Some(124);
                 }
-            };
-            match event["type"].as_str() {
-                Some("stdout") => out.stdout(&data()),
-                Some("stderr") => out.stderr(&data()),
-                Some("exit") => {
-                    code = Some(if event["timedOut"] == true {
-                        out.note("the command timed out and was killed");
-                        124
-                    } else {
-                        event["exitCode"].as_i64().unwrap_or(1)
-                    });
+                RunEvent::Exit { exit_code, .. } => {
+                    code = Some(exit_code.map_or(1, i64::from));
                 }
-                Some("error") => {
-                    out.note(
-                        event["message"]
-                            .as_str()
-                            .unwrap_or("the command could not start"),
-                    );
-                    code = Some(event["exitCode"].as_i64().unwrap_or(1));
+                RunEvent::Error { exit_code, message } => {
+                    out.note(&message);
+                    code = Some(i64::from(exit_code));
                 }
-                _ => {}
+                RunEvent::Started { .. } => {}
             }
         }
     }
@@ -259,7 +252,7 @@ pub async fn fan_out(route: &Route, fan: FanOut<'_>) -> Result<ExitCode, PluginE
         let agent = route
             .for_node(&node, 0)
             .await
-            .map_err(|e| crate::error_chain(&e));
+            .map_err(|e| nsdebug_client::error_chain(&e));
         agents.push((agent, pods));
     }
     let mut work = Vec::new();
@@ -282,7 +275,7 @@ pub async fn fan_out(route: &Route, fan: FanOut<'_>) -> Result<ExitCode, PluginE
                     };
                     exec_code(agent, &target, fan.command, fan.mode, fan.timeout, &mut out)
                         .await
-                        .map_err(|e| crate::error_chain(&e))
+                        .map_err(|e| nsdebug_client::error_chain(&e))
                 }
             };
             if let Err(why) = &result {

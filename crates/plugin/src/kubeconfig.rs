@@ -3,7 +3,6 @@
 //! uses (kube's remote-command client, aimed at the agent).
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -14,7 +13,7 @@ use kube::config::{
 use rustls::pki_types::CertificateDer;
 
 use super::PluginError;
-use crate::config::AgentArgs;
+use nsdebug_client::AgentArgs;
 
 /// A kubeconfig with one context: the agent at `args.url()`, as `user`,
 /// trusting `certificate` (the agent's own, verified against what it
@@ -32,7 +31,7 @@ pub fn for_agent(
             server: Some(args.url().to_string()),
             certificate_authority_data: Some(
                 base64::engine::general_purpose::STANDARD
-                    .encode(crate::anchor::to_pem(certificate)),
+                    .encode(nsdebug_client::pin::to_pem(certificate)),
             ),
             ..Default::default()
         },
@@ -80,11 +79,11 @@ pub fn for_agent(
 /// plugin, copied as it is: no secret of an exec plugin is written).
 pub fn user(args: &AgentArgs) -> Result<AuthInfo, PluginError> {
     if args.token.is_some() || args.token_file.is_some() {
-        return Ok(token_user(crate::client::token(args)?));
+        return Ok(token_user(nsdebug_client::token(args)?));
     }
-    let user = crate::client::kubeconfig_user(args)?;
+    let user = nsdebug_client::kubeconfig_user(args)?;
     // Fails for a user the agent cannot authenticate (a client certificate).
-    crate::client::user_token(&user)?;
+    nsdebug_client::user_token(&user)?;
     Ok(AuthInfo {
         token: user.token,
         token_file: user.token_file,
@@ -101,18 +100,18 @@ pub fn token_user(token: String) -> AuthInfo {
     }
 }
 
-/// Writes `data` to `path`, readable by its owner only (it may hold a token).
+/// Writes `data` to `path`, readable by its owner only (it may hold a token):
+/// mode 0600 on Unix; on Windows a new file takes its directory's ACL, which
+/// for the user's own directories is the user's.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PluginError> {
     let error = |source| PluginError::Write {
         path: path.into(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(error)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(error)?;
     file.write_all(data).map_err(error)
 }

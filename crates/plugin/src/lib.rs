@@ -31,8 +31,8 @@ use serde_json::Value;
 pub use cluster::AgentLookup;
 use cluster::{Cluster, Forward};
 
-use crate::client::{ClientError, http_client};
-use crate::config::AgentArgs;
+use nsdebug_client::AgentArgs;
+use nsdebug_client::{ClientError, http_client};
 
 /// The plugin's command line.
 #[derive(Debug, Parser)]
@@ -337,7 +337,7 @@ impl Reached {
                 via: forward.description().to_string(),
                 why: forward
                     .last_error()
-                    .unwrap_or_else(|| crate::error_chain(&source)),
+                    .unwrap_or_else(|| nsdebug_client::error_chain(&source)),
             },
             None => PluginError::Request {
                 url: self.args.url().to_string(),
@@ -418,7 +418,7 @@ impl Route {
 
 fn direct(args: &AgentArgs) -> Result<Reached, PluginError> {
     // An agent with `--auth none` takes no token; send one when there is.
-    let token = crate::client::token(args).ok();
+    let token = nsdebug_client::token(args).ok();
     Ok(Reached {
         http: http_client(args, None)?,
         args: args.clone(),
@@ -436,7 +436,7 @@ async fn forwarded(
 ) -> Result<Reached, PluginError> {
     // The agent reviews the caller's own bearer token: it goes only to the
     // agent the cluster vouches for.
-    let token = crate::client::token(args)?;
+    let token = nsdebug_client::token(args)?;
     let forward = cluster.forward(agent, port).await?;
     let mut args = args.clone();
     args.url = Some(forward.url());
@@ -455,10 +455,10 @@ async fn forwarded(
         });
     }
     let published = trust::published(cluster, agent).await?;
-    let pin = crate::anchor::PinnedCertificate::new(&published);
+    let pin = nsdebug_client::pin::PinnedCertificate::new(&published);
     let certificate = trust::handshake(cluster, agent, &forward, &pin).await?;
     Ok(Reached {
-        http: crate::client::pinned_client(&pin, None)?,
+        http: nsdebug_client::pinned_client(&pin, None)?,
         args,
         token: Some(token),
         certificate: Some(certificate),
@@ -483,11 +483,13 @@ pub fn pod_path(namespace: &str, pod: &str, container: Option<&str>, tail: &str)
 /// The agent's error message for a non-2xx answer.
 pub async fn refused(response: reqwest::Response) -> PluginError {
     let code = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or_default();
-    PluginError::Refused(format!(
-        "the agent answered {code}: {}",
-        body["message"].as_str().unwrap_or("no message")
-    ))
+    let status: nsdebug_wire::Status = response.json().await.unwrap_or_default();
+    let message = if status.message.is_empty() {
+        "no message"
+    } else {
+        &status.message
+    };
+    PluginError::Refused(format!("the agent answered {code}: {message}"))
 }
 
 /// Runs the plugin; the exit code is the command's.
@@ -495,7 +497,7 @@ pub async fn run(cli: PluginCli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kubectl-nsdebug: {}", crate::error_chain(&err));
+            eprintln!("kubectl-nsdebug: {}", nsdebug_client::error_chain(&err));
             ExitCode::FAILURE
         }
     }
@@ -626,7 +628,8 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
         PluginCommand::Ui { target, no_browser } => {
             let agent = node_target(&route, &target).await?;
             let token = agent.token.clone().unwrap_or_default();
-            let link = crate::client::request_login_link(&agent.http, agent.base(), &token).await?;
+            let link =
+                nsdebug_client::request_login_link(&agent.http, agent.base(), &token).await?;
             announce(&agent);
             if no_browser {
                 println!("{}", link.url);
@@ -733,12 +736,18 @@ async fn hold(agent: Reached) -> Result<ExitCode, PluginError> {
     if agent.forward.is_none() {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|err| PluginError::Cluster(format!("cannot wait for SIGTERM: {err}")))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|err| PluginError::Cluster(format!("cannot wait for SIGTERM: {err}")))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     }
+    // Windows has no SIGTERM; closing the console is Ctrl-C's kin.
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
     drop(agent);
     Ok(ExitCode::SUCCESS)
 }

@@ -142,8 +142,8 @@ async fn download(
         .await?;
     // A directory is refused as bytes (400) and asked again as a tar archive.
     let file_response = if response.status() == reqwest::StatusCode::BAD_REQUEST {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["message"].as_str().unwrap_or_default().to_string();
+        let status: nsdebug_wire::Status = response.json().await.unwrap_or_default();
+        let message = status.message;
         if !message.contains("is a directory") {
             return Err(PluginError::Refused(format!(
                 "the agent answered 400: {message}"
@@ -267,12 +267,7 @@ async fn upload(
         remote_path.to_string()
     };
     let file = tokio::fs::File::open(source).await.map_err(read_error)?;
-    let mode = {
-        use std::os::unix::fs::PermissionsExt as _;
-        // The agent refuses setuid and setgid bits on uploads; like `tar`
-        // extracting as a user who may not keep them, they are left out.
-        format!("{:o}", metadata.permissions().mode() & 0o1777)
-    };
+    let mode = format!("{:o}", upload_mode(&metadata));
     let files = pod_path(target.namespace, target.pod, target.container, "files");
     let response = agent
         .send_ok(
@@ -295,6 +290,25 @@ async fn upload(
         answer["size"].as_u64().unwrap_or(metadata.len())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The mode an uploaded file gets. The agent refuses setuid and setgid bits
+/// on uploads; like `tar` extracting as a user who may not keep them, they
+/// are left out. Windows has no mode: a file is writable by its owner or
+/// read-only.
+fn upload_mode(metadata: &std::fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o1777
+    }
+    #[cfg(not(unix))]
+    {
+        if metadata.permissions().readonly() {
+            0o444
+        } else {
+            0o644
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Which agent the plugin trusts with the user's token: the one whose
-//! certificate its node's Lease names ([`crate::anchor`]).
+//! certificate its node's Lease names (the agent's `anchor` module, `nsdebug_wire::anchor`).
 //!
 //! Before any request, the plugin reads the agent's Lease through the API
 //! server, checks that the agent pod it forwards to wrote it, and shakes
@@ -18,7 +18,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::PluginError;
 use super::cluster::{AgentPod, Cluster, Forward};
-use crate::anchor::{FINGERPRINT_ANNOTATION, PinnedCertificate, parse_fingerprint};
+use nsdebug_client::pin::PinnedCertificate;
+use nsdebug_wire::anchor::{FINGERPRINT_ANNOTATION, parse_fingerprint};
 
 /// The fingerprint the agent `agent` published.
 pub async fn published(cluster: &Cluster, agent: &AgentPod) -> Result<String, PluginError> {

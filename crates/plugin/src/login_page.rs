@@ -85,10 +85,13 @@ mod tests {
     #[test]
     fn the_page_is_private_and_leads_to_the_link() {
         let page = LoginPage::write("https://127.0.0.1:7443/#login=abc\"<").unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(page.path()).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o077, 0);
+        #[cfg(unix)]
+        {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(page.path()).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o077, 0);
+        }
         let text = std::fs::read_to_string(page.path()).unwrap();
         assert!(
             text.contains("href=\"https://127.0.0.1:7443/#login=abc&quot;&lt;\""),

@@ -1,12 +1,84 @@
-//! The client side of the agent's API, for the `nsdebug` subcommands that
-//! talk to a running agent (`login-link`).
+//! The client side of the agent's API: how a client finds its token (flags,
+//! environment, the kubeconfig and its exec credential plugins), whom it
+//! trusts ([`pin`]), and the login-link call. Shared by the agent's own
+//! `nsdebug login-link` and the kubectl plugin, so it is portable (no tokio
+//! runtime of its own, nothing Linux-only) and never depends on the agent.
+
+pub mod pin;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Args;
 use secrecy::ExposeSecret as _;
 
-use crate::config::AgentArgs;
+/// An error and all its sources on one line, `outer: inner: innermost`: how
+/// a client prints an error at its edge (the agent's `error_chain` twin).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How a client command reaches an agent and who it is there.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The agent's URL, e.g. through `kubectl port-forward` [default:
+    /// https://127.0.0.1:7443; `kubectl nsdebug` without it finds the agent
+    /// on the pod's node through the API server].
+    #[arg(long = "agent", visible_alias = "agent-url", env = "NSDEBUG_AGENT")]
+    pub url: Option<String>,
+
+    /// Your Kubernetes bearer token.
+    #[arg(
+        long,
+        env = "NSDEBUG_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// A file holding your Kubernetes bearer token.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Kubeconfig to take the token from when none is given (default:
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// PEM file of the CA that signed the agent's certificate, or of the
+    /// agent's own certificate (published in its node's Lease). Through the
+    /// cluster, `kubectl nsdebug` otherwise trusts the certificate the agent
+    /// published.
+    #[arg(long, value_name = "PATH")]
+    pub certificate_authority: Option<PathBuf>,
+
+    /// INSECURE: accept any certificate, so your token goes to whatever
+    /// answers on the agent's address. Never needed through the cluster,
+    /// where the plugin verifies the certificate the agent published.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Where `login-link` looks for an agent when not told.
+pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
+
+impl AgentArgs {
+    /// The agent's URL, or the port-forward default.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_AGENT_URL)
+    }
+}
 
 /// How long a call to the agent may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -213,7 +285,7 @@ pub fn http_client(
 /// An HTTP client for the agent that trusts only the certificate `pin`
 /// names (what the agent published), with a deadline.
 pub fn pinned_client(
-    pin: &std::sync::Arc<crate::anchor::PinnedCertificate>,
+    pin: &std::sync::Arc<pin::PinnedCertificate>,
     timeout: Option<Duration>,
 ) -> Result<reqwest::Client, ClientError> {
     let mut client = reqwest::Client::builder().use_preconfigured_tls(pin.client_config());

@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::PluginError;
-use crate::config::AgentArgs;
+use nsdebug_client::AgentArgs;
 
 /// Where the agents run unless told otherwise (the chart and manifests).
 pub const AGENT_NAMESPACE: &str = "nsdebug";
@@ -62,7 +62,7 @@ fn api_error(server: &str, what: String, err: kube::Error) -> PluginError {
         )),
         other => PluginError::Cluster(format!(
             "{what}: cannot reach the API server at {server}: {}",
-            crate::error_chain(&other)
+            nsdebug_client::error_chain(&other)
         )),
     }
 }

@@ -51,8 +51,8 @@ async fn agent_client(agent: &Reached, mode: RunMode) -> Result<kube::Client, Pl
         extra.append_pair("profile", "privileged");
     }
     let extra = extra.finish();
-    let add_mode = tower::util::MapRequestLayer::new(
-        move |mut request: axum::http::Request<kube::client::Body>| {
+    let add_mode =
+        tower::util::MapRequestLayer::new(move |mut request: http::Request<kube::client::Body>| {
             if !extra.is_empty() {
                 let uri = format!("{}&{extra}", request.uri());
                 if let Ok(uri) = uri.parse() {
@@ -60,52 +60,74 @@ async fn agent_client(agent: &Reached, mode: RunMode) -> Result<kube::Client, Pl
                 }
             }
             request
-        },
-    );
+        });
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|err| PluginError::Cluster(format!("a client for the agent: {err}")))?;
     Ok(builder.with_layer(&add_mode).build())
 }
 
-/// This terminal in raw mode until dropped.
-struct RawMode(Option<rustix::termios::Termios>);
+/// This terminal in raw mode until dropped (crossterm: termios on Unix,
+/// the console mode on Windows).
+struct RawMode(bool);
 
 impl RawMode {
     fn enter() -> Self {
-        let stdin = std::io::stdin();
-        if !rustix::termios::isatty(&stdin) {
-            return Self(None);
-        }
-        let Ok(original) = rustix::termios::tcgetattr(&stdin) else {
-            return Self(None);
-        };
-        let mut raw = original.clone();
-        raw.make_raw();
-        match rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw) {
-            Ok(()) => Self(Some(original)),
-            Err(_) => Self(None),
-        }
+        use std::io::IsTerminal as _;
+        Self(std::io::stdin().is_terminal() && crossterm::terminal::enable_raw_mode().is_ok())
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        if let Some(original) = &self.0 {
-            let _ = rustix::termios::tcsetattr(
-                std::io::stdin(),
-                rustix::termios::OptionalActions::Now,
-                original,
-            );
+        if self.0 {
+            let _ = crossterm::terminal::disable_raw_mode();
         }
     }
 }
 
 fn window_size() -> Option<TerminalSize> {
-    let size = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
-    (size.ws_col > 0 && size.ws_row > 0).then_some(TerminalSize {
-        width: size.ws_col,
-        height: size.ws_row,
-    })
+    let (width, height) = crossterm::terminal::size().ok()?;
+    (width > 0 && height > 0).then_some(TerminalSize { width, height })
+}
+
+/// When the terminal may have changed size: `SIGWINCH` on Unix; Windows
+/// has no such signal, so there a short poll (only changes are sent).
+struct SizeChanges {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+    #[cfg(not(unix))]
+    poll: tokio::time::Interval,
+}
+
+impl SizeChanges {
+    fn new() -> Option<Self> {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::window_change();
+            tokio::signal::unix::signal(kind)
+                .ok()
+                .map(|signal| Self { signal })
+        }
+        #[cfg(not(unix))]
+        {
+            Some(Self {
+                poll: tokio::time::interval(std::time::Duration::from_millis(250)),
+            })
+        }
+    }
+
+    /// Waits for the next possible change; `false` when there will be none.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            self.poll.tick().await;
+            true
+        }
+    }
 }
 
 /// How a remote command ended: its exit code and the agent's message.
@@ -115,30 +137,26 @@ struct Ended {
 }
 
 fn ended(status: Option<Status>) -> Ended {
+    // kube hands the status frame over as k8s-openapi's Status; it is read
+    // as the wire contract's, which knows where the exit code is.
+    let status = status
+        .and_then(|status| serde_json::to_value(status).ok())
+        .and_then(|value| serde_json::from_value::<nsdebug_wire::Status>(value).ok());
     let Some(status) = status else {
         return Ended {
             code: 1,
             message: Some("the agent ended the session without the command's status".into()),
         };
     };
-    if status.status.as_deref() == Some("Success") {
+    if status.is_success() {
         return Ended {
             code: 0,
             message: None,
         };
     }
-    let code = status
-        .details
-        .as_ref()
-        .and_then(|d| d.causes.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| c.reason.as_deref() == Some("ExitCode"))
-        .and_then(|c| c.message.as_deref())
-        .and_then(|m| m.parse().ok());
     Ended {
-        code: code.unwrap_or(1),
-        message: status.message,
+        code: status.exit_code().map_or(1, i64::from),
+        message: (!status.message.is_empty()).then_some(status.message),
     }
 }
 
@@ -171,7 +189,7 @@ async fn attach(
             )),
             other => PluginError::Forwarded {
                 via: agent.args.url().to_string(),
-                why: crate::error_chain(&other),
+                why: nsdebug_client::error_chain(&other),
             },
         })?;
     let raw = (tty && stdin).then(RawMode::enter);
@@ -185,18 +203,20 @@ async fn attach(
     if let Some(mut sizes) = process.terminal_size() {
         tokio::spawn(async move {
             use futures::SinkExt as _;
-            let Ok(mut changes) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-            else {
+            let Some(mut changes) = SizeChanges::new() else {
                 return;
             };
+            let mut sent = None;
             loop {
                 if let Some(size) = window_size()
-                    && sizes.send(size).await.is_err()
+                    && sent != Some((size.width, size.height))
                 {
-                    return;
+                    sent = Some((size.width, size.height));
+                    if sizes.send(size).await.is_err() {
+                        return;
+                    }
                 }
-                if changes.recv().await.is_none() {
+                if !changes.next().await {
                     return;
                 }
             }
@@ -266,7 +286,7 @@ pub async fn shell(
         }
     }
     let shell: Vec<String> = SHELL.iter().map(|s| s.to_string()).collect();
-    let tty = rustix::termios::isatty(std::io::stdin());
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let end = attach(agent, target, &shell, mode, true, tty).await?;
     Ok(report(end))
 }
@@ -277,4 +297,29 @@ struct Quiet;
 impl super::run::Output for Quiet {
     fn stdout(&mut self, _: &[u8]) {}
     fn stderr(&mut self, _: &[u8]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_frame_ends_with_its_exit_code_and_message() {
+        let frame = |status: nsdebug_wire::Status| {
+            serde_json::from_str::<Status>(&status.in_stream().to_json()).ok()
+        };
+        let success = ended(frame(nsdebug_wire::Status::success()));
+        assert_eq!((success.code, success.message), (0, None));
+        let exit = ended(frame(nsdebug_wire::Status::non_zero_exit(3, "exit code 3")));
+        assert_eq!(
+            (exit.code, exit.message.as_deref()),
+            (3, Some("exit code 3"))
+        );
+        let refused = ended(frame(nsdebug_wire::Status::for_code(409, "not running")));
+        assert_eq!(
+            (refused.code, refused.message.as_deref()),
+            (1, Some("not running"))
+        );
+        assert_eq!(ended(None).code, 1);
+    }
 }
