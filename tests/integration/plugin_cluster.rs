@@ -401,15 +401,15 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
 async fn exec_fans_out_to_every_matching_pod_on_every_node() {
     let ns = support::test_namespace("plugin-fanout");
     let mut cri = support::cri().await;
-    let mut pods = Vec::new();
+    let mut fan_pods = Vec::new();
     for name in ["fan-a", "fan-b", "fan-c"] {
         let spec =
             PodSpec::new(&ns, name, vec![ContainerSpec::busybox("main")]).label("app", "fan");
-        pods.push(pods::run_pod(&mut cri, &spec, "test").await);
+        fan_pods.push(pods::run_pod(&mut cri, &spec, "test").await);
     }
     let other =
         PodSpec::new(&ns, "other", vec![ContainerSpec::busybox("main")]).label("app", "other");
-    pods.push(pods::run_pod(&mut cri, &other, "test").await);
+    fan_pods.push(pods::run_pod(&mut cri, &other, "test").await);
 
     let alice = user("alice", "alice-token");
     let api = FakeApiServer::start(vec![alice.clone()], {
@@ -534,7 +534,7 @@ async fn exec_fans_out_to_every_matching_pod_on_every_node() {
         err.contains("no running pod matches \"app=none\" in any namespace"),
         "{err}"
     );
-    for pod in pods {
+    for pod in fan_pods {
         pod.remove(&mut cri).await;
     }
 }

@@ -31,7 +31,8 @@ async fn main() -> ExitCode {
                     println!("pod {}/{} already running", spec.namespace, spec.name);
                     continue;
                 }
-                let pod = pods::run_pod(&mut client, &spec, "demo").await;
+                let mut pod = pods::run_pod(&mut client, &spec, "demo").await;
+                pod.leave_running();
                 println!(
                     "pod {}/{} started (sandbox {})",
                     spec.namespace,

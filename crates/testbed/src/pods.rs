@@ -344,14 +344,50 @@ fn kubelet_namespaces(pod: &PodSpec) -> cri::NamespaceOption {
     }
 }
 
-/// A pod running on the test bed.
-#[derive(Debug, Clone)]
+/// A pod running on the test bed. Dropping it stops and removes the pod,
+/// however the test that made it ends (a failed assertion included), unless
+/// [`RunningPod::leave_running`] said to keep it (the demo pods).
+#[derive(Debug)]
 pub struct RunningPod {
     pub spec: PodSpec,
     pub sandbox_id: String,
     /// Container ids by container name (the newest instance).
     pub containers: HashMap<String, String>,
     sandbox_config: cri::PodSandboxConfig,
+    /// Whether dropping the value removes the pod.
+    remove_on_drop: bool,
+}
+
+impl Drop for RunningPod {
+    fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
+        let id = std::mem::take(&mut self.sandbox_id);
+        let name = format!("{}/{}", self.spec.namespace, self.spec.name);
+        // Drop cannot await and may run on one of the test's runtime threads:
+        // a runtime of its own, on a thread of its own.
+        let removed = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())?;
+            runtime.block_on(async {
+                let mut client = connect(&socket()).await;
+                remove_sandbox_if_present(&mut client, &id).await
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the removal panicked".into()));
+        if let Err(err) = removed {
+            // A second panic while the test is failing would abort the run.
+            if std::thread::panicking() {
+                eprintln!("failed to remove the test's pod {name}: {err}");
+            } else {
+                panic!("failed to remove the test's pod {name}: {err}");
+            }
+        }
+    }
 }
 
 /// Removes every sandbox named `namespace/name` (left by an earlier run).
@@ -390,7 +426,33 @@ pub async fn remove_sandbox(client: &mut RuntimeServiceClient<Channel>, id: &str
         .unwrap_or_else(|err| panic!("RemovePodSandbox {id}: {err}"));
 }
 
-/// Creates the pod (replacing any pod of the same name) and starts its containers.
+/// Stops and removes a sandbox and its containers unless it is gone already
+/// (a test may remove its pod itself).
+async fn remove_sandbox_if_present(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(), String> {
+    match client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+        Err(status) => return Err(format!("StopPodSandbox {id}: {status}")),
+    }
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|status| format!("RemovePodSandbox {id}: {status}"))
+}
+
+/// Creates the pod (replacing any pod of the same name) and starts its
+/// containers. The pod is removed when the returned value is dropped.
 pub async fn run_pod(
     client: &mut RuntimeServiceClient<Channel>,
     spec: &PodSpec,
@@ -413,6 +475,7 @@ pub async fn run_pod(
         sandbox_id,
         containers: HashMap::new(),
         sandbox_config,
+        remove_on_drop: true,
     };
     for container in &spec.containers {
         pod.start_container(client, container, 0).await;
@@ -578,9 +641,15 @@ impl RunningPod {
         self.start_container(client, &spec, attempt).await
     }
 
-    /// Stops and removes the pod.
-    pub async fn remove(self, client: &mut RuntimeServiceClient<Channel>) {
+    /// Stops and removes the pod now (dropping it does the same).
+    pub async fn remove(mut self, client: &mut RuntimeServiceClient<Channel>) {
+        self.remove_on_drop = false;
         remove_sandbox(client, &self.sandbox_id).await;
+    }
+
+    /// Keeps the pod running after this value is dropped (the demo pods).
+    pub fn leave_running(&mut self) {
+        self.remove_on_drop = false;
     }
 }
 

@@ -113,34 +113,6 @@ fn session_cgroups(init: u64) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A test's pod, removed when the test ends, however it ends.
-struct Pod(Option<RunningPod>);
-
-impl std::ops::Deref for Pod {
-    type Target = RunningPod;
-    fn deref(&self) -> &RunningPod {
-        self.0.as_ref().unwrap()
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let Some(pod) = self.0.take() else { return };
-        // Drop cannot await: a runtime of its own, on a thread of its own.
-        let removed = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async { pod.remove(&mut support::cri().await).await })
-        })
-        .join();
-        if removed.is_err() && !std::thread::panicking() {
-            panic!("failed to remove the test's pod");
-        }
-    }
-}
-
 /// Waits until no session cgroup is left under the container's cgroups
 /// (the helper removes it once the killed processes are gone, after the
 /// agent answered).
@@ -151,12 +123,13 @@ async fn assert_no_session_cgroup(init: u64) {
     .await;
 }
 
-/// A busybox pod for one test, the host PID of its init, and an agent.
-async fn pod(test: &str) -> (Pod, u64, Agent) {
+/// A busybox pod for one test (removed when the test ends, however it
+/// ends), the host PID of its init, and an agent.
+async fn pod(test: &str) -> (RunningPod, u64, Agent) {
     let (_, mut client, pod) =
         support::one_pod(test, "box", vec![ContainerSpec::busybox("shell")]).await;
     let init = cri_pid(&mut client, pod.id("shell")).await;
-    (Pod(Some(pod)), init, Agent::start())
+    (pod, init, Agent::start())
 }
 
 /// A one-shot run; its JSON answer.
