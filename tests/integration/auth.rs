@@ -41,56 +41,91 @@ async fn call(
     )
 }
 
-// Multi-threaded: kubectl runs as a blocking child process while the fake API
-// server, on this runtime, must keep answering the agent.
+/// The scene of the authentication tests: a pod `guarded` in the test's own
+/// namespace; alice (exec there), bob (read pods there) and root (exec and
+/// the privileged profile everywhere) on a fake API server; an agent with its
+/// defaults (TLS, Kubernetes authentication) writing an audit log.
+struct Guarded {
+    ns: String,
+    /// A namespace alice has no rights in.
+    other: String,
+    pod: support::pods::RunningPod,
+    api: FakeApiServer,
+    agent: Agent,
+    audit_log: std::path::PathBuf,
+    _audit_dir: tempfile::TempDir,
+}
+
+impl Guarded {
+    async fn start(test: &str) -> Self {
+        let (ns, _client, pod) =
+            support::one_pod(test, "guarded", vec![ContainerSpec::busybox("shell")]).await;
+        let other = support::test_namespace("auth-other");
+        let users = vec![
+            FakeUser {
+                token: "alice-token",
+                name: "alice",
+                groups: vec!["dev"],
+            },
+            FakeUser {
+                token: "bob-token",
+                name: "bob",
+                groups: vec!["viewers"],
+            },
+            FakeUser {
+                token: "root-token",
+                name: "root",
+                groups: vec!["system:masters"],
+            },
+        ];
+        let rules = vec![
+            rule("alice", "create", "pods/exec", Some(&ns)),
+            rule("alice", "get", "pods", Some(&ns)),
+            rule("alice", "list", "pods", Some(&ns)),
+            rule("bob", "get", "pods", Some(&ns)),
+            rule("bob", "list", "pods", Some(&ns)),
+            rule("root", "create", "pods/exec", None),
+            rule("root", "create", "nodes/proxy", None),
+        ];
+        let api = FakeApiServer::start(users, rules).await;
+        let socket = support::testbed_socket();
+        let audit_dir = tempfile::tempdir().unwrap();
+        let audit_log = audit_dir.path().join("audit.jsonl");
+        let agent = Agent::start_secure(&[
+            "--cri-socket",
+            socket.to_str().unwrap(),
+            "--kubeconfig",
+            api.kubeconfig.to_str().unwrap(),
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ]);
+        assert!(
+            agent.url.starts_with("https://"),
+            "TLS by default: {}",
+            agent.url
+        );
+        Self {
+            ns,
+            other,
+            pod,
+            api,
+            agent,
+            audit_log,
+            _audit_dir: audit_dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
-    let (ns, mut client, pod) =
-        support::one_pod("auth", "guarded", vec![ContainerSpec::busybox("shell")]).await;
-    let other = support::test_namespace("auth-other");
-    let users = vec![
-        FakeUser {
-            token: "alice-token",
-            name: "alice",
-            groups: vec!["dev"],
-        },
-        FakeUser {
-            token: "bob-token",
-            name: "bob",
-            groups: vec!["viewers"],
-        },
-        FakeUser {
-            token: "root-token",
-            name: "root",
-            groups: vec!["system:masters"],
-        },
-    ];
-    let rules = vec![
-        rule("alice", "create", "pods/exec", Some(&ns)),
-        rule("alice", "get", "pods", Some(&ns)),
-        rule("alice", "list", "pods", Some(&ns)),
-        rule("bob", "get", "pods", Some(&ns)),
-        rule("bob", "list", "pods", Some(&ns)),
-        rule("root", "create", "pods/exec", None),
-        rule("root", "create", "nodes/proxy", None),
-    ];
-    let api = FakeApiServer::start(users, rules).await;
-    let socket = support::testbed_socket();
-    let audit_dir = tempfile::tempdir().unwrap();
-    let audit_log = audit_dir.path().join("audit.jsonl");
-    let agent = Agent::start_secure(&[
-        "--cri-socket",
-        socket.to_str().unwrap(),
-        "--kubeconfig",
-        api.kubeconfig.to_str().unwrap(),
-        "--audit-log",
-        audit_log.to_str().unwrap(),
-    ]);
-    assert!(
-        agent.url.starts_with("https://"),
-        "TLS by default: {}",
-        agent.url
-    );
+async fn callers_without_a_valid_token_get_401_and_open_paths_need_none() {
+    let Guarded {
+        ns,
+        api: _api,
+        agent,
+        pod: _pod,
+        _audit_dir,
+        ..
+    } = Guarded::start("auth-token").await;
     let run_path = format!("/v1/targets/{ns}/guarded/run");
     let hostname = json!({"command": ["hostname"]});
     use reqwest::Method;
@@ -117,6 +152,24 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
             "{open}"
         );
     }
+}
+
+// Multi-threaded: kubectl runs as a blocking child process while the fake API
+// server, on this runtime, must keep answering the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
+    let Guarded {
+        ns,
+        other,
+        api,
+        agent,
+        pod: _pod,
+        _audit_dir,
+        ..
+    } = Guarded::start("auth").await;
+    let run_path = format!("/v1/targets/{ns}/guarded/run");
+    let hostname = json!({"command": ["hostname"]});
+    use reqwest::Method;
 
     // alice may exec in her namespace...
     let (code, body) = call(
@@ -281,6 +334,59 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
     let (code, _, err) = kubectl("stolen", &["get", "pods", "-n", &ns]);
     assert_eq!(code, 1);
     assert!(err.contains("Unauthorized"), "{err}");
+}
+
+/// What the audit test reads back: alice refused outside her namespace, her
+/// run, root's privileged run, bob refused, and a kubectl session of alice's
+/// that exits 4 (each checked by the test above).
+async fn sessions_to_audit(guarded: &Guarded) {
+    let Guarded {
+        ns, other, agent, ..
+    } = guarded;
+    let run_path = format!("/v1/targets/{ns}/guarded/run");
+    let hostname = json!({"command": ["hostname"]});
+    use reqwest::Method;
+    let refused = format!("/v1/targets/{other}/anything/run");
+    let privileged = json!({"command": ["id", "-u"], "profile": "privileged"});
+    for (path, token, body, want) in [
+        (&refused, "alice-token", &hostname, 403),
+        (&run_path, "alice-token", &hostname, 200),
+        (&run_path, "root-token", &privileged, 200),
+        (&run_path, "bob-token", &hostname, 403),
+    ] {
+        let (code, answer) = call(agent, Method::POST, path, Some(token), Some(body.clone())).await;
+        assert_eq!(code, want, "{token} {path}: {answer}");
+    }
+    let (code, _, err) = agent.kubectl(&[
+        "--token",
+        "alice-token",
+        "--insecure-skip-tls-verify",
+        "exec",
+        "-n",
+        ns,
+        "guarded",
+        "--",
+        "sh",
+        "-c",
+        "hostname; exit 4",
+    ]);
+    assert_eq!(code, 4, "{err}");
+}
+
+// Multi-threaded: kubectl runs as a blocking child process while the fake API
+// server, on this runtime, must keep answering the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_refusals_are_audited_and_sessions_leave_events() {
+    let guarded = Guarded::start("auth-audit").await;
+    sessions_to_audit(&guarded).await;
+    let Guarded {
+        ns,
+        other,
+        api,
+        audit_log,
+        pod,
+        ..
+    } = guarded;
 
     // The audit trail, in the audit.k8s.io/v1 shape.
     let events = || -> Vec<Value> {
@@ -399,8 +505,6 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
             .any(|e| e["message"].as_str().unwrap().starts_with("bob")),
         "bob was refused: no Event"
     );
-
-    pod.remove(&mut client).await;
 }
 
 #[tokio::test]
