@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::Value;
 
-use crate::deploy::render::{self, helm_template, only, strictly};
+use crate::offline::deploy::render::{self, helm_template, only, strictly};
 use crate::support;
 
 /// The agent's pod and container of an install.
