@@ -659,7 +659,7 @@ async fn get_lease(
 /// Lease: created when missing, its applied fields replaced otherwise. The
 /// agent's kubeconfig here has no credentials: a request without a token is
 /// the agent's service account, whose RBAC (`create`, `patch` leases in its
-/// own namespace) tests/deploy.rs checks in the chart and manifests.
+/// own namespace) tests/integration/offline/deploy.rs checks in the chart and manifests.
 async fn apply_lease(
     State(t): State<Tables>,
     headers: HeaderMap,

@@ -168,7 +168,7 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
     let args = agent.args.clone().unwrap();
     let config = render::serve_config(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     // The CRI socket is named, and its directory is mounted read-only from
-    // the host, at the same path under /host (tests/security/deployment.rs
+    // the host, at the same path under /host (tests/integration/security/deployment.rs
     // checks that nothing more of the host is).
     let socket = config.cri_socket.as_ref().expect("--cri-socket");
     let (mount, volume) = render::volume_for(&pod, agent, socket);
