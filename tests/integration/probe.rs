@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApiServer, FakeUser, Rule};
-use support::pods::{ContainerSpec, PodSpec, cri_pid, run_pod};
+use support::pods::{ContainerSpec, PodSpec, RunningPod, cri_pid, run_pod};
 use support::{Agent, assert_status, eth0_ipv4, eventually, test_namespace};
 
 /// The node's address on the test bed's bridge: pods reach the host there.
@@ -219,56 +219,99 @@ fn data(result: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The scene of the name resolution tests, in the test's namespace: the
+/// "cluster DNS", a busybox pod whose network two dnsmasq servers serve in
+/// (port 53 with the test's records, port 5353 with other answers); a
+/// distroless pod `app` (no resolver, no tools) whose resolv.conf the runtime
+/// writes from the pod's DNS settings, as for a kubelet's pod; an agent.
+/// The servers are dropped before the pods.
+struct DnsScene {
+    dnsmasq: Dnsmasq,
+    other: Dnsmasq,
+    ns: String,
+    dns_ip: String,
+    app_pid: u64,
+    app_ip: String,
+    agent: Agent,
+    _app: RunningPod,
+    _dns_pod: RunningPod,
+}
+
+impl DnsScene {
+    async fn start(test: &str) -> Self {
+        let ns = test_namespace(test);
+        let mut client = support::cri().await;
+        // The "cluster DNS": a pod whose network dnsmasq serves in.
+        let dns_pod = run_pod(
+            &mut client,
+            &PodSpec::new(&ns, "dns", vec![ContainerSpec::busybox("server")]),
+            "test",
+        )
+        .await;
+        let dns_pid = cri_pid(&mut client, dns_pod.id("server")).await;
+        let dns_ip = eth0_ipv4(dns_pid);
+        let dnsmasq = Dnsmasq::start(
+            dns_pid,
+            &dns_ip,
+            53,
+            &[
+                "--host-record=probe.nsdebug.test,10.1.2.3",
+                "--host-record=web.nsdebug.test,10.99.0.1",
+                "--host-record=tls.nsdebug.test,10.99.0.1",
+                "--txt-record=probe.nsdebug.test,probe text",
+                "--srv-host=_http._tcp.nsdebug.test,web.nsdebug.test,8080,0,5",
+                "--mx-host=nsdebug.test,mail.nsdebug.test,10",
+            ],
+        )
+        .await;
+        // A second server with other answers, for the override.
+        let other = Dnsmasq::start(
+            dns_pid,
+            &dns_ip,
+            5353,
+            &["--host-record=probe.nsdebug.test,10.9.9.9"],
+        )
+        .await;
+        // A distroless pod (no resolver, no tools) whose resolv.conf the runtime
+        // writes from the pod's DNS settings, as for a kubelet's pod.
+        let app = run_pod(
+            &mut client,
+            &PodSpec::new(&ns, "app", vec![ContainerSpec::distroless("app")]).dns(
+                &[&dns_ip],
+                &["nsdebug.test"],
+                &["ndots:2", "timeout:1", "attempts:2"],
+            ),
+            "test",
+        )
+        .await;
+        let app_pid = cri_pid(&mut client, app.id("app")).await;
+        let app_ip = eth0_ipv4(app_pid);
+        let agent = Agent::start();
+        Self {
+            dnsmasq,
+            other,
+            ns,
+            dns_ip,
+            app_pid,
+            app_ip,
+            agent,
+            _app: app,
+            _dns_pod: dns_pod,
+        }
+    }
+}
+
 #[tokio::test]
 async fn names_resolve_with_the_pods_resolver() {
-    let ns = test_namespace("probe-dns");
-    let mut client = support::cri().await;
-    // The "cluster DNS": a pod whose network dnsmasq serves in.
-    let dns_pod = run_pod(
-        &mut client,
-        &PodSpec::new(&ns, "dns", vec![ContainerSpec::busybox("server")]),
-        "test",
-    )
-    .await;
-    let dns_pid = cri_pid(&mut client, dns_pod.id("server")).await;
-    let dns_ip = eth0_ipv4(dns_pid);
-    let dnsmasq = Dnsmasq::start(
-        dns_pid,
-        &dns_ip,
-        53,
-        &[
-            "--host-record=probe.nsdebug.test,10.1.2.3",
-            "--host-record=web.nsdebug.test,10.99.0.1",
-            "--host-record=tls.nsdebug.test,10.99.0.1",
-            "--txt-record=probe.nsdebug.test,probe text",
-            "--srv-host=_http._tcp.nsdebug.test,web.nsdebug.test,8080,0,5",
-            "--mx-host=nsdebug.test,mail.nsdebug.test,10",
-        ],
-    )
-    .await;
-    // A second server with other answers, for the override.
-    let other = Dnsmasq::start(
-        dns_pid,
-        &dns_ip,
-        5353,
-        &["--host-record=probe.nsdebug.test,10.9.9.9"],
-    )
-    .await;
-    // A distroless pod (no resolver, no tools) whose resolv.conf the runtime
-    // writes from the pod's DNS settings, as for a kubelet's pod.
-    let app = run_pod(
-        &mut client,
-        &PodSpec::new(&ns, "app", vec![ContainerSpec::distroless("app")]).dns(
-            &[&dns_ip],
-            &["nsdebug.test"],
-            &["ndots:2", "timeout:1", "attempts:2"],
-        ),
-        "test",
-    )
-    .await;
-    let app_pid = cri_pid(&mut client, app.id("app")).await;
-    let app_ip = eth0_ipv4(app_pid);
-    let agent = Agent::start();
+    let scene = DnsScene::start("probe-dns").await;
+    let DnsScene {
+        dnsmasq,
+        ns,
+        dns_ip,
+        app_ip,
+        agent,
+        ..
+    } = scene;
     let dns = format!("/v1/targets/{ns}/app/diag/dns");
 
     // A full name, with the pod's resolver settings reported.
@@ -332,6 +375,21 @@ async fn names_resolve_with_the_pods_resolver() {
     assert_eq!(data(&mx), ["10 mail.nsdebug.test."], "{mx}");
     let ptr = probe(&agent, &dns, &[("name", "10.1.2.3"), ("type", "PTR")]).await;
     assert_eq!(data(&ptr), ["probe.nsdebug.test."], "{ptr}");
+}
+
+#[tokio::test]
+async fn a_nameserver_can_be_named_and_the_pods_hosts_file_answers_first() {
+    let scene = DnsScene::start("probe-dns-override").await;
+    let DnsScene {
+        other,
+        ns,
+        dns_ip,
+        app_pid,
+        app_ip,
+        agent,
+        ..
+    } = scene;
+    let dns = format!("/v1/targets/{ns}/app/diag/dns");
 
     // Another nameserver, port included, for one question.
     let server = format!("{dns_ip}:5353");
@@ -362,6 +420,12 @@ async fn names_resolve_with_the_pods_resolver() {
     )
     .await;
     assert_eq!(asked["errorKind"], "nxdomain", "{asked}");
+}
+
+#[tokio::test]
+async fn tcp_and_http_probes_resolve_names_with_the_pods_resolver() {
+    let scene = DnsScene::start("probe-dns-tcp").await;
+    let DnsScene { ns, agent, .. } = scene;
 
     // TCP and HTTP probes resolve names with the pod's resolver too.
     let web = node_http_server().await;
@@ -391,11 +455,6 @@ async fn names_resolve_with_the_pods_resolver() {
     let secure = probe(&agent, &http, &[("url", &url), ("insecure", "true")]).await;
     assert_eq!(secure["status"], 200, "{secure}");
     assert_eq!(secure["tls"]["dnsNames"], json!(["tls.nsdebug.test"]));
-
-    drop(dnsmasq);
-    drop(other);
-    app.remove(&mut client).await;
-    dns_pod.remove(&mut client).await;
 }
 
 #[tokio::test]
