@@ -140,27 +140,62 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// The scene of the plugin's cluster tests: a pod `app` (busybox `shell`,
+/// distroless `web`) in the test's namespace; alice with the SRE rules there,
+/// bob who may read pods but not forward to the agent; node `node-a` with a
+/// real agent on the fake API server; alice's kubeconfig (its namespace the
+/// pods') in a directory for the test's files.
+struct Cluster {
+    ns: String,
+    alice: FakeUser,
+    bob: FakeUser,
+    api: FakeApiServer,
+    agent: Agent,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    _pod: pods::RunningPod,
+}
+
+impl Cluster {
+    async fn start(test: &str) -> Self {
+        let (ns, _client, pod) = support::one_pod(
+            test,
+            "app",
+            vec![
+                ContainerSpec::busybox("shell"),
+                ContainerSpec::distroless("web"),
+            ],
+        )
+        .await;
+        let alice = user("alice", "alice-token");
+        let bob = user("bob", "bob-token");
+        let mut rules = sre_rules("alice", &ns);
+        // bob may read pods but not forward to the agent.
+        rules.push(rule("bob", "get", "pods", Some(&ns)));
+        rules.push(rule("bob", "list", "pods", Some("nsdebug")));
+        let api = FakeApiServer::start(vec![alice.clone(), bob.clone()], rules).await;
+        let (agent, dir) = one_node(&api, &alice, &ns).await;
+        // The context's namespace is the pods': no -n needed.
+        let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
+        Self {
+            ns,
+            alice,
+            bob,
+            api,
+            agent,
+            dir,
+            kubeconfig,
+            _pod: pod,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
-    let (ns, _client, _pod) = support::one_pod(
-        "plugin-cluster",
-        "app",
-        vec![
-            ContainerSpec::busybox("shell"),
-            ContainerSpec::distroless("web"),
-        ],
-    )
-    .await;
-    let alice = user("alice", "alice-token");
-    let bob = user("bob", "bob-token");
-    let mut rules = sre_rules("alice", &ns);
-    // bob may read pods but not forward to the agent.
-    rules.push(rule("bob", "get", "pods", Some(&ns)));
-    rules.push(rule("bob", "list", "pods", Some("nsdebug")));
-    let api = FakeApiServer::start(vec![alice.clone(), bob.clone()], rules).await;
-    let (agent, dir) = one_node(&api, &alice, &ns).await;
-    // The context's namespace is the pods': no -n needed.
-    let kubeconfig = api.user_kubeconfig(dir.path(), &alice, &ns);
+async fn exec_finds_the_agent_through_the_api_server() {
+    let cluster = Cluster::start("plugin-cluster").await;
+    let Cluster {
+        api, kubeconfig, ..
+    } = cluster;
     let run = |args: &[&str], stdin: Option<&str>| blocking(|| plugin(&kubeconfig, args, stdin));
 
     // exec: streams apart, the exit code propagated.
@@ -212,6 +247,13 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
         Some(""),
     );
     assert_eq!(code, 7, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_and_diag_find_the_agent_through_the_api_server() {
+    let cluster = Cluster::start("plugin-cluster-shell").await;
+    let Cluster { kubeconfig, .. } = cluster;
+    let run = |args: &[&str], stdin: Option<&str>| blocking(|| plugin(&kubeconfig, args, stdin));
 
     // shell in a distroless container: no shell there, so the toolbox, in
     // the pod's namespaces with the container's files at /target.
@@ -260,6 +302,18 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
     let (code, _, err) = run(&["diag", "app", "tcp", "port"], None);
     assert_eq!(code, 1);
     assert!(err.contains("\"port\" is not KEY=VALUE"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_finds_the_agent_through_the_api_server() {
+    let cluster = Cluster::start("plugin-cluster-cp").await;
+    let Cluster {
+        ns,
+        dir,
+        kubeconfig,
+        ..
+    } = cluster;
+    let run = |args: &[&str], stdin: Option<&str>| blocking(|| plugin(&kubeconfig, args, stdin));
 
     // cp: a file and a directory out, a file in; as the container's files.
     let local = dir.path().join("passwd");
@@ -338,6 +392,22 @@ async fn exec_shell_cp_and_diag_find_the_agent_through_the_api_server() {
         .filter(|e| e.file_name().to_string_lossy().contains("nsdebug-partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_and_forward_errors_are_clear() {
+    let cluster = Cluster::start("plugin-cluster-errors").await;
+    let Cluster {
+        ns,
+        alice,
+        bob,
+        api,
+        agent,
+        dir,
+        kubeconfig,
+        ..
+    } = cluster;
+    let run = |args: &[&str], stdin: Option<&str>| blocking(|| plugin(&kubeconfig, args, stdin));
 
     // Clear errors, exit 1: a pod that is not there, one on a node without
     // an agent, a user who may not forward.
