@@ -26,8 +26,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 echo "==> building nsdebug"
-cargo build --release --locked --bin nsdebug
-cargo build --release --locked -p nsdebug-testbed
+# One build for both: the agent and the test bed binary that makes the pods.
+cargo build --release --locked -p nsdebug --bin nsdebug -p nsdebug-testbed --bin nsdebug-testbed
 echo "==> demo pods"
 NSDEBUG_CRI_SOCKET=$socket target/release/nsdebug-testbed up
 
