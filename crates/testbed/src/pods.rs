@@ -641,10 +641,11 @@ impl RunningPod {
         self.start_container(client, &spec, attempt).await
     }
 
-    /// Stops and removes the pod now (dropping it does the same).
+    /// Stops and removes the pod now (dropping it does the same). If the
+    /// runtime fails to, this panics and the drop tries once more.
     pub async fn remove(mut self, client: &mut RuntimeServiceClient<Channel>) {
-        self.remove_on_drop = false;
         remove_sandbox(client, &self.sandbox_id).await;
+        self.remove_on_drop = false;
     }
 
     /// Keeps the pod running after this value is dropped (the demo pods).
