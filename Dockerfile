@@ -9,7 +9,7 @@
 #
 # Reproducible: the bases are pinned by version (pin them by digest in your
 # registry mirror), Cargo.lock is used as it is (--locked), and the layout is
-# made by hack/image/toolbox.sh, the script tests/image.rs runs on the test
+# made by hack/image/toolbox.sh, the script tests/integration/image.rs runs on the test
 # machine (no container engine runs there), so the layout shipped is tested.
 
 FROM docker.io/library/rust:1.88-bookworm AS build

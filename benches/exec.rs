@@ -8,10 +8,9 @@
 //!     cargo bench --bench exec
 //! Results go to docs/benchmarks.md by hand.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use nsdebug_testbed as support;
 
-use support::testbed;
+use support::pods;
 
 use std::time::{Duration, Instant};
 
@@ -72,16 +71,12 @@ async fn drain_stdout(mut socket: Ws) -> (u64, Duration) {
 
 #[tokio::main]
 async fn main() {
-    let socket = testbed::socket();
-    let mut client = testbed::connect(&socket).await;
-    let spec = testbed::PodSpec::new(
-        NAMESPACE,
-        POD,
-        vec![testbed::ContainerSpec::busybox("main")],
-    );
-    let pod = testbed::run_pod(&mut client, &spec, "test").await;
+    let socket = pods::socket();
+    let mut client = pods::connect(&socket).await;
+    let spec = pods::PodSpec::new(NAMESPACE, POD, vec![pods::ContainerSpec::busybox("main")]);
+    let pod = pods::run_pod(&mut client, &spec, "test").await;
     let container = pod.id("main").to_string();
-    let pid = testbed::cri_pid(&mut client, &container).await;
+    let pid = pods::cri_pid(&mut client, &container).await;
 
     let agent =
         support::Agent::start_with(&["--log", "warn", "--cri-socket", socket.to_str().unwrap()]);

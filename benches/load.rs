@@ -15,8 +15,7 @@
 //!     cargo bench --bench load -- sessions 500
 //! Results go to docs/benchmarks.md by hand.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use nsdebug_testbed as support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use support::testbed;
+use support::pods;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -302,7 +301,7 @@ async fn oneshot(agent: &support::Agent, rate: u64, seconds: u64) {
 }
 
 async fn startup(n: usize) {
-    let socket = testbed::socket();
+    let socket = pods::socket();
     let mut listening = Vec::new();
     let mut ready = Vec::new();
     for _ in 0..n {
@@ -461,14 +460,10 @@ async fn main() {
         startup(number(1, 20) as usize).await;
         return;
     }
-    let socket = testbed::socket();
-    let mut client = testbed::connect(&socket).await;
-    let spec = testbed::PodSpec::new(
-        NAMESPACE,
-        POD,
-        vec![testbed::ContainerSpec::busybox("main")],
-    );
-    let pod = testbed::run_pod(&mut client, &spec, "test").await;
+    let socket = pods::socket();
+    let mut client = pods::connect(&socket).await;
+    let spec = pods::PodSpec::new(NAMESPACE, POD, vec![pods::ContainerSpec::busybox("main")]);
+    let pod = pods::run_pod(&mut client, &spec, "test").await;
     let max_sessions = match what {
         "oneshot" => number(3, 64).to_string(),
         _ => "2000".to_string(),

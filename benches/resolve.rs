@@ -7,10 +7,9 @@
 //! PODS (default 20) busybox pods are created in namespace `nsdebug-bench` and
 //! removed afterwards. Results go to docs/benchmarks.md by hand.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use nsdebug_testbed as support;
 
-use support::testbed;
+use support::pods;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,17 +46,17 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20);
-    let socket = testbed::socket();
-    let mut client = testbed::connect(&socket).await;
+    let socket = pods::socket();
+    let mut client = pods::connect(&socket).await;
     println!("creating {pods} pods in namespace {NAMESPACE}...");
     let mut created = Vec::new();
     for i in 0..pods {
-        let spec = testbed::PodSpec::new(
+        let spec = pods::PodSpec::new(
             NAMESPACE,
             &format!("bench-{i}"),
-            vec![testbed::ContainerSpec::busybox("main")],
+            vec![pods::ContainerSpec::busybox("main")],
         );
-        created.push(testbed::run_pod(&mut client, &spec, "test").await);
+        created.push(pods::run_pod(&mut client, &spec, "test").await);
     }
     let total_containers = inventory(&socket)
         .await

@@ -26,9 +26,10 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 echo "==> building nsdebug"
-cargo build --release --locked --bin nsdebug --example testbed
+# One build for both: the agent and the test bed binary that makes the pods.
+cargo build --release --locked -p nsdebug --bin nsdebug -p nsdebug-testbed --bin nsdebug-testbed
 echo "==> demo pods"
-NSDEBUG_CRI_SOCKET=$socket target/release/examples/testbed up
+NSDEBUG_CRI_SOCKET=$socket target/release/nsdebug-testbed up
 
 url="http://127.0.0.1:${port}"
 cat <<MSG

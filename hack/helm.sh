@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the helm binary the chart tests (tests/deploy.rs) run, at
+# Installs the helm binary the chart tests (tests/integration/offline/deploy.rs) run, at
 # target/tools/helm, and prints its path. Re-running is a no-op once the
 # binary is there with the right hash.
 #

@@ -4,14 +4,14 @@
 //! by itself. Alone in its test binary (one test function) because it stops
 //! the runtime every other test uses (cargo runs test binaries one at a time).
 
-mod support;
+use nsdebug_testbed as support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::testbed::ContainerSpec;
+use support::pods::ContainerSpec;
 use support::{Agent, assert_status, eventually, repo};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

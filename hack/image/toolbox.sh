@@ -3,7 +3,7 @@
 # given) with exactly the shared libraries it loads, and, apart from it, the
 # tool tree that toolbox mode runs inside pods (--toolbox-root /toolbox).
 # The Dockerfile runs this in its toolbox stage and copies OUT into an empty
-# image; tests/image.rs runs it on this machine and uses OUT/toolbox as
+# image; tests/integration/image.rs runs it on this machine and uses OUT/toolbox as
 # --toolbox-root, so the layout the image ships is the one tested.
 #
 #   hack/image/toolbox.sh OUT [NSDEBUG_BINARY]
