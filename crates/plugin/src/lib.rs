@@ -626,6 +626,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             container,
         } => cp::copy(&route, &source, &destination, container.as_deref()).await,
         PluginCommand::Ui { target, no_browser } => {
+            let stop = Stop::listen()?;
             let agent = node_target(&route, &target).await?;
             let token = agent.token.clone().unwrap_or_default();
             let link =
@@ -637,7 +638,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                     "kubectl-nsdebug: a one-time login link for {} (valid {}s)",
                     link.user, link.expires_in_seconds
                 );
-                return hold(agent).await;
+                return hold(agent, stop).await;
             }
             // Never the link itself on the browser's command line (other
             // users read it in /proc): a private page that leads to it.
@@ -659,9 +660,10 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                 tokio::time::sleep(std::time::Duration::from_secs(link.expires_in_seconds));
             if agent.forward.is_none() {
                 // Nothing to hold: wait for the browser to have read the page.
+                let mut stop = stop;
                 tokio::select! {
                     _ = expired => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = stop.wait() => {}
                 }
                 drop(page);
                 return Ok(ExitCode::SUCCESS);
@@ -670,9 +672,10 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                 expired.await;
                 drop(page);
             });
-            hold(agent).await
+            hold(agent, stop).await
         }
         PluginCommand::Kubeconfig { target, output } => {
+            let stop = Stop::listen()?;
             let agent = node_target(&route, &target).await?;
             let context = match (&route, &target.node, &target.pod) {
                 (_, Some(node), _) => format!("nsdebug-{node}"),
@@ -696,7 +699,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                 output.display()
             );
             announce(&agent);
-            hold(agent).await
+            hold(agent, stop).await
         }
     }
 }
@@ -731,23 +734,58 @@ fn announce(agent: &Reached) {
     }
 }
 
+/// Ctrl-C, and SIGTERM on Unix, listened for from before anything is
+/// printed: a signal sent as soon as the link or the forward's address shows
+/// ends the plugin cleanly (exit 0), not by the signal's default action.
+struct Stop {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Stop {
+    fn listen() -> Result<Self, PluginError> {
+        let failed = |err: std::io::Error| {
+            PluginError::Cluster(format!("cannot listen for Ctrl-C or SIGTERM: {err}"))
+        };
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+            })
+        }
+        #[cfg(windows)]
+        {
+            Ok(Self {
+                ctrl_c: tokio::signal::windows::ctrl_c().map_err(failed)?,
+            })
+        }
+    }
+
+    /// Until Ctrl-C (or SIGTERM).
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        // Windows has no SIGTERM; closing the console is Ctrl-C's kin.
+        #[cfg(windows)]
+        let _ = self.ctrl_c.recv().await;
+    }
+}
+
 /// Keeps a forward up until Ctrl-C or SIGTERM.
-async fn hold(agent: Reached) -> Result<ExitCode, PluginError> {
+async fn hold(agent: Reached, mut stop: Stop) -> Result<ExitCode, PluginError> {
     if agent.forward.is_none() {
         return Ok(ExitCode::SUCCESS);
     }
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|err| PluginError::Cluster(format!("cannot wait for SIGTERM: {err}")))?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    // Windows has no SIGTERM; closing the console is Ctrl-C's kin.
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    stop.wait().await;
     drop(agent);
     Ok(ExitCode::SUCCESS)
 }
