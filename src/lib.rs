@@ -39,14 +39,6 @@ pub mod tls;
 pub mod write_deadline;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how every
-/// error is printed at the edge (logs, HTTP messages, the exit line).
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// error is printed at the edge (logs, HTTP messages, the exit line); the
+/// clients print theirs the same way.
+pub use nsdebug_client::error_chain;

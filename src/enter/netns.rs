@@ -144,18 +144,9 @@ where
 mod tests {
     use super::*;
 
-    fn me() -> ContainerProcess {
-        let identity = ProcRoot::new("/proc").identity(std::process::id()).unwrap();
-        ContainerProcess {
-            pid: identity.pid,
-            start_time: identity.start_time,
-            container_id: String::new(),
-        }
-    }
-
     #[tokio::test]
     async fn a_runtime_thread_is_refused() {
-        let err = join_network_namespace(&me()).unwrap_err();
+        let err = join_network_namespace(&ContainerProcess::this_one()).unwrap_err();
         assert!(matches!(err, NetnsError::RuntimeThread), "{err:?}");
     }
 
@@ -164,7 +155,7 @@ mod tests {
         // Joining our own namespace is a no-op for the namespace, but goes
         // through every check and the setns call.
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let process = me();
+        let process = ContainerProcess::this_one();
         let joined = std::thread::spawn(move || {
             join_network_namespace(&process).map(|_| ())?;
             Ok::<_, NetnsError>(std::fs::read_link("/proc/thread-self/ns/net").unwrap())

@@ -75,31 +75,37 @@ pub fn has_exited(pidfd: &OwnedFd) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn me() -> ContainerProcess {
-        let identity = ProcRoot::new("/proc").identity(std::process::id()).unwrap();
+impl ContainerProcess {
+    /// This test process, as if it were a container's.
+    pub(crate) fn this_one() -> Self {
+        let identity = crate::process::ProcRoot::new("/proc")
+            .identity(std::process::id())
+            .unwrap();
         ContainerProcess {
             pid: identity.pid,
             start_time: identity.start_time,
             container_id: String::new(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn a_live_process_is_pinned_and_has_not_exited() {
         // Every cgroup path mentions the empty string.
-        let pidfd = pin(&me()).unwrap();
+        let pidfd = pin(&ContainerProcess::this_one()).unwrap();
         assert!(!has_exited(&pidfd));
     }
 
     #[test]
     fn another_start_time_or_cgroup_is_refused() {
-        let mut other = me();
+        let mut other = ContainerProcess::this_one();
         other.start_time += 1;
         assert!(matches!(pin(&other), Err(PinError::Recycled { .. })));
-        let mut elsewhere = me();
+        let mut elsewhere = ContainerProcess::this_one();
         elsewhere.container_id = "no-such-container-0123456789".into();
         assert!(matches!(pin(&elsewhere), Err(PinError::NotInCgroup { .. })));
     }

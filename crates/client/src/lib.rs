@@ -13,7 +13,7 @@ use clap::Args;
 use secrecy::ExposeSecret as _;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how
-/// a client prints an error at its edge (the agent's `error_chain` twin).
+/// an error is printed at the edge, by the clients and the agent alike.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
