@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
-use super::interactive::Target;
-use super::{PluginError, Reached, Route, pod_path};
+use super::{PluginError, Reached, Route, Target, pod_path};
 
 /// `[NAMESPACE/]POD:PATH`.
 #[derive(Debug, PartialEq)]

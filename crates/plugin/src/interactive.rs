@@ -10,14 +10,7 @@ use kube::api::{Api, AttachParams, TerminalSize};
 use kube::config::KubeConfigOptions;
 use tokio::io::AsyncWriteExt as _;
 
-use super::{PluginError, Reached, RunMode};
-
-/// A container, as the user named it.
-pub struct Target<'a> {
-    pub namespace: &'a str,
-    pub pod: &'a str,
-    pub container: Option<&'a str>,
-}
+use super::{PluginError, Reached, RunMode, Target};
 
 /// The shell `shell` starts: bash when the container has it.
 const SHELL: &[&str] = &[

@@ -535,7 +535,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             let pod = pod.unwrap_or_default();
             let namespace = route.namespace(namespace.as_deref());
             let agent = route.for_pod(&namespace, &pod).await?;
-            let target = interactive::Target {
+            let target = Target {
                 namespace: &namespace,
                 pod: &pod,
                 container: container.as_deref(),
@@ -550,7 +550,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
         PluginCommand::Shell { pod, mode } => {
             let namespace = route.namespace(pod.namespace.as_deref());
             let agent = route.for_pod(&namespace, &pod.pod).await?;
-            let target = interactive::Target {
+            let target = Target {
                 namespace: &namespace,
                 pod: &pod.pod,
                 container: pod.container.as_deref(),
@@ -721,6 +721,13 @@ async fn node_target(route: &Route, target: &NodeTarget) -> Result<Reached, Plug
         }
         (None, None) => Err(PluginError::Usage("name a pod or --node".into())),
     }
+}
+
+/// A container, as the user named it.
+pub struct Target<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: Option<&'a str>,
 }
 
 /// Says where the forward listens.

@@ -10,8 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use nsdebug_wire::{Profile, RunEvent, RunRequest};
 
-use super::interactive::Target;
-use super::{PluginError, Reached, Route, RunMode, pod_path};
+use super::{PluginError, Reached, Route, RunMode, Target, pod_path};
 
 /// Where a command's output goes.
 pub trait Output {
