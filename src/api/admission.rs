@@ -260,7 +260,7 @@ pub(super) async fn target_reach(
     .await
     .map_err(|err| ApiError::internal(&err))?;
     reach.map_err(|err| match err {
-        crate::diag::DiagError::Gone { .. } => ApiError::conflict(format!(
+        err if err.is_target_gone() => ApiError::conflict(format!(
             "container \"{}\" of pod {}/{} stopped while being read",
             target.container, target.namespace, target.pod
         )),

@@ -125,7 +125,7 @@ pub(super) fn needs_exec(view: &str) -> Result<bool, ApiError> {
 fn diag_error(err: DiagError, target: &Target) -> ApiError {
     match err {
         DiagError::NoSuchProcess { .. } => ApiError::not_found(err.to_string()),
-        DiagError::Gone { .. } => ApiError::conflict(format!(
+        err if err.is_target_gone() => ApiError::conflict(format!(
             "container \"{}\" of pod {}/{} stopped while being read",
             target.container, target.namespace, target.pod
         )),
@@ -227,4 +227,39 @@ async fn answer(
         "pid": target.pid,
     });
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found in the flow restructuring: a container gone while its network
+    /// namespace was joined (the interfaces, routes and sockets views) was
+    /// a 500, while the same container gone under the other views is a 409.
+    #[test]
+    fn a_container_gone_while_its_network_is_joined_is_a_conflict() {
+        let target = Target {
+            namespace: "shop".into(),
+            pod: "web".into(),
+            pod_uid: String::new(),
+            container: "web".into(),
+            container_id: "abc".into(),
+            state: crate::inventory::ContainerState::Running,
+            pid: 1,
+            process: crate::process::ProcessIdentity {
+                pid: 1,
+                start_time: 1,
+            },
+            namespaces: Default::default(),
+            runtime_spec: Default::default(),
+        };
+        let gone =
+            crate::enter::NetnsError::TargetGone(crate::process::PinError::Recycled { pid: 1 });
+        let answer = diag_error(DiagError::Netns(gone), &target);
+        assert_eq!(answer.code(), axum::http::StatusCode::CONFLICT);
+        assert_eq!(
+            answer.message(),
+            "container \"web\" of pod shop/web stopped while being read"
+        );
+    }
 }

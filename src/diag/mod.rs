@@ -43,6 +43,16 @@ pub enum DiagError {
 impl DiagError {
     /// The target (or the asked process) is not there: a 404/409, not a fault.
     pub fn is_missing(&self) -> bool {
-        matches!(self, Self::Gone { .. } | Self::NoSuchProcess { .. })
+        self.is_target_gone() || matches!(self, Self::NoSuchProcess { .. })
+    }
+
+    /// The container's process is gone: read from `/proc`, or found gone
+    /// when its network namespace was to be joined.
+    pub fn is_target_gone(&self) -> bool {
+        match self {
+            Self::Gone { .. } => true,
+            Self::Netns(err) => err.is_target_gone(),
+            _ => false,
+        }
     }
 }
