@@ -168,6 +168,56 @@ pub struct ExecSession {
     pub target: Target,
 }
 
+/// What a session runs, as the caller asked for it.
+pub struct Command {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub profile: crate::enter::Profile,
+    /// The namespaces of the view ([`crate::enter::View`]); `None`: all.
+    pub namespaces: Option<crate::enter::NamespaceSet>,
+    pub toolbox: bool,
+    pub terminal: Option<crate::enter::TerminalSize>,
+}
+
+impl ExecSession {
+    /// The request that enters the target for `command`, noted in the
+    /// session's audit record, and the pod Event that will announce the
+    /// session (`kind`: `exec`, `run`).
+    pub fn enter(
+        &mut self,
+        state: &AppState,
+        user: &User,
+        kind: &str,
+        command: Command,
+    ) -> (
+        crate::enter::EnterRequest,
+        Option<crate::events::PendingEvent>,
+    ) {
+        let target = &self.target;
+        let request = crate::enter::EnterRequest {
+            pid: target.pid,
+            start_time: target.process.start_time,
+            container_id: target.container_id.clone(),
+            namespaces: command.namespaces,
+            profile: command.profile,
+            argv: command.argv,
+            env: command.env,
+            terminal: command.terminal,
+            runtime_spec: crate::enter::runtime_spec_for(command.profile, &target.runtime_spec),
+            toolbox: command.toolbox.then(|| state.toolbox_root.to_path_buf()),
+        };
+        self.record.entering(target, &request);
+        let event = state.events.prepare(&crate::events::SessionStart::command(
+            user,
+            target,
+            &request,
+            kind,
+            self.record.id(),
+        ));
+        (request, event)
+    }
+}
+
 /// What kind of session asks, for the limits and metrics, and what its
 /// audit record says.
 pub struct SessionAsk<'a> {

@@ -226,11 +226,7 @@ async fn exec(
             err.body_text()
         ))
     })?;
-    let super::admission::ExecSession {
-        mut record,
-        permit,
-        target,
-    } = admission
+    let mut session = admission
         .start_session(
             &state,
             super::admission::SessionAsk {
@@ -241,19 +237,24 @@ async fn exec(
             },
         )
         .await?;
-    let request = EnterRequest {
-        pid: target.pid,
-        start_time: target.process.start_time,
-        container_id: target.container_id.clone(),
-        namespaces: options.namespaces,
-        profile: options.profile,
-        argv: options.command.clone(),
-        env: Vec::new(),
-        terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
-        runtime_spec: enter::runtime_spec_for(options.profile, &target.runtime_spec),
-        toolbox: options.toolbox.then(|| state.toolbox_root.to_path_buf()),
-    };
-    record.entering(&target, &request);
+    let (request, event) = session.enter(
+        &state,
+        &user,
+        "exec",
+        super::admission::Command {
+            argv: options.command.clone(),
+            env: Vec::new(),
+            profile: options.profile,
+            namespaces: options.namespaces,
+            toolbox: options.toolbox,
+            terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
+        },
+    );
+    let super::admission::ExecSession {
+        mut record,
+        permit,
+        target,
+    } = session;
     // Every interactive session, with a terminal or without: a shell on
     // pipes (`kubectl exec -i`) is as interactive as one on a tty.
     let recording = match &state.recording {
@@ -268,13 +269,6 @@ async fn exec(
         }
         None => None,
     };
-    let event = state.events.prepare(&crate::events::SessionStart::command(
-        &user,
-        &target,
-        &request,
-        "exec",
-        record.id(),
-    ));
     let mut trail = SessionTrail::new(record, state.audit.clone(), 101).announcing(event);
     let session = Interactive {
         streams: Streams {

@@ -220,11 +220,7 @@ async fn run(
     } = RunPlan::check(&body)?;
 
     let profile = body.profile.unwrap_or_default();
-    let super::admission::ExecSession {
-        record: mut audit,
-        permit,
-        target,
-    } = super::admission::admit(
+    let mut session = super::admission::admit(
         &state,
         &user,
         &info,
@@ -244,31 +240,26 @@ async fn run(
         },
     )
     .await?;
-    let request = EnterRequest {
-        pid: target.pid,
-        start_time: target.process.start_time,
-        container_id: target.container_id.clone(),
-        namespaces,
-        profile: body.profile.unwrap_or_default(),
-        argv: body.command.clone(),
-        env: body.env.into_iter().collect(),
-        terminal: None,
-        runtime_spec: crate::enter::runtime_spec_for(
-            body.profile.unwrap_or_default(),
-            &target.runtime_spec,
-        ),
-        toolbox: toolbox.then(|| state.toolbox_root.to_path_buf()),
-    };
-    audit
-        .entering(&target, &request)
-        .note("stdin-bytes", stdin.len());
-    if let Some(event) = state.events.prepare(&crate::events::SessionStart::command(
+    let (request, event) = session.enter(
+        &state,
         &user,
-        &target,
-        &request,
         "run",
-        audit.id(),
-    )) {
+        super::admission::Command {
+            argv: body.command.clone(),
+            env: body.env.into_iter().collect(),
+            profile,
+            namespaces,
+            toolbox,
+            terminal: None,
+        },
+    );
+    let super::admission::ExecSession {
+        record: mut audit,
+        permit,
+        target,
+    } = session;
+    audit.note("stdin-bytes", stdin.len());
+    if let Some(event) = event {
         event.send();
     }
     if stream {
