@@ -41,11 +41,6 @@ pub enum DiagError {
 }
 
 impl DiagError {
-    /// The target (or the asked process) is not there: a 404/409, not a fault.
-    pub fn is_missing(&self) -> bool {
-        self.is_target_gone() || matches!(self, Self::NoSuchProcess { .. })
-    }
-
     /// The container's process is gone: read from `/proc`, or found gone
     /// when its network namespace was to be joined.
     pub fn is_target_gone(&self) -> bool {
