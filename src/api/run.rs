@@ -330,10 +330,7 @@ async fn run(
     let answer = RunResult {
         target,
         exit_code: outcome.exit.map(|e| e.code()),
-        signal: match outcome.exit {
-            Some(Exit::Signal(signal)) => Some(signal),
-            _ => None,
-        },
+        signal: outcome.exit.and_then(Exit::signal),
         timed_out: outcome.exit.is_none(),
         error: None,
         stdout,
@@ -417,10 +414,7 @@ async fn streamed(
                                 exit.map_or(Outcome::TimedOut, |e| Outcome::Exited(e.code()));
                             RunEvent::Exit {
                                 exit_code: exit.map(|e| e.code()),
-                                signal: match exit {
-                                    Some(Exit::Signal(s)) => Some(s),
-                                    _ => None,
-                                },
+                                signal: exit.and_then(Exit::signal),
                                 timed_out: exit.is_none(),
                                 duration_ms: duration.as_secs_f64() * 1000.0,
                             }
@@ -432,9 +426,8 @@ async fn streamed(
                     .boxed()
             }
             Err(err) => {
-                trail.outcome = Outcome::Failed(err.to_string());
+                trail.outcome = Outcome::of_start_failure(&err);
                 let code = super::exit_code_for(&err)?;
-                trail.outcome = Outcome::Exited(code);
                 let error = RunEvent::Error {
                     exit_code: code,
                     message: err.to_string(),

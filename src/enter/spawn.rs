@@ -49,6 +49,14 @@ impl Exit {
             Exit::Signal(signal) => 128 + signal,
         }
     }
+
+    /// The signal that ended the command, if one did.
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            Exit::Code(_) => None,
+            Exit::Signal(signal) => Some(signal),
+        }
+    }
 }
 
 /// The command's stdio as the agent holds it.
