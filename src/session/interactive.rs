@@ -294,6 +294,11 @@ impl Interactive {
         // came back for the client timeout, it is gone (its writes stalling
         // are the connection's deadline, `write_deadline`).
         let mut heard_at = opened;
+        // Input the command has not taken yet. The client is read only when
+        // there is none: a command that never reads its stdin holds back the
+        // client, never the loop (its clock, keepalive and the command's end
+        // stay live; awaiting the queue here once held a session forever).
+        let mut pending: Option<Input> = None;
         let mut keepalive =
             tokio::time::interval_at(opened + clock.client_timeout / 3, clock.client_timeout / 3);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -316,7 +321,9 @@ impl Interactive {
                     return;
                 },
                 _ = keepalive.tick() => {
-                    if heard_at.elapsed() >= clock.client_timeout {
+                    // Not reading the client (input is stalled) is no sign
+                    // that it is gone.
+                    if pending.is_none() && heard_at.elapsed() >= clock.client_timeout {
                         trail.ended(Outcome::ClientUnresponsive);
                         return;
                     }
@@ -369,7 +376,15 @@ impl Interactive {
                     }
                     None => outputs_open = false,
                 },
-                incoming = from_client.next() => {
+                permit = in_tx.reserve(), if pending.is_some() => {
+                    // The command took what was queued; a queue that is
+                    // gone (its stdin closed) drops the input, as before.
+                    if let (Ok(permit), Some(input)) = (permit, pending.take()) {
+                        permit.send(input);
+                    }
+                    heard_at = Instant::now();
+                },
+                incoming = from_client.next(), if pending.is_none() => {
                     let incoming = incoming.unwrap_or(FromClient::Gone);
                     if !matches!(incoming, FromClient::Gone) {
                         heard_at = Instant::now();
@@ -384,7 +399,7 @@ impl Interactive {
                                 // Not passed on: the recording's end closes the session.
                                 continue;
                             }
-                            let _ = in_tx.send(Input::Data(data)).await;
+                            pending = Some(Input::Data(data));
                         }
                         FromClient::Resize(size) => if let Some(resize) = &resize {
                             resize(size);
@@ -393,7 +408,7 @@ impl Interactive {
                             }
                         },
                         FromClient::CloseStdin => {
-                            let _ = in_tx.send(Input::Close).await;
+                            pending = Some(Input::Close);
                         }
                         FromClient::Alive => {}
                         FromClient::Malformed(why) => {
@@ -889,5 +904,75 @@ mod tests {
         assert!(matches!(ending, Some(Ending::ProtocolError(_))));
         running.await.unwrap();
         assert!(*end.killed.lock().unwrap());
+    }
+
+    /// Found by an adversarial review: a command that never reads its stdin
+    /// let a client fill the pipe and the input queue, and the loop then
+    /// waited on the queue for good: no clock, no keepalive, no hang-up
+    /// (`yes | kubectl exec -i POD -- sleep 3600` held a session slot until
+    /// the agent restarted). The clock must still close it.
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_never_reads_stdin_still_ends_at_its_maximum_duration() {
+        let (stdin_ours, _stdin_never_read) = tokio::io::duplex(16);
+        let (stdout_ours, _stdout_theirs) = tokio::io::duplex(16);
+        let (stderr_ours, _stderr_theirs) = tokio::io::duplex(16);
+        let (_exit, exit) = oneshot::channel();
+        let killed = Arc::new(Mutex::new(false));
+        let fake = Fake {
+            io: Some(CommandIo::Pipes {
+                stdin: Some(Box::new(stdin_ours)),
+                stdout: Box::new(stdout_ours),
+                stderr: Box::new(stderr_ours),
+            }),
+            exit,
+            killed: killed.clone(),
+        };
+        let clock = Clock {
+            max_duration: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+            client_timeout: Duration::from_secs(30),
+            ..clock()
+        };
+        let (session, _) = new_session(PIPES, clock);
+        let (mut client, running) = start(session, Ok(fake));
+        // Far more than the pipe and the queue hold, and the client keeps
+        // answering pings all the while.
+        for _ in 0..1000 {
+            client.send(FromClient::Stdin(Bytes::from_static(b"yyyyyyyyyyyyyyyy")));
+        }
+        let opened = tokio::time::Instant::now();
+        let pinger = client.to_session.clone();
+        let alive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if pinger.unbounded_send(FromClient::Alive).is_err() {
+                    return;
+                }
+            }
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(3600), client.rest()).await;
+        alive.abort();
+        let (_, ending) = ended.expect("the session is still open an hour later");
+        assert!(
+            matches!(
+                ending,
+                Some(Ending::Closed {
+                    cause: Closed::Clock,
+                    ..
+                })
+            ),
+            "{ending:?}"
+        );
+        assert!(
+            opened.elapsed() <= Duration::from_secs(121),
+            "{:?}",
+            opened.elapsed()
+        );
+        let outcome = running.await.unwrap().outcome;
+        assert!(
+            matches!(outcome, Some(Outcome::IdleTimeout | Outcome::MaxDuration)),
+            "{outcome:?}"
+        );
+        assert!(*killed.lock().unwrap());
     }
 }
