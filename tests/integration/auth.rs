@@ -337,8 +337,9 @@ async fn only_callers_with_the_rights_of_kubectl_exec_get_in() {
 }
 
 /// What the audit test reads back: alice refused outside her namespace, her
-/// run, root's privileged run, bob refused, and a kubectl session of alice's
-/// that exits 4 (each checked by the test above).
+/// run, her run on a container the pod does not have (allowed, then not
+/// found), root's privileged run, bob refused, and a kubectl session of
+/// alice's that exits 4 (each checked by the test above).
 async fn sessions_to_audit(guarded: &Guarded) {
     let Guarded {
         ns, other, agent, ..
@@ -347,10 +348,12 @@ async fn sessions_to_audit(guarded: &Guarded) {
     let hostname = json!({"command": ["hostname"]});
     use reqwest::Method;
     let refused = format!("/v1/targets/{other}/anything/run");
+    let no_container = format!("/v1/targets/{ns}/guarded/run?container=nope");
     let privileged = json!({"command": ["id", "-u"], "profile": "privileged"});
     for (path, token, body, want) in [
         (&refused, "alice-token", &hostname, 403),
         (&run_path, "alice-token", &hostname, 200),
+        (&no_container, "alice-token", &hostname, 404),
         (&run_path, "root-token", &privileged, 200),
         (&run_path, "bob-token", &hostname, 403),
     ] {
@@ -427,6 +430,30 @@ async fn sessions_and_refusals_are_audited_and_sessions_leave_events() {
     assert_eq!(run["annotations"]["nsdebug.dev/container"], "shell");
     assert_eq!(run["annotations"]["nsdebug.dev/exit-code"], "0");
     assert_eq!(run["annotations"]["nsdebug.dev/stdout-bytes"], "8");
+    assert_eq!(run["annotations"]["nsdebug.dev/output-bytes"], "8");
+    assert_eq!(run["annotations"]["nsdebug.dev/stdin-bytes"], "0");
+    // An allowed session that finds no container still leaves its trail:
+    // the decision, and what it answered.
+    let lost = events()
+        .into_iter()
+        .find(|e| {
+            e["requestURI"]
+                .as_str()
+                .is_some_and(|u| u.contains("container=nope"))
+        })
+        .expect("the run on a missing container is audited");
+    assert_eq!(lost["stage"], "ResponseComplete");
+    assert_eq!(lost["responseStatus"]["code"], 404);
+    assert_eq!(
+        lost["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    assert!(
+        lost["annotations"]["nsdebug.dev/error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nope")),
+        "{lost}"
+    );
     assert!(
         events()
             .iter()

@@ -38,25 +38,50 @@ impl Audited {
         }
     }
 
-    /// The `ResponseComplete` event of the capture whose URI contains `uri`.
+    /// The `ResponseComplete` event of the capture whose URI contains `uri`
+    /// and that ran (a `ResponseStarted` with its audit ID came first).
     async fn completed(&self, uri: &str) -> Value {
         eventually(
             "the capture's ResponseComplete audit event",
             PATIENCE,
             || async {
-                std::fs::read_to_string(&self.log)
+                let events: Vec<Value> = std::fs::read_to_string(&self.log)
                     .unwrap_or_default()
                     .lines()
                     .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .collect();
+                let started = |id: &Value| {
+                    events
+                        .iter()
+                        .any(|e| e["stage"] == "ResponseStarted" && &e["auditID"] == id)
+                };
+                events
+                    .iter()
                     .find(|event| {
                         event["stage"] == "ResponseComplete"
                             && event["requestURI"]
                                 .as_str()
                                 .is_some_and(|u| u.contains(uri))
+                            && started(&event["auditID"])
                     })
+                    .cloned()
             },
         )
         .await
+    }
+
+    /// Every event whose URI contains `uri`.
+    fn all(&self, uri: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| {
+                event["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(uri))
+            })
+            .collect()
     }
 }
 
@@ -437,6 +462,14 @@ async fn a_client_that_hangs_up_frees_the_session_the_thread_and_the_socket() {
     assert_eq!(
         event["annotations"]["nsdebug.dev/exit-code"],
         "client disconnected"
+    );
+    // The capture refused over the limit left its trail too.
+    let refused = audited.all(&format!("/{ns}/box/capture"));
+    assert!(
+        refused.iter().any(|e| e["stage"] == "ResponseComplete"
+            && e["responseStatus"]["code"] == 429
+            && e["annotations"]["authorization.k8s.io/decision"] == "allow"),
+        "{refused:#?}"
     );
     // The session is free again: the next capture runs.
     let mut second = start_capture(agent, &path, "application/vnd.tcpdump.pcap").await;

@@ -849,17 +849,29 @@ async fn reads_and_writes_are_audited_with_their_byte_counts() {
     };
     let written = complete("write", "/tmp/small");
     assert_eq!(written.len(), 1, "{events:#?}");
-    assert_eq!(written[0]["annotations"]["nsdebug.dev/bytes"], "5");
+    // One trail shape for every session: bytes in, bytes out, how it ended.
+    assert_eq!(written[0]["annotations"]["nsdebug.dev/stdin-bytes"], "5");
+    assert_eq!(written[0]["annotations"]["nsdebug.dev/output-bytes"], "0");
+    assert_eq!(
+        written[0]["annotations"]["nsdebug.dev/exit-code"],
+        "complete"
+    );
     assert_eq!(written[0]["responseStatus"]["code"], 201);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["auditID"] == written[0]["auditID"] && e["stage"] == "ResponseStarted"),
+        "the write's ResponseStarted: {events:#?}"
+    );
     assert_eq!(written[0]["objectRef"]["subresource"], "exec");
     let read = complete("read", "/tmp/small");
     assert_eq!(read.len(), 1, "{events:#?}");
-    assert_eq!(read[0]["annotations"]["nsdebug.dev/bytes"], "5");
-    assert_eq!(read[0]["annotations"]["nsdebug.dev/outcome"], "complete");
+    assert_eq!(read[0]["annotations"]["nsdebug.dev/output-bytes"], "5");
+    assert_eq!(read[0]["annotations"]["nsdebug.dev/exit-code"], "complete");
     let cut = complete("tar", "/tmp/two");
     assert_eq!(cut.len(), 1, "{events:#?}");
     assert!(
-        cut[0]["annotations"]["nsdebug.dev/outcome"]
+        cut[0]["annotations"]["nsdebug.dev/exit-code"]
             .as_str()
             .unwrap()
             .starts_with("aborted: the tar archive of /tmp/two grew past"),

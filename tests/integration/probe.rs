@@ -842,6 +842,7 @@ async fn probing_takes_the_right_to_exec_and_is_audited() {
         .iter()
         .find(|e| {
             e["user"]["username"] == "alice"
+                && e["stage"] == "ResponseComplete"
                 && e["annotations"]["nsdebug.dev/diag"] == "tcp"
                 && e["responseStatus"]["code"] == 200
         })
@@ -852,7 +853,7 @@ async fn probing_takes_the_right_to_exec_and_is_audited() {
     assert_eq!(probed["objectRef"]["name"], "web");
     let notes = &probed["annotations"];
     assert_eq!(notes["nsdebug.dev/target"], "127.0.0.1:8080");
-    assert_eq!(notes["nsdebug.dev/outcome"], "ok");
+    assert_eq!(notes["nsdebug.dev/exit-code"], "ok");
     assert_eq!(notes["nsdebug.dev/container-id"], pod.id("web"));
     assert!(
         events
@@ -863,9 +864,14 @@ async fn probing_takes_the_right_to_exec_and_is_audited() {
     );
     let slow_event = events
         .iter()
-        .find(|e| e["annotations"]["nsdebug.dev/diag"] == "http")
+        .find(|e| {
+            e["stage"] == "ResponseComplete" && e["annotations"]["nsdebug.dev/diag"] == "http"
+        })
         .expect("the HTTP probe is audited");
-    assert_eq!(slow_event["annotations"]["nsdebug.dev/outcome"], "timeout");
+    assert_eq!(
+        slow_event["annotations"]["nsdebug.dev/exit-code"],
+        "timeout"
+    );
 
     pod.remove(&mut client).await;
 }
