@@ -227,14 +227,19 @@ impl AuditRecord {
 
     /// Notes what is entered: the target and the request's command, terminal,
     /// namespaces and profile.
+    /// The container a session acts on.
+    pub fn target(&mut self, target: &crate::resolve::Target) -> &mut Self {
+        self.note("container", &target.container)
+            .note("container-id", &target.container_id)
+            .note("pid", target.pid)
+    }
+
     pub fn entering(
         &mut self,
         target: &crate::resolve::Target,
         request: &crate::enter::EnterRequest,
     ) -> &mut Self {
-        self.note("container", &target.container)
-            .note("container-id", &target.container_id)
-            .note("pid", target.pid)
+        self.target(target)
             .note(
                 "command",
                 serde_json::to_string(&request.argv).unwrap_or_default(),

@@ -26,6 +26,7 @@ use super::{ApiError, AppState, RequestInfo};
 use crate::audit::AuditRecord;
 use crate::auth::{Action, Admitted, User};
 use crate::resolve::{ResolveError, Target, TargetRef};
+use crate::session::Session;
 
 /// The right a route needs on the pod it acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,14 +161,6 @@ async fn authorize(
     }
 }
 
-/// A session allowed to start: its audit record (with the decision), its
-/// slot in the session limits, its target.
-pub struct ExecSession {
-    pub record: AuditRecord,
-    pub permit: crate::session::SessionPermit,
-    pub target: Target,
-}
-
 /// What a session runs, as the caller asked for it.
 pub struct Command {
     pub argv: Vec<String>,
@@ -179,43 +172,47 @@ pub struct Command {
     pub terminal: Option<crate::enter::TerminalSize>,
 }
 
-impl ExecSession {
-    /// The request that enters the target for `command`, noted in the
-    /// session's audit record, and the pod Event that will announce the
-    /// session (`kind`: `exec`, `run`).
-    pub fn enter(
-        &mut self,
-        state: &AppState,
-        user: &User,
-        kind: &str,
-        command: Command,
-    ) -> (
-        crate::enter::EnterRequest,
-        Option<crate::events::PendingEvent>,
-    ) {
-        let target = &self.target;
-        let request = crate::enter::EnterRequest {
-            pid: target.pid,
-            start_time: target.process.start_time,
-            container_id: target.container_id.clone(),
-            namespaces: command.namespaces,
-            profile: command.profile,
-            argv: command.argv,
-            env: command.env,
-            terminal: command.terminal,
-            runtime_spec: crate::enter::runtime_spec_for(command.profile, &target.runtime_spec),
-            toolbox: command.toolbox.then(|| state.toolbox_root.to_path_buf()),
-        };
-        self.record.entering(target, &request);
-        let event = state.events.prepare(&crate::events::SessionStart::command(
-            user,
-            target,
-            &request,
-            kind,
-            self.record.id(),
-        ));
-        (request, event)
-    }
+/// The request that enters `session`'s target for `command`, noted in its
+/// audit record, with the pod Event that will announce the session once it
+/// runs (`kind`: `exec`, `run`).
+pub fn enter(
+    session: &mut Session,
+    state: &AppState,
+    user: &User,
+    kind: &str,
+    command: Command,
+) -> crate::enter::EnterRequest {
+    let target = &session.target;
+    let request = crate::enter::EnterRequest {
+        pid: target.pid,
+        start_time: target.process.start_time,
+        container_id: target.container_id.clone(),
+        namespaces: command.namespaces,
+        profile: command.profile,
+        argv: command.argv,
+        env: command.env,
+        terminal: command.terminal,
+        runtime_spec: crate::enter::runtime_spec_for(command.profile, &target.runtime_spec),
+        toolbox: command.toolbox.then(|| state.toolbox_root.to_path_buf()),
+    };
+    let id = session.id();
+    let event = state.events.prepare(&crate::events::SessionStart::command(
+        user,
+        &session.target,
+        &request,
+        kind,
+        &id,
+    ));
+    session.entering(&request);
+    session.announcing(event);
+    request
+}
+
+/// `session` refused before it started, with `err`; the error goes on to
+/// the client.
+pub fn refuse(session: Session, err: ApiError) -> ApiError {
+    session.refuse(err.code().as_u16(), err.message());
+    err
 }
 
 /// What kind of session asks, for the limits and metrics, and what its
@@ -224,10 +221,6 @@ pub struct SessionAsk<'a> {
     pub kind: &'static str,
     pub profile: &'a str,
     pub note: &'a (dyn Fn(&mut AuditRecord) + Sync),
-    /// Write a `ResponseComplete` for a failure after the authorization (no
-    /// slot, no such container): files and probes do; run and capture audit
-    /// only what they start.
-    pub audit_refusals: bool,
 }
 
 impl Admission {
@@ -240,14 +233,14 @@ impl Admission {
         Ok((target, self.record))
     }
 
-    /// Steps 3 to 5 for an exec right: the target, a session slot, the
-    /// audit record going on with the session. A failure is audited when
-    /// `ask` says so.
+    /// Steps 3 to 5 for an exec right: the target, a session slot, and the
+    /// audit record going on with the [`Session`]. A failure (no such
+    /// container, no slot) is audited.
     pub async fn start_session(
         self,
         state: &AppState,
         ask: SessionAsk<'_>,
-    ) -> Result<ExecSession, ApiError> {
+    ) -> Result<Session, ApiError> {
         let Self { admitted, record } = self;
         let Some(mut record) = record else {
             return Err(ApiError::internal_with(
@@ -262,18 +255,12 @@ impl Admission {
         }
         .await;
         match found {
-            Ok((permit, target)) => Ok(ExecSession {
-                record,
-                permit,
-                target,
-            }),
+            Ok((permit, target)) => Ok(Session::new(target, record, state.audit.clone(), permit)),
             Err(err) => {
-                if ask.audit_refusals {
-                    record.note("error", err.message());
-                    state
-                        .audit
-                        .refused(&record.event("ResponseComplete", err.code().as_u16()));
-                }
+                record.note("error", err.message());
+                state
+                    .audit
+                    .refused(&record.event("ResponseComplete", err.code().as_u16()));
                 Err(err)
             }
         }

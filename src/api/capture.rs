@@ -28,7 +28,6 @@ use super::{ApiError, AppState};
 use crate::diag::capture::{self, CaptureError, CaptureSpec, Ending, Format, LiveCapture, Piece};
 use crate::enter::Profile;
 use crate::resolve::{Target, TargetRef};
-use crate::session::SessionPermit;
 use crate::session::{Outcome, SessionTrail};
 
 pub fn routes() -> Router<AppState> {
@@ -156,11 +155,7 @@ async fn capture(
     wanted: TargetRef,
     mut spec: CaptureSpec,
 ) -> Result<Response, ApiError> {
-    let super::admission::ExecSession {
-        record: mut audit,
-        permit,
-        target,
-    } = super::admission::admit(
+    let mut session = super::admission::admit(
         &state,
         &user,
         &info,
@@ -174,25 +169,20 @@ async fn capture(
             kind: "capture",
             profile: "privileged",
             note: &|_| {},
-            audit_refusals: false,
         },
     )
     .await?;
-    if let Err(err) = beyond_the_container(&state, &user, &target).await {
-        audit.note("error", err.message());
-        state
-            .audit
-            .refused(&audit.event("ResponseComplete", err.code().as_u16()));
-        return Err(err);
+    if let Err(err) = beyond_the_container(&state, &user, &session.target).await {
+        return Err(super::admission::refuse(session, err));
     }
+    let target = &session.target;
     spec.description = format!(
         "network namespace of pod {}/{} (container {})",
         target.namespace, target.pod, target.container
     );
-    audit
-        .note("container", &target.container)
-        .note("container-id", &target.container_id)
-        .note("pid", target.pid)
+    let process = target.container_process();
+    session
+        .noting_target()
         .note("namespaces", "net")
         .note("capture-filter", &spec.filter)
         .note("capture-interface", &spec.interface)
@@ -207,42 +197,33 @@ async fn capture(
                 spec.bytes
             ),
         );
-    let process = target.container_process();
     let format = spec.format;
     let live = match capture::start(spec.clone(), process).await {
         Ok(live) => live,
-        Err(err) => {
-            let err = capture_error(err);
-            audit.note("error", err.message());
-            state
-                .audit
-                .record(&audit.event("ResponseComplete", err.code().as_u16()));
-            return Err(err);
-        }
+        Err(err) => return Err(super::admission::refuse(session, capture_error(err))),
     };
     // A capture runs with the agent's own privileges (a raw socket), not a
     // command with the container's: the Event says so.
-    if let Some(event) = state.events.prepare(&crate::events::SessionStart {
+    let audit_id = session.id();
+    let event = state.events.prepare(&crate::events::SessionStart {
         user: &user,
-        target: &target,
+        target: &session.target,
         kind: "capture",
-        audit_id: audit.id(),
+        audit_id: &audit_id,
         profile: Profile::Privileged,
         tty: false,
         what: format!(
             "packet capture on interface {} with filter {:?}",
             spec.interface, spec.filter
         ),
-    }) {
-        event.send();
-    }
-    let mut trail = SessionTrail::new(audit, state.audit.clone(), 200);
-    trail.started();
+    });
+    session.announcing(event);
+    let (target, trail) = session.start(200);
     let disposition = format!(
         "attachment; filename=\"{}\"",
         file_name(&target, format, k8s_openapi::jiff::Timestamp::now())
     );
-    let mut response = axum::body::Body::from_stream(body(live, trail, permit)).into_response();
+    let mut response = axum::body::Body::from_stream(body(live, trail)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -304,7 +285,6 @@ struct CaptureTrail {
     trail: SessionTrail,
     packets: u64,
     dropped: u64,
-    _permit: SessionPermit,
 }
 
 impl CaptureTrail {
@@ -323,7 +303,6 @@ impl Drop for CaptureTrail {
     // Before the trail's own drop writes `ResponseComplete`.
     fn drop(&mut self) {
         self.trail
-            .record
             .note("capture-packets", self.packets)
             .note("capture-dropped", self.dropped);
     }
@@ -335,13 +314,11 @@ impl Drop for CaptureTrail {
 fn body(
     live: LiveCapture,
     trail: SessionTrail,
-    permit: SessionPermit,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     let trail = CaptureTrail {
         trail,
         packets: 0,
         dropped: 0,
-        _permit: permit,
     };
     futures::stream::unfold((live, trail), |(mut live, mut trail)| async move {
         loop {

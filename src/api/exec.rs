@@ -27,7 +27,6 @@ use super::{ApiError, AppState};
 use crate::enter::{self, EnterError, EnterRequest, Exit, Profile, TerminalSize, parse_namespaces};
 use crate::recording::Recording;
 use crate::resolve::TargetRef;
-use crate::session::SessionTrail;
 use crate::session::interactive::{
     Channel, Clock, Closed, Ending, FromClient, Interactive, Streams, ToClient,
 };
@@ -233,11 +232,11 @@ async fn exec(
                 kind: "exec",
                 profile: options.profile.as_str(),
                 note: &|_| {},
-                audit_refusals: false,
             },
         )
         .await?;
-    let (request, event) = session.enter(
+    let request = super::admission::enter(
+        &mut session,
         &state,
         &user,
         "exec",
@@ -250,11 +249,6 @@ async fn exec(
             terminal: options.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
         },
     );
-    let super::admission::ExecSession {
-        mut record,
-        permit,
-        target,
-    } = session;
     // Every interactive session, with a terminal or without: a shell on
     // pipes (`kubectl exec -i`) is as interactive as one on a tty.
     let recording = match &state.recording {
@@ -262,14 +256,21 @@ async fn exec(
             let size = request
                 .terminal
                 .unwrap_or(TerminalSize { cols: 80, rows: 24 });
-            let recording =
-                start_recording(config, &user, &target, &request, record.id(), size).await?;
-            record.note("recording", recording.path().display());
-            Some(recording)
+            let id = session.id();
+            match start_recording(config, &user, &session.target, &request, &id, size).await {
+                Ok(recording) => {
+                    session
+                        .record()
+                        .note("recording", recording.path().display());
+                    Some(recording)
+                }
+                Err(err) => return Err(super::admission::refuse(session, err)),
+            }
         }
         None => None,
     };
-    let mut trail = SessionTrail::new(record, state.audit.clone(), 101).announcing(event);
+    // Started (`ResponseStarted`, the pod's Event) when the command runs.
+    let (_target, mut trail) = session.into_trail(101);
     let session = Interactive {
         streams: Streams {
             stdin: options.stdin,
@@ -313,7 +314,6 @@ async fn exec(
             )
             .await;
         drop(trail);
-        drop(permit);
     }))
 }
 

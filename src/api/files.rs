@@ -18,11 +18,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState, QueryOf, RequestInfo, query};
-use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::User;
 use crate::files::{self, FileError, FileInfo, Format};
-use crate::resolve::{Target, TargetRef};
-use crate::session::SessionPermit;
+use crate::resolve::TargetRef;
+use crate::session::{Outcome, Session};
 
 pub fn routes(max_file_bytes: u64) -> Router<AppState> {
     // Uploads stream to disk under --max-file-bytes, not the router-wide
@@ -110,13 +109,6 @@ async fn put_in_target(
     upload(state, user, info, wanted, q, request).await
 }
 
-/// An authorized request on a running container, counted as a session.
-struct Started {
-    target: Target,
-    record: AuditRecord,
-    permit: SessionPermit,
-}
-
 /// Admits the request ([`super::admission`]: authorized on the pod before
 /// anything about it is revealed), resolves the target and takes a session
 /// slot. A failure after the authorization is audited.
@@ -127,12 +119,8 @@ async fn start(
     wanted: &TargetRef,
     op: &'static str,
     path: &str,
-) -> Result<Started, ApiError> {
-    let super::admission::ExecSession {
-        mut record,
-        permit,
-        target,
-    } = super::admission::admit(
+) -> Result<Session, ApiError> {
+    let mut session = super::admission::admit(
         state,
         user,
         info,
@@ -148,24 +136,11 @@ async fn start(
             note: &|record| {
                 record.note("file-op", op).note("file-path", path);
             },
-            audit_refusals: true,
         },
     )
     .await?;
-    record
-        .note("container", &target.container)
-        .note("container-id", &target.container_id)
-        .note("pid", target.pid);
-    Ok(Started {
-        target,
-        record,
-        permit,
-    })
-}
-
-fn audit_failure(log: &AuditLog, record: &mut AuditRecord, err: &ApiError) {
-    record.note("error", err.message());
-    log.refused(&record.event("ResponseComplete", err.code().as_u16()));
+    session.noting_target();
+    Ok(session)
 }
 
 async fn download(
@@ -180,96 +155,71 @@ async fn download(
         Format::Raw => "read",
         Format::Tar => "tar",
     };
-    let Started {
-        target,
-        mut record,
-        permit,
-    } = start(&state, &user, &info, &wanted, op, &q.path).await?;
+    let session = start(&state, &user, &info, &wanted, op, &q.path).await?;
     let proc_root = state.inventory.proc_root().clone();
     let limit = state.limits.max_file_bytes;
-    let download = match files::download(proc_root, target.process, &q.path, format, limit).await {
+    let process = session.target.process;
+    let download = match files::download(proc_root, process, &q.path, format, limit).await {
         Ok(download) => download,
-        Err(err) => {
-            let err = ApiError::from(err);
-            audit_failure(&state.audit, &mut record, &err);
-            return Err(err);
-        }
+        Err(err) => return Err(super::admission::refuse(session, ApiError::from(err))),
     };
-    state.audit.record(&record.event("ResponseStarted", 200));
+    let (_target, mut trail) = session.start(200);
     let headers = download_headers(&download.info, format);
     let length = (format == Format::Raw).then_some(download.info.size);
-    let mut trail = DownloadTrail {
-        record,
-        log: state.audit.clone(),
-        bytes: 0,
-        // An empty file is complete before it starts (hyper may never poll).
-        outcome: (length == Some(0)).then(|| "complete".to_string()),
-        _permit: permit,
-    };
+    // An empty file is complete before it starts (hyper may never poll).
+    let mut done = length == Some(0);
+    if done {
+        trail.outcome = Outcome::Complete;
+    }
     let (mut chunks, mut summary) = (download.chunks, download.summary);
+    // The trail (`ResponseComplete` with the bytes sent and how it ended)
+    // and the session slot live as long as the body: until it is done or
+    // dropped (client gone).
     let body = futures::stream::poll_fn(move |cx| {
         let trail = &mut trail;
-        if trail.outcome.is_some() {
+        if done {
             return Poll::Ready(None);
         }
-        Poll::Ready(match futures::ready!(chunks.poll_recv(cx)) {
+        let (piece, ended) = match futures::ready!(chunks.poll_recv(cx)) {
             Some(Ok(data)) => {
-                trail.bytes += data.len() as u64;
+                trail.bytes_out += data.len() as u64;
                 // hyper stops polling once Content-Length bytes are out.
-                if Some(trail.bytes) == length {
-                    trail.outcome = Some("complete".into());
+                let whole = Some(trail.bytes_out) == length;
+                if whole {
+                    trail.outcome = Outcome::Complete;
                 }
-                Some(Ok(data))
+                (Some(Ok(data)), whole)
             }
             Some(Err(err)) => {
                 // Aborting the response is how the client learns; the log
                 // and the audit trail say why.
                 let reason = crate::error_chain(&err);
                 tracing::warn!(error = %reason, "a download failed midway and was aborted");
-                trail.outcome = Some(format!("aborted: {reason}"));
-                Some(Err(std::io::Error::other(err)))
+                trail.outcome = Outcome::Aborted(reason);
+                (Some(Err(std::io::Error::other(err))), true)
             }
             // The worker sends a summary before the end of a complete
             // download; without one it stopped early, and ending normally
             // would pass a truncated download off as whole.
             None => match summary.try_recv() {
                 Ok(stats) => {
-                    trail.outcome = Some("complete".into());
-                    trail.record.note("skipped-entries", stats.skipped);
-                    None
+                    trail.outcome = Outcome::Complete;
+                    trail.note("skipped-entries", stats.skipped);
+                    (None, true)
                 }
                 Err(_) => {
-                    trail.outcome = Some("aborted: the download stopped early".into());
-                    Some(Err(std::io::Error::other("the download stopped early")))
+                    trail.outcome = Outcome::Aborted("the download stopped early".into());
+                    (
+                        Some(Err(std::io::Error::other("the download stopped early"))),
+                        true,
+                    )
                 }
             },
-        })
+        };
+        done = ended;
+        Poll::Ready(piece)
     });
     Ok((headers, axum::body::Body::from_stream(body)).into_response())
-}
-
-/// The audit trail of a download: `ResponseComplete` with the bytes sent and
-/// how it ended, written when the body is done or dropped (client gone).
-/// Holds the session slot as long.
-struct DownloadTrail {
-    record: AuditRecord,
-    log: std::sync::Arc<AuditLog>,
-    bytes: u64,
-    outcome: Option<String>,
-    _permit: SessionPermit,
-}
-
-impl Drop for DownloadTrail {
-    fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| "client disconnected".into());
-        self.record
-            .note("bytes", self.bytes)
-            .note("outcome", outcome);
-        self.log.record(&self.record.event("ResponseComplete", 200));
-    }
 }
 
 fn download_headers(info: &FileInfo, format: Format) -> HeaderMap {
@@ -346,19 +296,14 @@ async fn upload(
         ));
     }
     let limit = state.limits.max_file_bytes;
-    let Started {
-        target,
-        mut record,
-        permit,
-    } = start(&state, &user, &info, &wanted, "write", &q.path).await?;
+    let session = start(&state, &user, &info, &wanted, "write", &q.path).await?;
     let declared = content_length(request.headers());
     if declared.is_some_and(|length| length > limit) {
         let err = ApiError::from(FileError::UploadTooLarge {
             path: q.path.clone(),
             limit,
         });
-        audit_failure(&state.audit, &mut record, &err);
-        return Err(err);
+        return Err(super::admission::refuse(session, err));
     }
     let path = q.path.clone();
     let body = request
@@ -369,8 +314,8 @@ async fn upload(
             chunk.map_err(|err| body_error(err, &path, limit))
         });
     let proc_root = state.inventory.proc_root().clone();
+    let (target, mut trail) = session.start(200);
     let result = files::upload(proc_root, target.process, &q.path, mode, limit, body).await;
-    drop(permit);
     match result {
         Ok(written) => {
             let code = if written.created {
@@ -378,10 +323,10 @@ async fn upload(
             } else {
                 StatusCode::OK
             };
-            record.note("bytes", written.size);
-            state
-                .audit
-                .record(&record.event("ResponseComplete", code.as_u16()));
+            trail.bytes_in = written.size;
+            trail.outcome = Outcome::Complete;
+            trail.answered(code.as_u16());
+            drop(trail);
             let answer = json!({
                 "path": written.path,
                 "size": written.size,
@@ -394,7 +339,7 @@ async fn upload(
         }
         Err(err) => {
             let err = ApiError::from(err);
-            audit_failure(&state.audit, &mut record, &err);
+            trail.failed(err.code().as_u16(), err.message());
             Err(err)
         }
     }

@@ -25,6 +25,7 @@ use crate::diag::dns::{self, DnsQuery, DnsResult, PodDns};
 use crate::diag::probe::{self, Host, HttpResult, HttpTarget, TcpResult};
 use crate::enter::netns::{self, NetnsError};
 use crate::resolve::{Target, TargetRef};
+use crate::session::Outcome;
 
 /// The time a probe gets unless told, and the most it may ask for.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -323,11 +324,7 @@ async fn answer(
     limit: Duration,
 ) -> Result<Json<ProbeAnswer>, ApiError> {
     let kind = probe.kind();
-    let super::admission::ExecSession {
-        record: mut audit,
-        permit,
-        target,
-    } = super::admission::admit(
+    let mut session = super::admission::admit(
         &state,
         &user,
         &info,
@@ -343,37 +340,29 @@ async fn answer(
             note: &|record| {
                 record.note("diag", kind);
             },
-            audit_refusals: true,
         },
     )
     .await?;
-    audit
-        .note("container", &target.container)
-        .note("container-id", &target.container_id)
-        .note("pid", target.pid)
-        .note("diag", probe.kind())
-        .note("target", probe.address());
+    let address = probe.address();
+    let pid = session.target.pid;
+    session.noting_target().note("target", address);
+    let (target, mut trail) = session.start(200);
     let proc = state.inventory.proc_root().clone();
-    let pid = target.pid;
     let ran = netns::run_async(target.container_process(), limit + SETUP_GRACE, move || {
         // On the thread in the pod's network, off the agent's runtime.
         let dns = PodDns::load(&proc, pid, probe.server());
         probe.run(dns, limit)
     })
     .await;
-    drop(permit);
     match ran {
         Ok(result) => {
-            audit.note("outcome", result.outcome());
-            state.audit.record(&audit.event("ResponseComplete", 200));
+            trail.outcome = Outcome::Stopped(result.outcome().to_string());
+            drop(trail);
             Ok(Json(ProbeAnswer { target, result }))
         }
         Err(err) => {
             let err = netns_error(&target, err);
-            audit.note("error", err.message());
-            state
-                .audit
-                .record(&audit.event("ResponseComplete", err.code().as_u16()));
+            trail.failed(err.code().as_u16(), err.message());
             Err(err)
         }
     }

@@ -236,11 +236,11 @@ async fn run(
             kind: "run",
             profile: profile.as_str(),
             note: &|_| {},
-            audit_refusals: false,
         },
     )
     .await?;
-    let (request, event) = session.enter(
+    let request = super::admission::enter(
+        &mut session,
         &state,
         &user,
         "run",
@@ -253,75 +253,47 @@ async fn run(
             terminal: None,
         },
     );
-    let super::admission::ExecSession {
-        record: mut audit,
-        permit,
-        target,
-    } = session;
-    audit.note("stdin-bytes", stdin.len());
-    if let Some(event) = event {
-        event.send();
-    }
     if stream {
-        let trail = SessionTrail::new(audit, state.audit.clone(), 200);
-        return streamed(
-            &state.enter,
-            target,
-            &request,
-            stdin,
-            timeout,
-            permit,
-            trail,
-        )
-        .await;
+        let (target, mut trail) = session.start(200);
+        trail.bytes_in = stdin.len() as u64;
+        return streamed(&state.enter, target, &request, stdin, timeout, trail).await;
     }
     // The output is buffered whole: its room is taken from the agent's
     // budget first, or the run is refused before it starts.
     let reservation = match state.output_budget.reserve(output_bytes) {
         Ok(reservation) => reservation,
-        Err(err) => {
-            let err = ApiError::from(err);
-            audit.note("error", err.message());
-            state
-                .audit
-                .refused(&audit.event("ResponseComplete", err.code().as_u16()));
-            return Err(err);
-        }
+        Err(err) => return Err(super::admission::refuse(session, ApiError::from(err))),
     };
-    state.audit.record(&audit.event("ResponseStarted", 200));
+    let (target, mut trail) = session.start(200);
+    trail.bytes_in = stdin.len() as u64;
     let limits = RunLimits {
         timeout,
         output_bytes,
     };
     let outcome = session::run_once(&state.enter, &request, stdin, limits).await;
-    drop(permit);
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(err) => {
-            audit.note("error", &err);
+            trail.note("error", &err);
+            trail.outcome = Outcome::of_start_failure(&err);
             let answer = failed_to_start(target, err);
-            let code = answer
-                .as_ref()
-                .map(|_| 200)
-                .unwrap_or_else(|e| e.code().as_u16());
-            if let Ok(Json(result)) = &answer {
-                audit.note("exit-code", result.exit_code.unwrap_or_default());
+            if let Err(err) = &answer {
+                trail.failed(err.code().as_u16(), err.message());
             }
-            state.audit.record(&audit.event("ResponseComplete", code));
             return answer.map(IntoResponse::into_response);
         }
     };
-    audit
-        .note(
-            "exit-code",
-            outcome
-                .exit
-                .map(|e| e.code().to_string())
-                .unwrap_or_else(|| "timeout".into()),
-        )
-        .note("stdout-bytes", outcome.stdout.bytes.len())
-        .note("stderr-bytes", outcome.stderr.bytes.len());
-    state.audit.record(&audit.event("ResponseComplete", 200));
+    let (stdout_bytes, stderr_bytes) = (outcome.stdout.bytes.len(), outcome.stderr.bytes.len());
+    trail.bytes_out = (stdout_bytes + stderr_bytes) as u64;
+    trail.outcome = outcome
+        .exit
+        .map_or(Outcome::TimedOut, |e| Outcome::Exited(e.code()));
+    trail
+        .note("stdout-bytes", stdout_bytes)
+        .note("stderr-bytes", stderr_bytes);
+    // The trail ends (`ResponseComplete`) and the slot is given back before
+    // the answer is rendered.
+    drop(trail);
     let (stdout_truncated, stderr_truncated) = (outcome.stdout.truncated, outcome.stderr.truncated);
     // Each capture is given up as it is encoded, and the answer is
     // rendered before the reservation goes back.
@@ -386,19 +358,15 @@ async fn streamed(
     request: &EnterRequest,
     stdin: Vec<u8>,
     timeout: std::time::Duration,
-    permit: crate::session::SessionPermit,
     mut trail: SessionTrail,
 ) -> Result<Response, ApiError> {
-    trail.bytes_in = stdin.len() as u64;
-    trail.started();
     let started = RunEvent::Started { target };
     let events: futures::stream::BoxStream<'static, Result<Bytes, std::convert::Infallible>> =
         match session::run_streaming(enter, request, stdin, timeout).await {
             Ok(rx) => {
                 let body = tokio_stream_from(rx).map(move |event| {
-                    // The permit and the trail (whole, not just the fields
+                    // The trail and its slot (whole, not just the fields
                     // written here) live as long as the stream.
-                    let _held = &permit;
                     let trail = &mut trail;
                     event_line(match event {
                         StreamEvent::Stdout(data) => {
@@ -427,7 +395,13 @@ async fn streamed(
             }
             Err(err) => {
                 trail.outcome = Outcome::of_start_failure(&err);
-                let code = super::exit_code_for(&err)?;
+                let code = match super::exit_code_for(&err) {
+                    Ok(code) => code,
+                    Err(err) => {
+                        trail.failed(err.code().as_u16(), err.message());
+                        return Err(err);
+                    }
+                };
                 let error = RunEvent::Error {
                     exit_code: code,
                     message: err.to_string(),

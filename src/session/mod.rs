@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 pub use oneshot::{Captured, RunLimits, RunOutcome, StreamEvent, run_once, run_streaming};
-pub use trail::{Outcome, SessionTrail};
+pub use trail::{Outcome, Session, SessionTrail};
 
 /// The session limits: agent-wide and per user, and the sessions alive now.
 #[derive(Clone)]
