@@ -18,11 +18,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use nsdebug_wire::diag::probe::ProbeResult;
+use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::diag::dns::{self, DnsQuery, DnsResult, PodDns};
-use crate::diag::probe::{self, Host, HttpResult, HttpTarget, TcpResult};
+use crate::diag::dns::{self, DnsQuery, PodDns};
+use crate::diag::probe::{self, Host, HttpTarget};
 use crate::enter::netns::{self, NetnsError};
 use crate::resolve::{Target, TargetRef};
 
@@ -108,22 +109,8 @@ pub(super) enum Probe {
     },
 }
 
-/// What a probe found.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum ProbeResult {
-    Dns(DnsResult),
-    Tcp(TcpResult),
-    Http(HttpResult),
-}
-
 /// The answer: the probed target and the probe's result.
-#[derive(Debug, Serialize)]
-struct ProbeAnswer {
-    target: Target,
-    #[serde(flatten)]
-    result: ProbeResult,
-}
+type ProbeAnswer = nsdebug_wire::diag::probe::ProbeAnswer<Target>;
 
 impl Probe {
     /// The `nsdebug.dev/diag` audit annotation.
@@ -177,18 +164,6 @@ impl Probe {
                 ProbeResult::Http(probe::http(dns, &target, insecure, limit).await)
             }
         }
-    }
-}
-
-impl ProbeResult {
-    /// `ok`, or the error kind, for the audit trail.
-    fn outcome(&self) -> &'static str {
-        let kind = match self {
-            Self::Dns(result) => result.error_kind,
-            Self::Tcp(result) => result.error_kind,
-            Self::Http(result) => result.error_kind,
-        };
-        kind.unwrap_or("ok")
     }
 }
 
@@ -364,7 +339,7 @@ async fn answer(
     drop(permit);
     match ran {
         Ok(result) => {
-            audit.note("outcome", result.outcome());
+            audit.note("outcome", result.error_kind().unwrap_or("ok"));
             state.audit.record(&audit.event("ResponseComplete", 200));
             Ok(Json(ProbeAnswer { target, result }))
         }
