@@ -90,7 +90,10 @@ struct DiagAnswerJson<I, T> {
     view: String,
 }
 
-/// [`DiagAnswer`]'s OpenAPI schema: the wire form, documented.
+// [`DiagAnswer`]'s OpenAPI schema: the wire form, documented (its doc
+// comment is the schema's description).
+/// A diagnostic view's answer: the `view`, the `target` read, and the view's
+/// `items` (for `cgroup`, its `usage`).
 #[cfg(feature = "openapi")]
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]

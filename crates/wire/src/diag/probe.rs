@@ -72,7 +72,9 @@ pub struct Answer {
     pub data: String,
 }
 
-/// The answer of a DNS probe.
+/// The answer of a DNS probe, with the resolver settings in effect
+/// (`nameservers`, `search`, `ndots`, `timeoutSeconds`, `attempts`) unless
+/// the pod's files could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -85,7 +87,10 @@ pub struct DnsResult {
     /// Where the answers came from; `null` on an error.
     pub source: Option<Source>,
     /// The settings in effect; absent when the pod's files could not be read.
+    /// (Left out of the schema: utoipa would make every DNS answer carry
+    /// them, and the struct's description names them instead.)
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub settings: Option<ResolverSettings>,
     pub latency_ms: f64,
     pub error: Option<String>,
