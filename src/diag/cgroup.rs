@@ -4,6 +4,8 @@
 //! The cgroups are those of the container's init process (`/proc/PID/cgroup`),
 //! found under the hierarchies the agent itself mounts (its mountinfo), the
 //! same places the enter helper joins.
+//!
+//! The answer's type, [`CgroupUsage`], is the wire crate's (`nsdebug_wire::diag`).
 
 use std::path::Path;
 

@@ -13,6 +13,9 @@
 //! for the name as given before any nameserver is asked; the nameservers are
 //! then tried in the file's order (`options rotate` round-robins) with its
 //! search list, `ndots`, `timeout` and `attempts`.
+//!
+//! The answer's type, [`DnsResult`], is the wire crate's
+//! (`nsdebug_wire::diag::probe`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

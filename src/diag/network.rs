@@ -3,6 +3,9 @@
 //! Counters and routes come from the target's `/proc/PID/net/{dev,route}`,
 //! which show its network namespace. Addresses need `getifaddrs(3)` (netlink)
 //! inside the namespace: on the throwaway thread of [`crate::enter::netns`].
+//!
+//! The answers' types, [`Interface`] and [`Route`], are the wire crate's
+//! (`nsdebug_wire::diag`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

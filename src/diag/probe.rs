@@ -7,6 +7,9 @@
 //! the pod's resolver ([`super::dns`]), never the agent's. A failure to
 //! connect is the answer, not an error: every result says `connected` or
 //! `status`, or carries `error` and a stable `errorKind`.
+//!
+//! The answers' types, [`TcpResult`] and [`HttpResult`], are the wire
+//! crate's (`nsdebug_wire::diag::probe`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -2,6 +2,9 @@
 //! environment (secret-looking values redacted unless asked), its mounts.
 //! The process is named by its PID inside the container (default: the
 //! container's init).
+//!
+//! The answers' types, [`OpenFile`], [`EnvVar`] and [`Mount`], are the wire
+//! crate's (`nsdebug_wire::diag`).
 
 use std::path::Path;
 

@@ -1,6 +1,8 @@
 //! The processes of a target, read from the host's `/proc`: every process in
 //! the target's PID namespace (so a pod sharing one shows all its
 //! containers'), with its PID inside and on the host.
+//!
+//! The answer's type, [`ProcessEntry`], is the wire crate's (`nsdebug_wire::diag`).
 
 use std::collections::HashMap;
 use std::path::Path;

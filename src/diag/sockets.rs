@@ -2,6 +2,9 @@
 //! unix), read from `/proc/PID/net/*` of the target (which shows the
 //! namespace of that process), each with the processes that hold it where
 //! they are in the pod (found through their `/proc/PID/fd` links).
+//!
+//! The answer's types, [`SocketEntry`] and [`Holder`], are the wire crate's
+//! (`nsdebug_wire::diag`).
 
 use std::collections::HashMap;
 use std::path::Path;
