@@ -72,7 +72,7 @@ impl ViewData {
 /// Generic over the target like [`RunResult`](crate::RunResult), so a client
 /// that does not care reads it as JSON; the agent answers a [`DiagTarget`].
 /// The JSON names the view, and the view says what `items` holds, so the
-/// (de)serialization is written by hand around [`DiagAnswerJson`].
+/// (de)serialization is written by hand around its wire form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiagAnswer<T = DiagTarget> {
     pub target: T,
