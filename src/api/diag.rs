@@ -1,5 +1,6 @@
 //! `GET /v1/targets/{ns}/{pod}/diag/{view}` and `/v1/containers/{id}/diag/{view}`:
-//! the built-in diagnostics of [`crate::diag`] as JSON.
+//! the built-in diagnostics of [`crate::diag`] as JSON, answered as the wire
+//! crate's [`DiagAnswer`] (its item types are `nsdebug_wire::diag`'s too).
 //!
 //! | view | answer | needs |
 //! |---|---|---|
@@ -25,8 +26,8 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use nsdebug_wire::diag::{DiagAnswer, DiagTarget, ViewData};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::admission::{Right, admit};
 use super::target::Wanted;
@@ -84,7 +85,7 @@ async fn in_target_route(
     Wanted(wanted): Wanted,
     Path(ViewPath { view }): Path<ViewPath>,
     q: Q<DiagQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DiagAnswer>, ApiError> {
     let q = query(q)?;
     in_target(state, user, info, wanted, view, q).await
 }
@@ -98,7 +99,7 @@ async fn in_target(
     wanted: TargetRef,
     view: String,
     q: DiagQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DiagAnswer>, ApiError> {
     let right = if needs_exec(&view)? {
         Right::Exec { privileged: false }
     } else {
@@ -158,7 +159,7 @@ async fn answer(
     target: Target,
     view: &str,
     q: &DiagQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DiagAnswer>, ApiError> {
     let reach = super::admission::target_reach(state, &target).await?;
     if let Some(why) = beyond_the_container(view, reach, &target)
         && let Err(err) = super::admission::authorize_privileged_for(state, user, &why).await
@@ -176,28 +177,31 @@ async fn answer(
     let pid = target.pid;
     let (inside, reveal) = (q.pid, q.reveal.0);
     let view_name = view.to_string();
-    let data: Result<Value, DiagError> = if view == "interfaces" {
+    let data: Result<ViewData, DiagError> = if view == "interfaces" {
         diag::network::interfaces(&proc_root, target.container_process())
             .await
-            .map(|items| json!({ "items": items }))
+            .map(ViewData::Interfaces)
     } else {
-        let blocking = tokio::task::spawn_blocking(move || -> Result<Value, DiagError> {
-            let items = match view_name.as_str() {
-                "processes" => json!(diag::processes::list(&proc_root, pid)?),
-                "sockets" => json!(diag::sockets::list(&proc_root, pid)?),
-                "routes" => json!(diag::network::routes(&proc_root, pid)?),
-                "cgroup" => return Ok(json!({ "usage": diag::cgroup::usage(&proc_root, pid)? })),
+        let blocking = tokio::task::spawn_blocking(move || -> Result<ViewData, DiagError> {
+            Ok(match view_name.as_str() {
+                "processes" => ViewData::Processes(diag::processes::list(&proc_root, pid)?),
+                "sockets" => ViewData::Sockets(diag::sockets::list(&proc_root, pid)?),
+                "routes" => ViewData::Routes(diag::network::routes(&proc_root, pid)?),
+                "cgroup" => ViewData::Cgroup(diag::cgroup::usage(&proc_root, pid)?),
                 other => {
                     let host =
                         diag::process_files::host_pid(&proc_root, pid, &container_id, inside)?;
                     match other {
-                        "open-files" => json!(diag::process_files::open_files(&proc_root, host)?),
-                        "env" => json!(diag::process_files::environment(&proc_root, host, reveal)?),
-                        _ => json!(diag::process_files::mounts(&proc_root, host)?),
+                        "open-files" => {
+                            ViewData::OpenFiles(diag::process_files::open_files(&proc_root, host)?)
+                        }
+                        "env" => ViewData::Env(diag::process_files::environment(
+                            &proc_root, host, reveal,
+                        )?),
+                        _ => ViewData::Mounts(diag::process_files::mounts(&proc_root, host)?),
                     }
                 }
-            };
-            Ok(json!({ "items": items }))
+            })
         });
         blocking.await.map_err(|err| ApiError::internal(&err))?
     };
@@ -217,21 +221,27 @@ async fn answer(
         }
         state.audit.record(&record.event("ResponseComplete", code));
     }
-    let mut body = data?;
-    body["view"] = json!(view);
-    body["target"] = json!({
-        "namespace": target.namespace,
-        "pod": target.pod,
-        "container": target.container,
-        "containerId": target.container_id,
-        "pid": target.pid,
-    });
-    Ok(Json(body))
+    Ok(Json(DiagAnswer {
+        data: data?,
+        target: DiagTarget {
+            container: target.container,
+            container_id: target.container_id,
+            namespace: target.namespace,
+            pid: target.pid,
+            pod: target.pod,
+        },
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routes_views_are_the_wire_contracts() {
+        let served: Vec<&str> = VIEWS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(served, nsdebug_wire::diag::VIEWS);
+    }
 
     /// Found in the flow restructuring: a container gone while its network
     /// namespace was joined (the interfaces, routes and sockets views) was

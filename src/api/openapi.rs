@@ -12,28 +12,14 @@
 
 use axum::Json;
 use axum::routing::get;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use super::AppState;
 // A Kubernetes `v1.Status`: every error answer of the API.
 use nsdebug_wire::Status;
-
-/// A diagnostic view's answer.
-#[derive(Serialize, ToSchema)]
-pub struct DiagAnswer {
-    /// The view asked for.
-    pub view: String,
-    /// namespace, pod, container, containerId, pid.
-    #[schema(value_type = Object)]
-    pub target: serde_json::Value,
-    /// The view's entries: `ProcessEntry`, `SocketEntry`, `Interface`,
-    /// `Route`, `OpenFile`, `EnvVar` or `Mount` (all but `cgroup`).
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub items: Option<Vec<serde_json::Value>>,
-    /// The `cgroup` view's answer.
-    pub usage: Option<crate::diag::cgroup::CgroupUsage>,
-}
+// The diagnostics' and probes' answers, as the wire crate defines them.
+use nsdebug_wire::diag::probe::{DnsResult, HttpResult, TcpResult};
+use nsdebug_wire::diag::{DiagAnswer, DiagTarget};
 
 const NS: &str = "the pod's namespace";
 
@@ -100,7 +86,7 @@ fn diag_in_container() {}
            ("type" = Option<String>, Query, description = "A (default), AAAA, SRV, TXT, MX, CNAME, PTR"),
            ("server" = Option<String>, Query, description = "IP[:port] instead of the pod's nameservers"),
            ("timeout" = Option<String>, Query, description = "e.g. 2s; at most 30s")),
-    responses((status = 200, description = "the answers, or `error` and `errorKind` (nxdomain, timeout, ...)",
+    responses((status = 200, description = "the answers, or `error` and `errorKind` (nxdomain, timeout, ...), beside the `target`", body = DnsResult,
                example = json!({"name": "api.shop.svc.cluster.local", "type": "A", "answers": [{"name": "api.shop.svc.cluster.local.", "type": "A", "ttl": 30, "data": "10.96.0.17"}],
                    "nameservers": ["10.96.0.10:53"], "search": ["shop.svc.cluster.local"], "latencyMs": 1.8})),
               (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
@@ -110,7 +96,7 @@ fn probe_dns() {}
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
            ("host" = String, Query, description = "an address, or a name resolved as the pod resolves it"), ("port" = u16, Query),
            ("timeout" = Option<String>, Query)),
-    responses((status = 200, description = "connected or not, how fast, why not",
+    responses((status = 200, description = "connected or not, how fast, why not, beside the `target`", body = TcpResult,
                example = json!({"host": "db", "port": 5432, "address": "10.96.3.4:5432", "connected": false, "latencyMs": 0.4, "error": "connection refused", "errorKind": "refused"})),
               (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
 fn probe_tcp() {}
@@ -119,7 +105,7 @@ fn probe_tcp() {}
     params(("namespace" = String, Path, description = NS), ("pod" = String, Path), ("container" = Option<String>, Query),
            ("url" = String, Query, description = "http:// or https://; redirects are reported, not followed"),
            ("timeout" = Option<String>, Query), ("insecure" = Option<bool>, Query, description = "skip TLS verification")),
-    responses((status = 200, description = "the status, latency, a few headers and the body's start",
+    responses((status = 200, description = "the status, latency, a few headers and the body's start, beside the `target`", body = HttpResult,
                example = json!({"url": "http://127.0.0.1:8080/", "status": 200, "latencyMs": 2.1, "bodyBytes": 6, "bodyPreview": "hello\n"})),
               (status = 400, body = Status), (status = 403, body = Status), (status = 404, body = Status), (status = 409, body = Status)))]
 fn probe_http() {}
@@ -195,10 +181,11 @@ fn readyz() {}
     paths(list_targets, pod_target, container_target, run_in_pod, run_in_container, diag_in_pod, diag_in_container,
           probe_dns, probe_tcp, probe_http,
           files_get, files_put, capture_in_pod, capture_in_container, whoami, login_links, login, healthz, readyz),
-    components(schemas(Status, DiagAnswer,
-        crate::diag::processes::ProcessEntry, crate::diag::sockets::SocketEntry, crate::diag::sockets::Holder,
-        crate::diag::network::Interface, crate::diag::network::Route, crate::diag::cgroup::CgroupUsage,
-        crate::diag::process_files::OpenFile, crate::diag::process_files::EnvVar, crate::diag::process_files::Mount)),
+    components(schemas(Status, DiagAnswer, DiagTarget,
+        nsdebug_wire::diag::ProcessEntry, nsdebug_wire::diag::SocketEntry, nsdebug_wire::diag::Holder,
+        nsdebug_wire::diag::Interface, nsdebug_wire::diag::Route, nsdebug_wire::diag::CgroupUsage,
+        nsdebug_wire::diag::OpenFile, nsdebug_wire::diag::EnvVar, nsdebug_wire::diag::Mount,
+        DnsResult, TcpResult, HttpResult)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

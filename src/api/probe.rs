@@ -18,11 +18,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use nsdebug_wire::diag::probe::ProbeResult;
+use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::diag::dns::{self, DnsQuery, DnsResult, PodDns};
-use crate::diag::probe::{self, Host, HttpResult, HttpTarget, TcpResult};
+use crate::diag::dns::{self, DnsQuery, PodDns};
+use crate::diag::probe::{self, Host, HttpTarget};
 use crate::enter::netns::{self, NetnsError};
 use crate::resolve::{Target, TargetRef};
 use crate::session::Outcome;
@@ -109,22 +110,8 @@ pub(super) enum Probe {
     },
 }
 
-/// What a probe found.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum ProbeResult {
-    Dns(DnsResult),
-    Tcp(TcpResult),
-    Http(HttpResult),
-}
-
 /// The answer: the probed target and the probe's result.
-#[derive(Debug, Serialize)]
-struct ProbeAnswer {
-    target: Target,
-    #[serde(flatten)]
-    result: ProbeResult,
-}
+type ProbeAnswer = nsdebug_wire::diag::probe::ProbeAnswer<Target>;
 
 impl Probe {
     /// The `nsdebug.dev/diag` audit annotation.
@@ -178,18 +165,6 @@ impl Probe {
                 ProbeResult::Http(probe::http(dns, &target, insecure, limit).await)
             }
         }
-    }
-}
-
-impl ProbeResult {
-    /// `ok`, or the error kind, for the audit trail.
-    fn outcome(&self) -> &'static str {
-        let kind = match self {
-            Self::Dns(result) => result.error_kind,
-            Self::Tcp(result) => result.error_kind,
-            Self::Http(result) => result.error_kind,
-        };
-        kind.unwrap_or("ok")
     }
 }
 
@@ -356,7 +331,7 @@ async fn answer(
     .await;
     match ran {
         Ok(result) => {
-            trail.outcome = Outcome::Stopped(result.outcome().to_string());
+            trail.outcome = Outcome::Stopped(result.error_kind().unwrap_or("ok").to_string());
             drop(trail);
             Ok(Json(ProbeAnswer { target, result }))
         }

@@ -4,57 +4,15 @@
 //! The cgroups are those of the container's init process (`/proc/PID/cgroup`),
 //! found under the hierarchies the agent itself mounts (its mountinfo), the
 //! same places the enter helper joins.
+//!
+//! The answer's type, [`CgroupUsage`], is the wire crate's (`nsdebug_wire::diag`).
 
 use std::path::Path;
 
-use serde::Serialize;
+pub use nsdebug_wire::diag::{CgroupUsage, Cpu, Memory, Pids};
 
 use super::DiagError;
 use crate::process::{CgroupDir, ProcRoot, cgroup_dirs};
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CgroupUsage {
-    /// 1 or 2.
-    pub version: u8,
-    /// The cgroup directories read.
-    pub paths: Vec<String>,
-    pub memory: Memory,
-    pub cpu: Cpu,
-    pub pids: Pids,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Memory {
-    pub usage_bytes: Option<u64>,
-    /// `null`: no limit.
-    pub limit_bytes: Option<u64>,
-    /// Processes killed by the OOM killer in this cgroup.
-    pub oom_kills: Option<u64>,
-    /// Times the usage hit the limit (v2 `max` events, v1 `failcnt`).
-    pub limit_hits: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Cpu {
-    pub usage_seconds: Option<f64>,
-    /// CFS periods, and those in which the cgroup was throttled.
-    pub periods: Option<u64>,
-    pub throttled_periods: Option<u64>,
-    pub throttled_seconds: Option<f64>,
-    /// The quota in CPUs (`quota / period`); `null`: none.
-    pub limit_cpus: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Pids {
-    pub current: Option<u64>,
-    /// `null`: no limit.
-    pub limit: Option<u64>,
-}
 
 fn read(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file))

@@ -13,6 +13,9 @@
 //! for the name as given before any nameserver is asked; the nameservers are
 //! then tried in the file's order (`options rotate` round-robins) with its
 //! search list, `ndots`, `timeout` and `attempts`.
+//!
+//! The answer's type, [`DnsResult`], is the wire crate's
+//! (`nsdebug_wire::diag::probe`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -26,7 +29,7 @@ use hickory_resolver::net::{DnsError as Negative, NetError};
 use hickory_resolver::proto::op::{Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, Resolver, TokioResolver};
-use serde::Serialize;
+pub use nsdebug_wire::diag::probe::{Answer, DnsResult, ResolverSettings, Source};
 
 use crate::process::ProcRoot;
 
@@ -187,44 +190,12 @@ pub fn parse_server(text: &str) -> Result<SocketAddr, InvalidQuery> {
         .map_err(|_| InvalidQuery::Server(text.to_string()))
 }
 
-/// The resolver settings in effect, as reported with every answer.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResolverSettings {
-    /// `IP:port`, in the order they are asked.
-    pub nameservers: Vec<String>,
-    pub search: Vec<String>,
-    pub ndots: usize,
-    pub timeout_seconds: u64,
-    pub attempts: usize,
-}
-
 /// The pod's resolver: its `/etc/resolv.conf` and `/etc/hosts`.
 pub struct PodDns {
     config: ResolverConfig,
     options: ResolverOpts,
     hosts: Hosts,
     pub settings: ResolverSettings,
-}
-
-/// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// The pod's `/etc/hosts`.
-    Hosts,
-    Dns,
-}
-
-/// One answer record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Answer {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub record_type: String,
-    pub ttl: u32,
-    /// The record data in zone-file form (`10.1.2.3`, `10 mail.example.`).
-    pub data: String,
 }
 
 impl PodDns {
@@ -412,25 +383,6 @@ fn answers(records: &[hickory_resolver::proto::rr::Record]) -> Vec<Answer> {
         .collect()
 }
 
-/// The answer of a DNS probe.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DnsResult {
-    /// The name as asked.
-    pub name: String,
-    #[serde(rename = "type")]
-    pub record_type: String,
-    pub answers: Vec<Answer>,
-    /// Where the answers came from; `null` on an error.
-    pub source: Option<Source>,
-    /// The settings in effect; absent when the pod's files could not be read.
-    #[serde(flatten)]
-    pub settings: Option<ResolverSettings>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub error_kind: Option<&'static str>,
-}
-
 /// Resolves `query` with the pod's resolver (`dns`, as loaded), giving up
 /// after `limit`. Runs in the pod's network.
 pub async fn probe(
@@ -461,7 +413,7 @@ pub async fn probe(
         source,
         settings,
         latency_ms,
-        error_kind: error.as_ref().map(DnsError::kind),
+        error_kind: error.as_ref().map(|e| e.kind().to_owned()),
         error: error.as_ref().map(|e| crate::error_chain(e)),
     }
 }

@@ -3,46 +3,18 @@
 //! Counters and routes come from the target's `/proc/PID/net/{dev,route}`,
 //! which show its network namespace. Addresses need `getifaddrs(3)` (netlink)
 //! inside the namespace: on the throwaway thread of [`crate::enter::netns`].
+//!
+//! The answers' types, [`Interface`] and [`Route`], are the wire crate's
+//! (`nsdebug_wire::diag`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
+pub use nsdebug_wire::diag::{Interface, Route};
 
 use super::DiagError;
 use crate::process::ProcRoot;
-
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Interface {
-    pub name: String,
-    pub up: bool,
-    pub running: bool,
-    pub loopback: bool,
-    pub mac: Option<String>,
-    /// `address/prefix`.
-    pub addresses: Vec<String>,
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_errors: u64,
-    pub tx_dropped: u64,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Route {
-    /// `address/prefix`; `0.0.0.0/0` is the default route.
-    pub destination: String,
-    pub gateway: Option<String>,
-    pub interface: String,
-    pub metric: u32,
-    pub flags: u16,
-}
 
 /// How long reading the addresses inside the pod may take.
 const LIMIT: Duration = Duration::from_secs(5);

@@ -7,17 +7,19 @@
 //! the pod's resolver ([`super::dns`]), never the agent's. A failure to
 //! connect is the answer, not an error: every result says `connected` or
 //! `status`, or carries `error` and a stable `errorKind`.
+//!
+//! The answers' types, [`TcpResult`] and [`HttpResult`], are the wire
+//! crate's (`nsdebug_wire::diag::probe`).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::rr::Name;
-use serde::Serialize;
 
 use super::dns::{DnsError, PodDns};
+pub use nsdebug_wire::diag::probe::{HttpResult, TcpResult, TlsSummary};
 
 /// The body an HTTP probe reads at most, and the part of it reported.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -243,24 +245,6 @@ fn millis(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-/// The answer of a TCP probe.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TcpResult {
-    pub host: String,
-    pub port: u16,
-    /// The address connected to, or the last one tried.
-    pub address: Option<String>,
-    /// The addresses a host name resolved to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<Vec<String>>,
-    pub connected: bool,
-    /// The connect of `address` (name resolution not included).
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub error_kind: Option<&'static str>,
-}
-
 /// Connects to `host:port`, trying each address in turn until one accepts
 /// or `limit` is spent, and closes the connection at once.
 pub async fn tcp(
@@ -323,87 +307,47 @@ pub async fn tcp(
     match outcome {
         Ok(()) => result.connected = true,
         Err(err) => {
-            result.error_kind = Some(err.kind());
+            result.error_kind = Some(err.kind().to_owned());
             result.error = Some(crate::error_chain(&err));
         }
     }
     result
 }
 
-/// The server's certificate, as an HTTPS probe saw it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsSummary {
-    /// False when the probe was asked not to verify (`insecure`).
-    pub verified: bool,
-    pub subject: Option<String>,
-    pub issuer: Option<String>,
-    pub dns_names: Vec<String>,
-    pub not_before: Option<String>,
-    pub not_after: Option<String>,
-}
-
-impl TlsSummary {
-    fn from_der(der: &[u8], verified: bool) -> Self {
-        let mut summary = Self {
-            verified,
-            subject: None,
-            issuer: None,
-            dns_names: Vec::new(),
-            not_before: None,
-            not_after: None,
-        };
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-            return summary;
-        };
-        let time = |t: x509_parser::time::ASN1Time| {
-            k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
-                .ok()
-                .map(|t| t.to_string())
-        };
-        summary.subject = Some(cert.subject().to_string());
-        summary.issuer = Some(cert.issuer().to_string());
-        summary.not_before = time(cert.validity().not_before);
-        summary.not_after = time(cert.validity().not_after);
-        if let Ok(Some(names)) = cert.subject_alternative_name() {
-            summary.dns_names = names
-                .value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
-                    _ => None,
-                })
-                .collect();
-        }
-        summary
+/// The certificate `der` as a probe reports it.
+fn tls_summary(der: &[u8], verified: bool) -> TlsSummary {
+    let mut summary = TlsSummary {
+        verified,
+        subject: None,
+        issuer: None,
+        dns_names: Vec::new(),
+        not_before: None,
+        not_after: None,
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return summary;
+    };
+    let time = |t: x509_parser::time::ASN1Time| {
+        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+            .ok()
+            .map(|t| t.to_string())
+    };
+    summary.subject = Some(cert.subject().to_string());
+    summary.issuer = Some(cert.issuer().to_string());
+    summary.not_before = time(cert.validity().not_before);
+    summary.not_after = time(cert.validity().not_after);
+    if let Ok(Some(names)) = cert.subject_alternative_name() {
+        summary.dns_names = names
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                _ => None,
+            })
+            .collect();
     }
-}
-
-/// The answer of an HTTP probe.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpResult {
-    pub url: String,
-    /// The address connected to.
-    pub address: Option<String>,
-    pub status: Option<u16>,
-    /// Until the response head arrived (name resolution included).
-    pub latency_ms: f64,
-    /// Until the body was read (or its cap reached).
-    pub duration_ms: f64,
-    /// A few response headers (lower-case names; repeated ones joined by `, `).
-    pub headers: BTreeMap<String, String>,
-    /// Where a redirect points; redirects are reported, not followed.
-    pub location: Option<String>,
-    /// Body bytes read (at most [`MAX_BODY_BYTES`]).
-    pub body_bytes: usize,
-    pub body_truncated: bool,
-    /// The first [`BODY_PREVIEW_BYTES`], as UTF-8 (invalid bytes replaced).
-    pub body_preview: String,
-    pub tls: Option<TlsSummary>,
-    pub error: Option<String>,
-    pub error_kind: Option<&'static str>,
+    summary
 }
 
 /// reqwest's resolver when the probe did not resolve the name itself: it
@@ -444,7 +388,7 @@ pub async fn http(
     }
     result.duration_ms = millis(started);
     if let Err(err) = outcome {
-        result.error_kind = Some(err.kind());
+        result.error_kind = Some(err.kind().to_owned());
         result.error = Some(crate::error_chain(&err));
     }
     result
@@ -496,7 +440,7 @@ async fn get(
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
-        .map(|der| TlsSummary::from_der(der, !insecure));
+        .map(|der| tls_summary(der, !insecure));
     let mut preview = Vec::new();
     while let Some(chunk) = response
         .chunk()

@@ -2,10 +2,13 @@
 //! environment (secret-looking values redacted unless asked), its mounts.
 //! The process is named by its PID inside the container (default: the
 //! container's init).
+//!
+//! The answers' types, [`OpenFile`], [`EnvVar`] and [`Mount`], are the wire
+//! crate's (`nsdebug_wire::diag`).
 
 use std::path::Path;
 
-use serde::Serialize;
+pub use nsdebug_wire::diag::{EnvVar, Mount, OpenFile};
 
 use super::DiagError;
 use crate::process::ProcRoot;
@@ -52,16 +55,6 @@ fn process(proc: &Path, pid: u32) -> Result<procfs::process::Process, DiagError>
         .map_err(|_| DiagError::Gone { pid })
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OpenFile {
-    pub fd: i32,
-    /// `file`, `socket`, `pipe`, `anon_inode`, `memfd`, `other`.
-    pub kind: &'static str,
-    /// The path (inside the container's filesystem), or `socket:[inode]`...
-    pub target: String,
-}
-
 /// The open file descriptors of host PID `pid`.
 pub fn open_files(proc_root: &ProcRoot, pid: u32) -> Result<Vec<OpenFile>, DiagError> {
     use procfs::process::FDTarget;
@@ -86,7 +79,7 @@ pub fn open_files(proc_root: &ProcRoot, pid: u32) -> Result<Vec<OpenFile>, DiagE
             };
             OpenFile {
                 fd: fd.fd,
-                kind,
+                kind: kind.into(),
                 target,
             }
         })
@@ -121,15 +114,6 @@ pub fn looks_secret(name: &str) -> bool {
     upper != "PWD" && upper != "OLDPWD" && SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EnvVar {
-    pub name: String,
-    /// `null` when redacted.
-    pub value: Option<String>,
-    pub redacted: bool,
-}
-
 /// The environment of host PID `pid`, in order.
 pub fn environment(proc_root: &ProcRoot, pid: u32, reveal: bool) -> Result<Vec<EnvVar>, DiagError> {
     let bytes = std::fs::read(proc_root.path().join(pid.to_string()).join("environ")).map_err(
@@ -149,19 +133,6 @@ pub fn environment(proc_root: &ProcRoot, pid: u32, reveal: bool) -> Result<Vec<E
             }
         })
         .collect())
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Mount {
-    pub mount_point: String,
-    pub fs_type: String,
-    pub source: Option<String>,
-    /// The mount's own options (`ro`, `nosuid`, ...).
-    pub options: Vec<String>,
-    pub read_only: bool,
-    /// Where in its filesystem the mount starts (a volume's directory).
-    pub root: String,
 }
 
 /// The mounts host PID `pid` sees, as `/proc/PID/mountinfo` lists them.

@@ -1,40 +1,16 @@
 //! The processes of a target, read from the host's `/proc`: every process in
 //! the target's PID namespace (so a pod sharing one shows all its
 //! containers'), with its PID inside and on the host.
+//!
+//! The answer's type, [`ProcessEntry`], is the wire crate's (`nsdebug_wire::diag`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Serialize;
+pub use nsdebug_wire::diag::ProcessEntry;
 
 use super::DiagError;
 use crate::process::ProcRoot;
-
-/// One process of the target.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessEntry {
-    /// PID inside the container's PID namespace.
-    pub pid: u32,
-    pub host_pid: u32,
-    /// The parent's PID inside; `null` for a parent outside (the runtime).
-    pub parent_pid: Option<u32>,
-    pub command: String,
-    /// argv; empty for kernel threads and zombies.
-    pub cmdline: Vec<String>,
-    pub uid: u32,
-    /// The name from the container's own `/etc/passwd`, when it has one.
-    pub user: Option<String>,
-    /// `R`, `S`, `D`, `Z`, ... as `ps` shows it, and its meaning.
-    pub state: String,
-    pub state_description: &'static str,
-    pub threads: i64,
-    pub rss_bytes: u64,
-    /// User plus system CPU time.
-    pub cpu_seconds: f64,
-    /// RFC 3339.
-    pub started_at: String,
-}
 
 /// The `pid` namespace link of a process, to compare.
 fn pid_namespace(proc: &Path, pid: i32) -> Option<std::path::PathBuf> {
@@ -113,7 +89,7 @@ pub fn list(proc_root: &ProcRoot, pid: u32) -> Result<Vec<ProcessEntry>, DiagErr
                 uid,
                 user: users.get(&uid).cloned(),
                 state: stat.state.to_string(),
-                state_description: state_description(stat.state),
+                state_description: state_description(stat.state).into(),
                 threads: stat.num_threads,
                 rss_bytes: stat.rss * page,
                 cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,

@@ -2,41 +2,17 @@
 //! unix), read from `/proc/PID/net/*` of the target (which shows the
 //! namespace of that process), each with the processes that hold it where
 //! they are in the pod (found through their `/proc/PID/fd` links).
+//!
+//! The answer's types, [`SocketEntry`] and [`Holder`], are the wire crate's
+//! (`nsdebug_wire::diag`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Serialize;
+pub use nsdebug_wire::diag::{Holder, SocketEntry};
 
 use super::DiagError;
 use crate::process::ProcRoot;
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SocketEntry {
-    /// `tcp`, `tcp6`, `udp`, `udp6` or `unix`.
-    pub protocol: &'static str,
-    /// `LISTEN`, `ESTABLISHED`, ... (TCP); `UNCONNECTED`, `ESTABLISHED` (UDP,
-    /// as `ss` says it); the unix socket state.
-    pub state: String,
-    /// `ip:port`, or the path of a unix socket (`@name` for abstract ones).
-    pub local: String,
-    pub remote: Option<String>,
-    pub inode: u64,
-    pub uid: Option<u32>,
-    pub rx_queue: Option<u32>,
-    pub tx_queue: Option<u32>,
-    /// Who holds it: PID inside, host PID, command.
-    pub processes: Vec<Holder>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Holder {
-    pub pid: u32,
-    pub host_pid: u32,
-    pub command: String,
-}
 
 /// Sockets by inode, from the fds of every process in the network namespace
 /// of `pid`.
@@ -113,7 +89,7 @@ pub fn list(proc_root: &ProcRoot, pid: u32) -> Result<Vec<SocketEntry>, DiagErro
         for e in entries {
             let listening = matches!(e.state, procfs::net::TcpState::Listen);
             sockets.push(SocketEntry {
-                protocol,
+                protocol: protocol.into(),
                 state: tcp_state(&e.state),
                 local: e.local_address.to_string(),
                 remote: (!listening).then(|| e.remote_address.to_string()),
@@ -132,7 +108,7 @@ pub fn list(proc_root: &ProcRoot, pid: u32) -> Result<Vec<SocketEntry>, DiagErro
         for e in entries {
             let connected = !e.remote_address.ip().is_unspecified();
             sockets.push(SocketEntry {
-                protocol,
+                protocol: protocol.into(),
                 state: if connected {
                     "ESTABLISHED"
                 } else {
@@ -151,7 +127,7 @@ pub fn list(proc_root: &ProcRoot, pid: u32) -> Result<Vec<SocketEntry>, DiagErro
     }
     for e in process.unix().map_err(|e| read("unix", e))? {
         sockets.push(SocketEntry {
-            protocol: "unix",
+            protocol: "unix".into(),
             state: format!("{:?}", e.state).to_uppercase(),
             local: e.path.map(|p| p.display().to_string()).unwrap_or_default(),
             remote: None,

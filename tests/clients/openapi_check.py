@@ -5,7 +5,8 @@ Usage: openapi_check.py URL NAMESPACE POD
 2. Every documented path and method is served: a request to it never gets
    the router's own "could not find the requested resource" 404 or a 405.
 3. Real answers match their documented schemas: the target list, a target,
-   a run, and each diagnostic view of NAMESPACE/POD.
+   a run, each diagnostic view and each probe (DNS, TCP, HTTP) of
+   NAMESPACE/POD.
 Prints one JSON object: {"checked": [...]}; exits non-zero on the first miss.
 """
 import json
@@ -69,6 +70,11 @@ def main() -> None:
             conforms(entry, item, f"diag {view} item")
     cgroup = ok(*call(f"{base}/v1/targets/{namespace}/{pod}/diag/cgroup"))
     conforms("DiagAnswer", cgroup, "diag cgroup")
+    probes = {"dns?name=localhost": "DnsResult", "dns?name=nothing.invalid&timeout=1s": "DnsResult",
+              "tcp?host=127.0.0.1&port=8080": "TcpResult", "http?url=http://127.0.0.1:8080/": "HttpResult"}
+    for probe, result in probes.items():
+        answer = ok(*call(f"{base}/v1/targets/{namespace}/{pod}/diag/{probe}"))
+        conforms(result, answer, f"diag {probe.split('?')[0]}")
     print(json.dumps({"checked": sorted(set(checked))}))
 
 

@@ -41,6 +41,13 @@ async fn the_document_describes_what_the_agent_answers() {
             .any(|c| c == "diag sockets item ~ SocketEntry"),
         "{report}"
     );
+    for probe in [
+        "diag dns ~ DnsResult",
+        "diag tcp ~ TcpResult",
+        "diag http ~ HttpResult",
+    ] {
+        assert!(checked.iter().any(|c| c == probe), "{probe}: {report}");
+    }
     assert!(checked.len() > 20, "{report}");
     pod.remove(&mut client).await;
 }

@@ -71,8 +71,28 @@ async fn exec_diag_and_capture_from_the_command_line() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("0.0.0.0:8080"), "{out}");
 
-    // Diagnostics as JSON.
-    let (code, out, _) = run(vec!["diag", "app", "-c", "web", "sockets"]);
+    // Diagnostics as tables for a person: the container's own PID 1 and
+    // its command, the socket it listens on and who holds it.
+    let (code, out, err) = run(vec!["diag", "app", "-c", "web", "processes"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["PID", "HOST-PID", "PPID", "USER", "STATE", "RSS", "CMD"],
+        "{out}"
+    );
+    let init: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!((init[0], init[2], init[6]), ("1", "-", "/hello"), "{out}");
+    let (code, out, err) = run(vec!["diag", "app", "-c", "web", "sockets"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["tcp", "LISTEN", "0.0.0.0:8080", "-", "hello(1)"]),
+        "{out}"
+    );
+    // And as the agent's JSON.
+    let (code, out, _) = run(vec!["diag", "app", "-c", "web", "sockets", "-o", "json"]);
     assert_eq!(code, 0);
     let sockets: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(sockets["items"][0]["local"], "0.0.0.0:8080");

@@ -15,6 +15,7 @@
 
 mod cluster;
 mod cp;
+mod diag;
 mod interactive;
 mod kubeconfig;
 mod login_page;
@@ -169,11 +170,13 @@ pub enum PluginCommand {
         #[command(flatten)]
         mode: RunMode,
     },
-    /// A built-in diagnostic as JSON: processes, sockets, interfaces, routes,
+    /// A built-in diagnostic: processes, sockets, interfaces, routes,
     /// cgroup, open-files, env, mounts; probes dns, tcp, http take
-    /// KEY=VALUE parameters.
+    /// KEY=VALUE parameters. Tables and lines for a person; `-o json` for
+    /// the agent's JSON.
     #[command(after_help = "Examples:\n  \
-        kubectl nsdebug diag -n shop web sockets\n  \
+        kubectl nsdebug diag -n shop web processes\n  \
+        kubectl nsdebug diag -n shop web sockets -o json\n  \
         kubectl nsdebug diag -n shop web env reveal=true\n  \
         kubectl nsdebug diag -n shop web dns name=kubernetes.default.svc.cluster.local\n  \
         kubectl nsdebug diag -n shop web tcp host=db port=5432\n  \
@@ -186,6 +189,9 @@ pub enum PluginCommand {
         /// The view's parameters.
         #[arg(value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// `json` prints the agent's answer as it is.
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: diag::Output,
     },
     /// Capture the pod's packets into a pcap file Wireshark and tshark read.
     Capture {
@@ -557,7 +563,12 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             };
             interactive::shell(&agent, &target, mode).await
         }
-        PluginCommand::Diag { pod, view, params } => {
+        PluginCommand::Diag {
+            pod,
+            view,
+            params,
+            output,
+        } => {
             let namespace = route.namespace(pod.namespace.as_deref());
             let agent = route.for_pod(&namespace, &pod.pod).await?;
             let mut query = Vec::new();
@@ -577,10 +588,7 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
                 .send_ok(agent.request(reqwest::Method::GET, &path).query(&query))
                 .await?;
             let body: Value = response.json().await.map_err(|e| agent.request_error(e))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&body).unwrap_or_default()
-            );
+            print!("{}", diag::render(&view, &body, output));
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Capture {

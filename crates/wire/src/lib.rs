@@ -7,6 +7,8 @@
 //!   stream's last frame) is, with kube-core-style builders.
 //! - [`run`]: a one-shot run's request body, its answer and the events of a
 //!   streamed run (`?stream=true`, NDJSON).
+//! - [`diag`]: the built-in diagnostics' answers (`GET .../diag/{view}`),
+//!   one item type per view, and the probes' answers ([`diag::probe`]).
 //! - [`exec`]: the remote-command framing (`v5.channel.k8s.io`): channel
 //!   numbers, subprotocols, the resize message.
 //! - [`anchor`]: the trust-anchor Lease clients read to pin an agent's
@@ -16,6 +18,7 @@
 //! behind the `openapi` feature): the plugin builds it for macOS and Windows.
 
 pub mod anchor;
+pub mod diag;
 pub mod exec;
 pub mod run;
 pub mod status;
