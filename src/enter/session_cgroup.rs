@@ -555,13 +555,23 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Settled when the three are the sleeps: before that the shell and
+        // its subshell are still forking, and the count passes through 3
+        // with processes about to leave.
+        let settled = |pids: &[Pid]| {
+            pids.len() == 3
+                && pids.iter().all(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "sleep")
+                })
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut listed = Vec::new();
-        while listed.len() != 3 && Instant::now() < deadline {
+        while !settled(&listed) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
             listed = pids_in_tree(session.dir.as_fd(), &session.path).unwrap_or_default();
         }
-        if listed.len() != 3 {
+        if !settled(&listed) {
             let _ = child.kill();
             let _ = child.wait();
             panic!("the escapers never ran: {listed:?}");
