@@ -19,6 +19,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("ui/app.js"),
     ),
     (
+        "ports.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/ports.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("ui/app.css"),

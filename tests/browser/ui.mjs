@@ -140,6 +140,21 @@ assert.ok(toolboxPs.length <= 4, `only the pod's processes: ${toolboxPs}`);
 assert.match(await visiblePane().locator(".status").innerText(), /· toolbox ·/);
 await shot("distroless-toolbox");
 
+// 3b. Its listening ports, each one click from a port-forward command.
+await visiblePane().locator(".ports-toggle").click();
+const port = visiblePane().locator('.ports-list li[data-port="8080"]');
+await port.waitFor();
+assert.match(await port.innerText(), /8080\/tcp[\s\S]*hello \(1\)/, "the port and who listens on it");
+await port.locator(".forward").click();
+const commands = await port.locator(".forward-how code").allInnerTexts();
+assert.deepEqual(commands, [
+  `kubectl nsdebug port-forward -n ${ns} hello 8080:8080`,
+  `kubectl --server ${new URL(url).origin} port-forward -n ${ns} hello 8080:8080`,
+]);
+await shot("ports");
+await visiblePane().locator(".ports-toggle").click();
+assert.equal(await visiblePane().locator(".ports-panel").isHidden(), true);
+
 // 4. Two tabs at once; switching keeps each session.
 assert.equal(await page.locator(".tab").count(), 2);
 

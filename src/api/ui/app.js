@@ -3,6 +3,7 @@
 // to the agent. No framework, nothing fetched from the internet.
 import { Terminal } from "/ui/vendor/xterm.mjs";
 import { FitAddon } from "/ui/vendor/addon-fit.mjs";
+import { setupPorts } from "/ui/ports.js";
 
 const STDIN = 0, STDOUT = 1, STDERR = 2, STATUS = 3, RESIZE = 4;
 const $ = (id) => document.getElementById(id);
@@ -273,6 +274,7 @@ function openTab(ns, pod, container) {
   tab.pane.querySelector(".view").addEventListener("change", () => connect(tab));
   tab.pane.querySelector(".profile").addEventListener("change", () => connect(tab));
   tab.pane.querySelector(".capture-start").addEventListener("click", () => toggleCapture(tab));
+  setupPorts(tab, api);
   tabs.push(tab);
   selectTab(tab);
   connect(tab);
