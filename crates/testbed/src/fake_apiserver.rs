@@ -27,7 +27,8 @@ pub struct FakeUser {
     pub groups: Vec<&'static str>,
 }
 
-/// `user` may `verb` `resource` (with `/subresource`) in `namespace` (`None`:
+/// `user` may `verb` `resource` (with `/subresource`; qualified by its group
+/// outside the core group: `pods.metrics.k8s.io`) in `namespace` (`None`:
 /// everywhere, cluster scope included).
 #[derive(Clone)]
 pub struct Rule {
@@ -155,12 +156,15 @@ async fn access_review(State(t): State<Tables>, Json(review): Json<Value>) -> Js
         .push(("SubjectAccessReview".into(), review.clone()));
     let spec = &review["spec"];
     let attrs = &spec["resourceAttributes"];
-    let resource = match attrs["subresource"].as_str() {
-        Some(sub) if !sub.is_empty() => {
-            format!("{}/{sub}", attrs["resource"].as_str().unwrap_or_default())
-        }
-        _ => attrs["resource"].as_str().unwrap_or_default().to_string(),
-    };
+    // A resource of a named group is qualified as RBAC writes it:
+    // `pods.metrics.k8s.io`.
+    let mut resource = attrs["resource"].as_str().unwrap_or_default().to_string();
+    if let Some(group) = attrs["group"].as_str().filter(|g| !g.is_empty()) {
+        resource = format!("{resource}.{group}");
+    }
+    if let Some(sub) = attrs["subresource"].as_str().filter(|s| !s.is_empty()) {
+        resource = format!("{resource}/{sub}");
+    }
     let namespace = attrs["namespace"].as_str().filter(|ns| !ns.is_empty());
     let user = spec["user"].as_str().unwrap_or_default();
     // A held user's review waits (already recorded) until it is released.
