@@ -225,10 +225,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Helpers waiting before the first request, so it pays no exec either.
     let enter = crate::enter::Enter::new();
     enter.refill_in_background();
-    let usage = Arc::new(crate::usage::Sampler::new(
-        inventory.cri().clone(),
-        config.proc_root.clone(),
-    ));
+    let usage = Arc::new(crate::usage::Sampler::new(inventory.clone()));
     tasks.spawn(
         usage
             .clone()

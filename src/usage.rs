@@ -4,7 +4,8 @@
 //! A CPU number worth showing is a rate, and a rate needs two cumulative
 //! readings. Every `--metric-resolution` the sampler reads each running
 //! container's cumulative CPU time and working set (the runtime's
-//! `ListContainerStats`) and the host's (`/proc`, [`host`]), and keeps the
+//! `ListContainerStats`, or its cgroup when that call fails: [`cgroup`]) and
+//! the host's (`/proc`, [`host`]), and keeps the
 //! reading before it, so an answer is computed from memory at once:
 //! `(cpu_last - cpu_previous) / (t_last - t_previous)`, the interval being
 //! the answer's `window`. A container seen once has no rate yet and is left
@@ -14,6 +15,7 @@
 //! computes it against the previous call of *any* client (the kubelet,
 //! `crictl`, this agent), so its window is unknown and it is 0 on a first call.
 
+pub mod cgroup;
 pub mod host;
 pub mod quantity;
 
@@ -24,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cri::CriClient;
+use crate::inventory::{ContainerState, Inventory};
 
 /// One cumulative reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,16 +107,18 @@ struct Readings {
 
 /// The sampler and what it has read.
 pub struct Sampler {
-    cri: CriClient,
+    /// The runtime to ask, and the running containers to read from their
+    /// cgroups when it fails.
+    inventory: Arc<Inventory>,
     proc_root: PathBuf,
     readings: Mutex<Readings>,
 }
 
 impl Sampler {
-    pub fn new(cri: CriClient, proc_root: PathBuf) -> Self {
+    pub fn new(inventory: Arc<Inventory>) -> Self {
         Self {
-            cri,
-            proc_root,
+            proc_root: inventory.proc_root().path().to_path_buf(),
+            inventory,
             readings: Mutex::default(),
         }
     }
@@ -143,11 +147,11 @@ impl Sampler {
 
     /// Reads every running container and the host once.
     pub async fn sample(&self) {
-        let containers = match self.cri.list_container_stats().await {
+        let containers = match self.inventory.cri().list_container_stats().await {
             Ok(stats) => Some(stats.iter().filter_map(container_sample).collect()),
             Err(err) => {
-                tracing::debug!(error = %crate::error_chain(&err), "no container stats this round");
-                None
+                tracing::debug!(error = %crate::error_chain(&err), "no container stats from the runtime; reading cgroups");
+                self.cgroup_samples().await
             }
         };
         let proc_root = self.proc_root.clone();
@@ -164,6 +168,38 @@ impl Sampler {
                 memory_bytes,
             });
         self.record(containers, host);
+    }
+
+    /// Every running container of the last inventory, read from its cgroup.
+    async fn cgroup_samples(&self) -> Option<Vec<(String, Sample)>> {
+        let snapshot = self.inventory.cached();
+        let running: Vec<(String, u32)> = snapshot
+            .pods
+            .iter()
+            .flat_map(|pod| &pod.containers)
+            .filter(|c| c.state == ContainerState::Running)
+            .filter_map(|c| Some((c.id.clone(), c.process.as_ref()?.pid)))
+            .collect();
+        let proc_root = self.proc_root.clone();
+        tokio::task::spawn_blocking(move || {
+            running
+                .into_iter()
+                .filter_map(|(id, pid)| {
+                    let (cpu_nanos, memory_bytes) = cgroup::reading(&proc_root, pid)?;
+                    let at = now_nanos();
+                    Some((
+                        id,
+                        Sample {
+                            at,
+                            cpu_nanos,
+                            memory_bytes,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .ok()
     }
 
     /// Adds one round of readings; `None`: that source failed this round and
@@ -280,10 +316,17 @@ mod tests {
 
     #[tokio::test]
     async fn containers_gone_from_the_runtime_are_forgotten() {
-        let sampler = Sampler::new(
-            CriClient::new(std::path::Path::new("/nonexistent"), Duration::from_secs(1)),
-            PathBuf::from("/proc"),
+        let cri = crate::cri::CriClient::new(
+            std::path::Path::new("/nonexistent"),
+            Duration::from_secs(1),
         );
+        let runtime = crate::cri::RuntimeVersion {
+            name: "test".into(),
+            version: "0".into(),
+            api_version: "v1".into(),
+        };
+        let inventory = Inventory::new(cri, runtime, crate::process::ProcRoot::new("/proc"));
+        let sampler = Sampler::new(Arc::new(inventory));
         let round = |t: i64, ids: &[&str]| {
             Some(
                 ids.iter()
