@@ -144,7 +144,7 @@ async fn kubectl_top_shows_pods_containers_and_the_node() {
     // The CPU number moves when a container burns CPU: a busy loop started
     // through the run API shows in `top` within a few samples.
     let idle = millicores(&top(&agent, &["top", "pod", "-n", &ns, "burner"]).await.1[0][1]);
-    assert!(idle < 100, "an idle busybox uses {idle}m");
+    assert!(idle < 50, "an idle busybox uses {idle}m");
     let url = format!("{}/v1/targets/{ns}/burner/run", agent.url);
     let burn = tokio::spawn(async move {
         reqwest::Client::new()
@@ -153,7 +153,7 @@ async fn kubectl_top_shows_pods_containers_and_the_node() {
             .send()
             .await
     });
-    let busy = eventually(
+    eventually(
         "the busy loop in kubectl top",
         Duration::from_secs(60),
         || {
@@ -162,12 +162,13 @@ async fn kubectl_top_shows_pods_containers_and_the_node() {
             async move {
                 let (code, out, _) = agent.kubectl(&["top", "pod", "-n", ns, "burner"]);
                 let cpu = rows(&out).first().map(|row| millicores(&row[1]))?;
-                (code == 0 && cpu >= 500).then_some(cpu)
+                // A tenth of a CPU: the loop gets less than a core on a
+                // loaded machine, and an idle busybox never uses that much.
+                (code == 0 && cpu >= idle + 100).then_some(cpu)
             }
         },
     )
     .await;
-    assert!(busy >= idle + 400, "idle {idle}m, busy {busy}m");
     // Hanging up ends the run and its loop.
     burn.abort();
 }
@@ -305,8 +306,16 @@ async fn top_needs_the_metrics_rights() {
         rule("dave", "list", "pods.metrics.k8s.io", Some(&ns)),
         rule("dave", "list", "nodes.metrics.k8s.io", None),
         rule("dave", "list", "nodes", None),
+        rule("dave", "get", "nodes", None),
     ];
     let api = FakeApiServer::start(users, rules).await;
+    // The cluster's Node: what the agent answers for its node when it can read it.
+    api.add_node(json!({
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "topology.kubernetes.io/zone": "zone-a"}},
+        "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110"}},
+    }));
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_log = audit_dir.path().join("audit.jsonl");
     let socket = support::testbed_socket();
@@ -354,6 +363,24 @@ async fn top_needs_the_metrics_rights() {
     })
     .await;
     assert_eq!(found[0][0], NODE_NAME);
+    // The node is the API server's, labels and allocatable included.
+    let (code, out, err) = kubectl(
+        "dave-token",
+        &["get", "--raw", &format!("/api/v1/nodes/{NODE_NAME}")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let node: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(node["status"]["allocatable"]["cpu"], "64", "{node}");
+    assert_eq!(
+        node["metadata"]["annotations"]["nsdebug.dev/node-source"],
+        Value::Null
+    );
+    let (code, out, err) = kubectl(
+        "dave-token",
+        &["top", "node", "-l", "topology.kubernetes.io/zone=zone-a"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows(&out)[0][0], NODE_NAME, "{out}");
     // The agent asked about the metrics group itself.
     let reviews = api.reviews("SubjectAccessReview");
     assert!(reviews.iter().any(|r| {

@@ -63,6 +63,8 @@ struct Tables {
     /// The cluster's `coordination.k8s.io/v1` Leases (where agents publish
     /// their serving certificates).
     leases: Arc<Mutex<Vec<Value>>>,
+    /// The cluster's Nodes, as `v1.Node` JSON.
+    nodes: Arc<Mutex<Vec<Value>>>,
     /// Tokens bound to audiences other than the API server's.
     audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
     /// Answer TokenReviews as an authenticator that ignores `spec.audiences`
@@ -85,6 +87,7 @@ pub struct FakeApiServer {
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
     pods: Arc<Mutex<Vec<Value>>>,
     leases: Arc<Mutex<Vec<Value>>>,
+    nodes: Arc<Mutex<Vec<Value>>>,
     audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
     ignore_audiences: Arc<AtomicBool>,
     extras: Arc<Mutex<HashMap<String, Value>>>,
@@ -659,6 +662,38 @@ async fn get_lease(
     }
 }
 
+/// `GET` a Node. As for Leases, the agent's kubeconfig here has no
+/// credentials: a request without a token is the agent's service account,
+/// whose `get nodes` tests/integration/offline/deploy.rs checks.
+async fn get_node(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if headers.contains_key("authorization") {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only the agent's service account reads Nodes here",
+        );
+    }
+    let node = t
+        .nodes
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == name.as_str())
+        .cloned();
+    match node {
+        Some(node) => Json(node).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        ),
+    }
+}
+
 /// A server-side apply (`PATCH`, `application/apply-patch+yaml`) of a
 /// Lease: created when missing, its applied fields replaced otherwise. The
 /// agent's kubeconfig here has no credentials: a request without a token is
@@ -722,6 +757,7 @@ impl FakeApiServer {
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let pods = Arc::new(Mutex::new(Vec::new()));
         let leases = Arc::new(Mutex::new(Vec::new()));
+        let nodes = Arc::new(Mutex::new(Vec::new()));
         let audiences = Arc::new(Mutex::new(HashMap::new()));
         let ignore_audiences = Arc::new(AtomicBool::new(false));
         let extras = Arc::new(Mutex::new(HashMap::new()));
@@ -733,6 +769,7 @@ impl FakeApiServer {
             reviews: reviews.clone(),
             pods: pods.clone(),
             leases: leases.clone(),
+            nodes: nodes.clone(),
             audiences: audiences.clone(),
             ignore_audiences: ignore_audiences.clone(),
             extras: extras.clone(),
@@ -749,6 +786,7 @@ impl FakeApiServer {
                 post(access_review),
             )
             .route("/api/v1/namespaces/{namespace}/events", post(create_event))
+            .route("/api/v1/nodes/{name}", get(get_node))
             .route("/api/v1/pods", get(list_all_pods))
             .route(
                 "/api/v1/namespaces/{namespace}/pods",
@@ -782,6 +820,7 @@ impl FakeApiServer {
             reviews,
             pods,
             leases,
+            nodes,
             audiences,
             ignore_audiences,
             extras,
@@ -794,6 +833,11 @@ impl FakeApiServer {
     /// Adds a Lease (`coordination.k8s.io/v1` JSON) to the cluster.
     pub fn add_lease(&self, lease: Value) {
         self.leases.lock().unwrap().push(lease);
+    }
+
+    /// Adds a Node (`v1.Node` JSON) to the cluster.
+    pub fn add_node(&self, node: Value) {
+        self.nodes.lock().unwrap().push(node);
     }
 
     /// The Lease `namespace/name`, if there is one.
