@@ -231,7 +231,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .clone()
             .keep_sampling(config.metric_resolution, cancel.clone()),
     );
-    let state = AppState::new(inventory, &config, auth, audit, events, enter, usage, kube);
+    let state =
+        AppState::new(inventory, &config, auth, audit, events, enter, usage).with_api_server(kube);
     tasks.spawn(state.audit.clone().keep_summarizing(cancel.clone()));
     if let Some((addr, health)) = health {
         let probes = crate::probes::HealthListener::new(api::health_router(state.clone()));

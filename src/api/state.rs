@@ -52,7 +52,6 @@ impl AppState {
         events: crate::events::PodEvents,
         enter: crate::enter::Enter,
         usage: Arc<crate::usage::Sampler>,
-        kube: Option<kube::Client>,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
@@ -80,7 +79,13 @@ impl AppState {
             shutdown_grace: config.shutdown_grace,
             enter,
             usage,
-            kube,
+            kube: None,
         }
+    }
+
+    /// The API server the agent reads its node's Node from.
+    pub fn with_api_server(mut self, kube: Option<kube::Client>) -> Self {
+        self.kube = kube;
+        self
     }
 }
