@@ -83,6 +83,13 @@ mod tests {
     }
 
     #[test]
+    fn this_machine_reads_the_tests_own_cgroup() {
+        let (cpu, memory) = reading(Path::new("/proc"), std::process::id())
+            .expect("the test's own cgroup is readable");
+        assert!(cpu > 0 && memory > 0, "cpu {cpu} ns, memory {memory} B");
+    }
+
+    #[test]
     fn v1_reads_cpuacct_and_memory() {
         let tmp = tempfile::tempdir().unwrap();
         let (cpu, memory) = (tmp.path().join("cpu"), tmp.path().join("memory"));
