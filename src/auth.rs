@@ -51,6 +51,8 @@ impl User {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Action {
     pub verb: String,
+    /// The API group (`""`: the core group, `metrics.k8s.io`, ...).
+    pub group: String,
     pub resource: String,
     pub subresource: Option<String>,
     pub namespace: Option<String>,
@@ -61,11 +63,18 @@ impl Action {
     pub fn new(verb: &str, resource: &str) -> Self {
         Self {
             verb: verb.into(),
+            group: String::new(),
             resource: resource.into(),
             subresource: None,
             namespace: None,
             name: None,
         }
+    }
+
+    /// The action on `resource` of API group `group` instead of the core group.
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = group.into();
+        self
     }
 
     pub fn subresource(mut self, subresource: &str) -> Self {
@@ -92,19 +101,25 @@ impl Action {
 
     /// The API server's wording of a refusal.
     pub fn forbidden_message(&self, user: &User) -> String {
+        // The API server qualifies a resource of a named group: `pods.metrics.k8s.io`.
+        let resource = match self.group.as_str() {
+            "" => self.resource.clone(),
+            group => format!("{}.{group}", self.resource),
+        };
         let object = match &self.name {
-            Some(name) => format!("{} \"{name}\"", self.resource),
-            None => self.resource.clone(),
+            Some(name) => format!("{resource} \"{name}\""),
+            None => resource,
         };
         let scope = match &self.namespace {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".into(),
         };
         format!(
-            "{object} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"\"{scope}",
+            "{object} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\"{scope}",
             user.name,
             self.verb,
-            self.resource_path()
+            self.resource_path(),
+            self.group,
         )
     }
 }
@@ -321,8 +336,9 @@ impl KubeAuth {
                 }),
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(action.verb.clone()),
-                    group: Some(String::new()),
-                    version: Some("v1".into()),
+                    group: Some(action.group.clone()),
+                    // RBAC ignores the version; the core group's is `v1`.
+                    version: action.group.is_empty().then(|| "v1".into()),
                     resource: Some(action.resource.clone()),
                     subresource: action.subresource.clone(),
                     namespace: action.namespace.clone(),
@@ -613,6 +629,13 @@ mod tests {
         assert_eq!(
             action.forbidden_message(&user),
             "pods \"web\" is forbidden: User \"alice\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\""
+        );
+        let metrics = Action::new("list", "pods")
+            .group("metrics.k8s.io")
+            .namespace("shop");
+        assert_eq!(
+            metrics.forbidden_message(&user),
+            "pods.metrics.k8s.io is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"metrics.k8s.io\" in the namespace \"shop\""
         );
     }
 

@@ -203,6 +203,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NSDEBUG_RESYNC_INTERVAL", value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// How often the CPU and memory of the node and its containers are
+    /// sampled for the Metrics API (`kubectl top`): a CPU rate is the average
+    /// over the last interval, stated as the answer's `window`.
+    #[arg(long, env = "NSDEBUG_METRIC_RESOLUTION", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub metric_resolution: Duration,
+
     /// Most commands running in containers at once; more get 429.
     #[arg(long, env = "NSDEBUG_MAX_SESSIONS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_sessions: u16,
@@ -425,6 +431,7 @@ pub struct Config {
     pub proc_root: PathBuf,
     pub cri_timeout: Duration,
     pub resync_interval: Duration,
+    pub metric_resolution: Duration,
     pub limits: Limits,
     pub pod_events: bool,
     pub recording: Option<crate::recording::RecordingConfig>,
@@ -569,6 +576,7 @@ impl Config {
             proc_root: args.proc_root,
             cri_timeout: args.cri_timeout,
             resync_interval: args.resync_interval,
+            metric_resolution: args.metric_resolution,
             limits: Limits {
                 max_sessions: usize::from(args.max_sessions),
                 max_sessions_per_user: usize::from(args.max_sessions_per_user),

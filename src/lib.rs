@@ -36,6 +36,7 @@ pub mod serve;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod usage;
 pub mod write_deadline;
 
 /// An error and all its sources on one line, `outer: inner: innermost`: how every

@@ -225,7 +225,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Helpers waiting before the first request, so it pays no exec either.
     let enter = crate::enter::Enter::new();
     enter.refill_in_background();
-    let state = AppState::new(inventory, &config, auth, audit, events, enter);
+    let usage = Arc::new(crate::usage::Sampler::new(inventory.clone()));
+    tasks.spawn(
+        usage
+            .clone()
+            .keep_sampling(config.metric_resolution, cancel.clone()),
+    );
+    let state =
+        AppState::new(inventory, &config, auth, audit, events, enter, usage).with_api_server(kube);
     tasks.spawn(state.audit.clone().keep_summarizing(cancel.clone()));
     if let Some((addr, health)) = health {
         let probes = crate::probes::HealthListener::new(api::health_router(state.clone()));

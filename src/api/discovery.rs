@@ -1,7 +1,10 @@
 //! Kubernetes API discovery: what `kubectl` asks before anything else.
 //!
-//! The agent serves the core group's `v1` with the one resource it implements,
-//! `pods`, so kubectl's resource mapping (`pods`, `pod`, `po`) works unchanged.
+//! The agent serves the core group's `v1` with the resources it implements
+//! (`pods`, `namespaces`, `nodes`), so kubectl's resource mapping (`pods`,
+//! `pod`, `po`) works unchanged, and the group `metrics.k8s.io` of
+//! `kubectl top` ([`super::resource_metrics`]). Once a group is listed in
+//! `/apis`, every kubectl command with a cold cache reads its resource list.
 
 use axum::Router;
 use axum::routing::get;
@@ -19,6 +22,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
         .route("/api/v1", get(core_v1_resources))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1",
+            get(metrics_v1beta1_resources),
+        )
 }
 
 /// `version.Info`: kubectl prints it as the server version.
@@ -45,7 +52,38 @@ async fn api_versions() -> axum::Json<Value> {
 }
 
 async fn api_groups() -> axum::Json<Value> {
-    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+    let metrics = json!({"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"});
+    axum::Json(json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{
+            "name": super::resource_metrics::GROUP,
+            "versions": [metrics],
+            "preferredVersion": metrics,
+        }],
+    }))
+}
+
+/// What metrics-server registers for its group.
+async fn metrics_v1beta1_resources() -> axum::Json<Value> {
+    axum::Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "metrics.k8s.io/v1beta1",
+        "resources": [{
+            "name": "nodes",
+            "singularName": "",
+            "namespaced": false,
+            "kind": "NodeMetrics",
+            "verbs": ["get", "list"],
+        }, {
+            "name": "pods",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "PodMetrics",
+            "verbs": ["get", "list"],
+        }],
+    }))
 }
 
 async fn core_v1_resources() -> axum::Json<Value> {
@@ -73,6 +111,13 @@ async fn core_v1_resources() -> axum::Json<Value> {
             "kind": "Namespace",
             "verbs": ["get", "list"],
             "shortNames": ["ns"],
+        }, {
+            "name": "nodes",
+            "singularName": "node",
+            "namespaced": false,
+            "kind": "Node",
+            "verbs": ["get", "list"],
+            "shortNames": ["no"],
         }],
     }))
 }

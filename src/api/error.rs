@@ -52,6 +52,14 @@ impl ApiError {
         err
     }
 
+    /// The API group of the object in `details` (`metrics.k8s.io`).
+    pub fn in_group(mut self, group: &str) -> Self {
+        if let Some(details) = self.details.as_mut() {
+            details.group = Some(group.to_string());
+        }
+        self
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

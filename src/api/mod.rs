@@ -24,11 +24,13 @@ mod login;
 mod middleware;
 mod namespaces;
 mod native;
+mod nodes;
 mod openapi;
 pub mod pod_object;
 mod pods;
 mod probe;
 mod query;
+mod resource_metrics;
 mod run;
 pub mod selector;
 mod state;
@@ -115,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(pods::routes())
         .merge(namespaces::routes())
+        .merge(nodes::routes())
+        .merge(resource_metrics::routes())
         .merge(native::routes())
         .merge(run::routes())
         .merge(diag::routes())

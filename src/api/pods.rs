@@ -94,7 +94,7 @@ async fn list(
 }
 
 /// The value of a field selector's field for `pod`.
-fn field_value<'a>(pod: &'a Pod, node_name: &'a str, field: &str) -> Option<&'a str> {
+pub(super) fn field_value<'a>(pod: &'a Pod, node_name: &'a str, field: &str) -> Option<&'a str> {
     match field {
         "metadata.name" => Some(&pod.name),
         "metadata.namespace" => Some(&pod.namespace),
@@ -107,7 +107,7 @@ fn field_value<'a>(pod: &'a Pod, node_name: &'a str, field: &str) -> Option<&'a 
 
 /// One sandbox per pod: the runtime may keep a pod's old, stopped sandbox beside
 /// the new one; the API server would show the pod once.
-fn latest_sandboxes(pods: &[Pod]) -> Vec<&Pod> {
+pub(super) fn latest_sandboxes(pods: &[Pod]) -> Vec<&Pod> {
     let mut seen = std::collections::HashSet::new();
     pods.iter()
         .filter(|pod| seen.insert((&pod.namespace, &pod.name)))

@@ -36,6 +36,11 @@ pub struct AppState {
     pub shutdown_grace: std::time::Duration,
     /// The way into containers, with its helpers started ahead of need.
     pub enter: crate::enter::Enter,
+    /// CPU and memory readings for the Metrics API.
+    pub usage: Arc<crate::usage::Sampler>,
+    /// The API server, when the agent has one (`--auth kube`): where this
+    /// node's Node object is read.
+    pub kube: Option<kube::Client>,
 }
 
 impl AppState {
@@ -46,6 +51,7 @@ impl AppState {
         audit: crate::audit::AuditLog,
         events: crate::events::PodEvents,
         enter: crate::enter::Enter,
+        usage: Arc<crate::usage::Sampler>,
     ) -> Self {
         Self {
             resolver: Resolver::new(inventory.clone()),
@@ -72,6 +78,14 @@ impl AppState {
             draining: tokio_util::sync::CancellationToken::new(),
             shutdown_grace: config.shutdown_grace,
             enter,
+            usage,
+            kube: None,
         }
+    }
+
+    /// The API server the agent reads its node's Node from.
+    pub fn with_api_server(mut self, kube: Option<kube::Client>) -> Self {
+        self.kube = kube;
+        self
     }
 }

@@ -208,6 +208,22 @@ impl CriClient {
         })
     }
 
+    /// `ListContainerStats`: the cumulative CPU time, memory working set and
+    /// the time of measurement of every running container, as the runtime
+    /// reads them from the containers' cgroups.
+    pub async fn list_container_stats(&self) -> Result<Vec<api::ContainerStats>, CriError> {
+        Ok(timed(
+            "ListContainerStats",
+            self.client
+                .clone()
+                .list_container_stats(api::ListContainerStatsRequest { filter: None }),
+        )
+        .await
+        .map_err(self.call_error("ListContainerStats"))?
+        .into_inner()
+        .stats)
+    }
+
     /// `PodSandboxStatus`: the pod's IP addresses (primary first), empty for pods
     /// on the host network or without a network yet.
     pub async fn pod_sandbox_ips(&self, sandbox_id: &str) -> Result<Vec<String>, CriError> {

@@ -29,6 +29,7 @@ mod image;
 mod inventory;
 mod kubectl;
 mod metrics;
+mod metrics_api;
 mod offline;
 mod openapi;
 mod plugin;

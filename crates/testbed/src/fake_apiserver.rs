@@ -27,7 +27,8 @@ pub struct FakeUser {
     pub groups: Vec<&'static str>,
 }
 
-/// `user` may `verb` `resource` (with `/subresource`) in `namespace` (`None`:
+/// `user` may `verb` `resource` (with `/subresource`; qualified by its group
+/// outside the core group: `pods.metrics.k8s.io`) in `namespace` (`None`:
 /// everywhere, cluster scope included).
 #[derive(Clone)]
 pub struct Rule {
@@ -62,6 +63,8 @@ struct Tables {
     /// The cluster's `coordination.k8s.io/v1` Leases (where agents publish
     /// their serving certificates).
     leases: Arc<Mutex<Vec<Value>>>,
+    /// The cluster's Nodes, as `v1.Node` JSON.
+    nodes: Arc<Mutex<Vec<Value>>>,
     /// Tokens bound to audiences other than the API server's.
     audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
     /// Answer TokenReviews as an authenticator that ignores `spec.audiences`
@@ -84,6 +87,7 @@ pub struct FakeApiServer {
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
     pods: Arc<Mutex<Vec<Value>>>,
     leases: Arc<Mutex<Vec<Value>>>,
+    nodes: Arc<Mutex<Vec<Value>>>,
     audiences: Arc<Mutex<HashMap<String, Vec<String>>>>,
     ignore_audiences: Arc<AtomicBool>,
     extras: Arc<Mutex<HashMap<String, Value>>>,
@@ -155,12 +159,15 @@ async fn access_review(State(t): State<Tables>, Json(review): Json<Value>) -> Js
         .push(("SubjectAccessReview".into(), review.clone()));
     let spec = &review["spec"];
     let attrs = &spec["resourceAttributes"];
-    let resource = match attrs["subresource"].as_str() {
-        Some(sub) if !sub.is_empty() => {
-            format!("{}/{sub}", attrs["resource"].as_str().unwrap_or_default())
-        }
-        _ => attrs["resource"].as_str().unwrap_or_default().to_string(),
-    };
+    // A resource of a named group is qualified as RBAC writes it:
+    // `pods.metrics.k8s.io`.
+    let mut resource = attrs["resource"].as_str().unwrap_or_default().to_string();
+    if let Some(group) = attrs["group"].as_str().filter(|g| !g.is_empty()) {
+        resource = format!("{resource}.{group}");
+    }
+    if let Some(sub) = attrs["subresource"].as_str().filter(|s| !s.is_empty()) {
+        resource = format!("{resource}/{sub}");
+    }
     let namespace = attrs["namespace"].as_str().filter(|ns| !ns.is_empty());
     let user = spec["user"].as_str().unwrap_or_default();
     // A held user's review waits (already recorded) until it is released.
@@ -655,6 +662,38 @@ async fn get_lease(
     }
 }
 
+/// `GET` a Node. As for Leases, the agent's kubeconfig here has no
+/// credentials: a request without a token is the agent's service account,
+/// whose `get nodes` tests/integration/offline/deploy.rs checks.
+async fn get_node(
+    State(t): State<Tables>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if headers.contains_key("authorization") {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only the agent's service account reads Nodes here",
+        );
+    }
+    let node = t
+        .nodes
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == name.as_str())
+        .cloned();
+    match node {
+        Some(node) => Json(node).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        ),
+    }
+}
+
 /// A server-side apply (`PATCH`, `application/apply-patch+yaml`) of a
 /// Lease: created when missing, its applied fields replaced otherwise. The
 /// agent's kubeconfig here has no credentials: a request without a token is
@@ -718,6 +757,7 @@ impl FakeApiServer {
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let pods = Arc::new(Mutex::new(Vec::new()));
         let leases = Arc::new(Mutex::new(Vec::new()));
+        let nodes = Arc::new(Mutex::new(Vec::new()));
         let audiences = Arc::new(Mutex::new(HashMap::new()));
         let ignore_audiences = Arc::new(AtomicBool::new(false));
         let extras = Arc::new(Mutex::new(HashMap::new()));
@@ -729,6 +769,7 @@ impl FakeApiServer {
             reviews: reviews.clone(),
             pods: pods.clone(),
             leases: leases.clone(),
+            nodes: nodes.clone(),
             audiences: audiences.clone(),
             ignore_audiences: ignore_audiences.clone(),
             extras: extras.clone(),
@@ -745,6 +786,7 @@ impl FakeApiServer {
                 post(access_review),
             )
             .route("/api/v1/namespaces/{namespace}/events", post(create_event))
+            .route("/api/v1/nodes/{name}", get(get_node))
             .route("/api/v1/pods", get(list_all_pods))
             .route(
                 "/api/v1/namespaces/{namespace}/pods",
@@ -778,6 +820,7 @@ impl FakeApiServer {
             reviews,
             pods,
             leases,
+            nodes,
             audiences,
             ignore_audiences,
             extras,
@@ -790,6 +833,11 @@ impl FakeApiServer {
     /// Adds a Lease (`coordination.k8s.io/v1` JSON) to the cluster.
     pub fn add_lease(&self, lease: Value) {
         self.leases.lock().unwrap().push(lease);
+    }
+
+    /// Adds a Node (`v1.Node` JSON) to the cluster.
+    pub fn add_node(&self, node: Value) {
+        self.nodes.lock().unwrap().push(node);
     }
 
     /// The Lease `namespace/name`, if there is one.

@@ -26,7 +26,7 @@ use render::{RELEASE, helm, helm_template, only, strictly};
 
 /// What every install must be, manifests or chart, whatever its values:
 /// these objects and no others, each strictly its type; RBAC that only
-/// reviews tokens and access and writes events, bound to the agent's
+/// reviews tokens and access, writes events and reads Nodes, bound to the agent's
 /// account; a hostPID DaemonSet on every node whose arguments the agent
 /// accepts, serving a loopback API with TLS and probes on the health port;
 /// a Role that only writes Leases in the agent's namespace, and the pod's
@@ -76,12 +76,13 @@ fn check_install(objects: &[Value]) -> (PodSpec, Config) {
         );
     }
 
-    // RBAC: reviews and events, nothing more, bound to the agent's account.
+    // RBAC: reviews, events and its Node, nothing more, bound to the agent's account.
     let rules = flat_rules(role.rules.unwrap());
     let expected: BTreeSet<(String, String, String)> = [
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
         ("", "events", "create"),
+        ("", "nodes", "get"),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.into(), r.into(), v.into()))
