@@ -414,8 +414,10 @@ mod tests {
         assert_eq!(adler32(DICTIONARY), 0xe3c6_a7c2);
     }
 
-    /// kubectl 1.32's first SYN_STREAM, as it arrived over the WebSocket
-    /// tunnel in 8 messages (2,2,4,4,4,1,1,51 bytes); fed in those pieces.
+    /// kubectl 1.32's first SYN_STREAM (`port-forward … :80`), as it arrived
+    /// over the WebSocket tunnel in 8 messages (2,2,4,4,4,1,1,51 bytes); fed
+    /// in those pieces. The decoded headers are what /tmp/r16/decode.py (a
+    /// Python zlib) read from the same capture.
     #[test]
     fn kubectl_s_syn_stream_decodes_from_its_pieces() {
         let captured = include_bytes!("testdata/kubectl-syn-stream.bin");
@@ -438,7 +440,7 @@ mod tests {
         };
         assert_eq!((stream_id, flags), (1, 0));
         assert_eq!(header(&headers, "streamtype"), Some("error"));
-        assert_eq!(header(&headers, "port"), Some("8080"));
+        assert_eq!(header(&headers, "port"), Some("80"));
         assert_eq!(header(&headers, "requestid"), Some("0"));
         assert_eq!(decoder.next_frame().unwrap(), None);
     }
