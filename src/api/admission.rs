@@ -248,6 +248,26 @@ pub struct SessionAsk<'a> {
 }
 
 impl Admission {
+    /// For an act on the whole pod (its network, which every container
+    /// shares): the pod's `container` when the caller named none. The right
+    /// was reviewed on the pod, so it covers each of its containers.
+    pub fn in_container(self, container: String) -> Self {
+        let Self { admitted, record } = self;
+        let admitted = admitted.narrowed(|wanted| match wanted {
+            TargetRef::Pod {
+                namespace,
+                pod,
+                container: None,
+            } => TargetRef::Pod {
+                namespace,
+                pod,
+                container: Some(container),
+            },
+            other => other,
+        });
+        Self { admitted, record }
+    }
+
     /// Step 3: the target, for a request that needs no session slot.
     pub async fn resolve(
         self,

@@ -89,14 +89,44 @@ fn parse_ports(query: &str) -> Result<Vec<u16>, ApiError> {
     Ok(ports)
 }
 
+/// The container whose process the session's dialer joins: the pod's
+/// network is every container's (the kubelet enters the sandbox; the agent
+/// needs a running process of the pod), so the pod's default container when
+/// it runs, else its first running one. `None` leaves the choice (and the
+/// error when there is none) to the resolver. Asked after the access review.
+async fn network_container(state: &AppState, namespace: &str, name: &str) -> Option<String> {
+    use crate::inventory::ContainerState;
+    use crate::resolve::{DEFAULT_CONTAINER_ANNOTATION, find_pod_in};
+    let mut snapshot = state.inventory.cached();
+    if find_pod_in(&snapshot.pods, namespace, name).is_none() {
+        snapshot = state.inventory.refresh().await.ok()?;
+    }
+    let pod = find_pod_in(&snapshot.pods, namespace, name)?;
+    let default = pod.annotations.get(DEFAULT_CONTAINER_ANNOTATION);
+    let mut running = pod
+        .latest_containers()
+        .filter(|c| c.state == ContainerState::Running);
+    let first = running.next()?;
+    let chosen = std::iter::once(first)
+        .chain(running)
+        .find(|c| Some(&c.name) == default)
+        .unwrap_or(first);
+    Some(chosen.name.clone())
+}
+
 /// Steps 3-5 after the access review: the session, the privileged right
 /// for a `hostNetwork` pod, and the dialer in the pod's network.
 async fn open(
     state: &AppState,
     user: &User,
+    (namespace, pod): (&str, &str),
     admission: admission::Admission,
     form: &'static str,
 ) -> Result<(Session, Context), ApiError> {
+    let admission = match network_container(state, namespace, pod).await {
+        Some(container) => admission.in_container(container),
+        None => admission,
+    };
     let mut session = admission
         .start_session(
             state,
@@ -194,8 +224,8 @@ async fn websocket(
         parse_ports(query.as_deref().unwrap_or(""))?
     };
     let wanted = TargetRef::Pod {
-        namespace,
-        pod,
+        namespace: namespace.clone(),
+        pod: pod.clone(),
         container: None,
     };
     let admission = admission::admit(&state, &user, &info, wanted, Right::PortForward).await?;
@@ -210,7 +240,7 @@ async fn websocket(
     } else {
         "websocket-v4"
     };
-    let (session, ctx) = open(&state, &user, admission, form).await?;
+    let (session, ctx) = open(&state, &user, (&namespace, &pod), admission, form).await?;
     let (_target, mut trail) = session.into_trail(101);
     let upgrade = upgrade
         .max_message_size(MAX_MESSAGE)
@@ -289,8 +319,8 @@ async fn spdy(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let wanted = TargetRef::Pod {
-        namespace,
-        pod,
+        namespace: namespace.clone(),
+        pod: pod.clone(),
         container: None,
     };
     let admission = admission::admit(&state, &user, &info, wanted, Right::PortForward).await?;
@@ -307,7 +337,7 @@ async fn spdy(
             "port-forward needs a WebSocket or SPDY/3.1 upgrade (Upgrade: SPDY/3.1, X-Stream-Protocol-Version: portforward.k8s.io)",
         ));
     };
-    let (session, ctx) = open(&state, &user, admission, "spdy").await?;
+    let (session, ctx) = open(&state, &user, (&namespace, &pod), admission, "spdy").await?;
     let (_target, mut trail) = session.into_trail(101);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
