@@ -104,8 +104,25 @@ async fn one_connection(
         }
     };
     let error = forwarder.take_error(remote);
-    if let Some(mut upstream) = forwarder.take_stream(remote) {
-        let _ = tokio::io::copy_bidirectional(&mut connection, &mut upstream).await;
+    if let Some(upstream) = forwarder.take_stream(remote) {
+        // The channel form cannot half-close (kube's forwarder closes the
+        // whole WebSocket when the local side stops writing, which would cut
+        // the pod's answer short): a local EOF only stops this direction,
+        // and the connection lasts until the pod closes it or the local
+        // socket is gone.
+        let (mut from_pod, mut to_pod) = tokio::io::split(upstream);
+        let (mut local_read, mut local_write) = connection.split();
+        let upload = async {
+            let _ = tokio::io::copy(&mut local_read, &mut to_pod).await;
+            std::future::pending::<()>().await
+        };
+        let download = async {
+            let _ = tokio::io::copy(&mut from_pod, &mut local_write).await;
+        };
+        tokio::select! {
+            () = upload => {}
+            () = download => {}
+        }
     }
     drop(connection);
     if let Some(error) = error
