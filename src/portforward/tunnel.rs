@@ -179,29 +179,7 @@ impl Tunnel {
                 self.data(stream_id, flags & spdy::FLAG_FIN != 0, data)
                     .await
             }
-            Frame::RstStream { stream_id, .. } => {
-                let Some((request, _)) = self.streams.get(&stream_id) else {
-                    return None;
-                };
-                let request = request.clone();
-                let unpaired = match self.pairs.get_mut(&request) {
-                    Some(pair) => {
-                        pair.to_pod = None;
-                        match &pair.cancel {
-                            Some(cancel) => {
-                                cancel.cancel();
-                                false
-                            }
-                            None => true,
-                        }
-                    }
-                    None => false,
-                };
-                // Never paired: no task runs that would forget it later.
-                if unpaired {
-                    self.forget(&request);
-                }
-            }
+            Frame::RstStream { stream_id, .. } => self.reset(stream_id),
             Frame::Ping { id } => self.send(spdy::ping_frame(id)).await,
             Frame::GoAway { .. } => return Some(Ended::ClientClosed),
             Frame::SynReply { .. } | Frame::Headers { .. } | Frame::Ignored { .. } => {}
@@ -321,6 +299,32 @@ impl Tunnel {
         }
         if fin {
             pair.to_pod = None;
+        }
+    }
+
+    /// The client reset a stream (kubectl's CANCEL after every connection):
+    /// its connection ends.
+    fn reset(&mut self, stream_id: u32) {
+        let Some((request, _)) = self.streams.get(&stream_id) else {
+            return;
+        };
+        let request = request.clone();
+        let unpaired = match self.pairs.get_mut(&request) {
+            Some(pair) => {
+                pair.to_pod = None;
+                match &pair.cancel {
+                    Some(cancel) => {
+                        cancel.cancel();
+                        false
+                    }
+                    None => true,
+                }
+            }
+            None => false,
+        };
+        // Never paired: no task runs that would forget it later.
+        if unpaired {
+            self.forget(&request);
         }
     }
 
