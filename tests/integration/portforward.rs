@@ -95,6 +95,27 @@ impl Drop for Forward {
     }
 }
 
+/// Runs a `kubectl port-forward` that must be refused: its exit code and
+/// stderr; a forward that starts fails the test instead of hanging it.
+fn refused(mut command: Command) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        if line.contains("Forwarding from") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kubectl was let forward: {line}");
+        }
+    }
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    (child.wait().unwrap().code(), stderr)
+}
+
 fn port_forward(agent: &Agent, ns: &str, extra: &[&str], ports: &[u16]) -> Command {
     let specs: Vec<String> = ports.iter().map(|p| format!("0:{p}")).collect();
     let mut args = vec!["port-forward", "-n", ns, "pod/pf"];
@@ -328,12 +349,39 @@ async fn port_forward_needs_its_right() {
     assert_eq!(answer, "hello from pf\n");
     drop(forward);
 
-    let mut refused = with_token("bob-token");
-    let output = tokio::task::spawn_blocking(move || refused.output().unwrap())
+    // A hostNetwork pod's loopback is the node's: alice's right on the pod
+    // is not enough.
+    let node_net =
+        support::pods::PodSpec::new(&ns, "node-net", vec![ContainerSpec::busybox("shell")])
+            .host_network();
+    let node_net = support::pods::run_pod(&mut client, &node_net, "test").await;
+    let command = agent.kubectl_command(&[
+        "--token",
+        "alice-token",
+        "--insecure-skip-tls-verify",
+        "port-forward",
+        "-n",
+        &ns,
+        "pod/node-net",
+        "0:22",
+    ]);
+    let (code, stderr) = tokio::task::spawn_blocking(move || refused(command))
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pod {ns}/node-net uses the node's network namespace (hostNetwork): its ports are the node's, which needs the privileged right"
+        )) && stderr.contains("nodes/proxy"),
+        "{stderr}"
+    );
+    node_net.remove(&mut client).await;
+
+    let command = with_token("bob-token");
+    let (code, stderr) = tokio::task::spawn_blocking(move || refused(command))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "pods \"pf\" is forbidden: User \"bob\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{ns}\""
