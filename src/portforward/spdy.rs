@@ -325,6 +325,17 @@ impl Encoder {
         control_frame(SYN_REPLY, 0, &body)
     }
 
+    /// SYN_STREAM, as a client opens a stream (the agent never does).
+    #[cfg(test)]
+    pub fn syn_stream(&mut self, stream_id: u32, headers: &Headers) -> Bytes {
+        let mut body = Vec::with_capacity(64);
+        body.put_u32(stream_id & 0x7fff_ffff);
+        body.put_u32(0); // associated stream
+        body.put_u16(0); // priority, slot
+        self.compress_headers(headers, &mut body);
+        control_frame(SYN_STREAM, 0, &body)
+    }
+
     fn compress_headers(&mut self, headers: &Headers, out: &mut Vec<u8>) {
         let mut block = Vec::new();
         block.put_u32(headers.len() as u32);

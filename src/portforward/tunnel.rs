@@ -337,3 +337,190 @@ impl Tunnel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use futures::channel::mpsc as fmpsc;
+
+    use super::*;
+    use crate::enter::netns::NetnsError;
+    use crate::portforward::Counters;
+    use crate::portforward::dialer::Dialer;
+    use crate::process::ContainerProcess;
+
+    fn headers(kind: &str, port: u16, request: &str) -> spdy::Headers {
+        [
+            ("streamtype", kind),
+            ("port", &port.to_string()),
+            ("requestid", request),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The frames the agent sent, decoded as a client would.
+    struct Client {
+        to_agent: mpsc::UnboundedSender<Result<Bytes, std::convert::Infallible>>,
+        from_agent: fmpsc::Receiver<Bytes>,
+        decoder: Decoder,
+        encoder: Encoder,
+    }
+
+    impl Client {
+        fn send(&self, frame: Bytes) {
+            self.to_agent.send(Ok(frame)).unwrap();
+        }
+
+        async fn next(&mut self) -> Frame {
+            loop {
+                if let Some(frame) = self.decoder.next_frame().unwrap() {
+                    return frame;
+                }
+                let bytes = self.from_agent.next().await.expect("the agent wrote more");
+                self.decoder.extend(&bytes);
+            }
+        }
+
+        /// Opens a connection to `port` as kubectl does: error, then data.
+        async fn open(&mut self, error: u32, port: u16, request: &str) {
+            let frame = self
+                .encoder
+                .syn_stream(error, &headers("error", port, request));
+            self.send(frame);
+            let frame = self
+                .encoder
+                .syn_stream(error + 2, &headers("data", port, request));
+            self.send(frame);
+            for id in [error, error + 2] {
+                assert!(
+                    matches!(self.next().await, Frame::SynReply { stream_id, .. } if stream_id == id)
+                );
+            }
+        }
+    }
+
+    /// The session in this process's own network namespace (a plain thread
+    /// may join it; unit tests may lack CAP_SYS_ADMIN, then nothing runs).
+    async fn session() -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        let (to_agent, incoming) = mpsc::unbounded_channel();
+        let (sink, from_agent) = fmpsc::channel(16);
+        let incoming = tokio_stream_of(incoming);
+        let served = tokio::spawn(serve(incoming, sink, ctx, std::future::pending()));
+        let client = Client {
+            to_agent,
+            from_agent,
+            decoder: Decoder::default(),
+            encoder: Encoder::default(),
+        };
+        Some((client, served))
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut receiver: mpsc::UnboundedReceiver<T>,
+    ) -> impl Stream<Item = T> + Unpin {
+        Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
+
+    #[tokio::test]
+    async fn pings_are_echoed_connections_carried_and_refusals_reported() {
+        let Some((mut client, served)) = session().await else {
+            return;
+        };
+        client.send(spdy::ping_frame(7));
+        assert_eq!(client.next().await, Frame::Ping { id: 7 });
+
+        // A listener that answers what it read, then closes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut asked = [0u8; 4];
+            socket.read_exact(&mut asked).unwrap();
+            socket.write_all(&[&asked[..], b"!"].concat()).unwrap();
+        });
+        client.open(1, port, "0").await;
+        client.send(data_frame(3, false, b"ping"));
+        let mut answer = Vec::new();
+        let fins = loop {
+            match client.next().await {
+                Frame::Data {
+                    stream_id: 3,
+                    flags: 0,
+                    data,
+                } => answer.extend_from_slice(&data),
+                Frame::Data {
+                    stream_id: 3,
+                    flags: spdy::FLAG_FIN,
+                    data,
+                } if data.is_empty() => {
+                    break client.next().await;
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(answer, b"ping!");
+        assert!(matches!(
+            fins,
+            Frame::Data {
+                stream_id: 1,
+                flags: spdy::FLAG_FIN,
+                ..
+            }
+        ));
+        server.join().unwrap();
+
+        // Nothing listens on a port just freed: the kubelet's words.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        client.open(5, closed, "1").await;
+        let Frame::Data {
+            stream_id: 5, data, ..
+        } = client.next().await
+        else {
+            panic!("no error text");
+        };
+        let text = String::from_utf8(data.to_vec()).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "error forwarding port {closed} to pod shop/web, uid u1: IPv4: dial tcp4 127.0.0.1:{closed}: connect: connection refused"
+            )),
+            "{text}"
+        );
+
+        // A stream without a port is refused; GOAWAY ends the session.
+        let frame = client
+            .encoder
+            .syn_stream(9, &vec![("streamtype".into(), "data".into())]);
+        client.send(frame);
+        loop {
+            if let Frame::RstStream {
+                stream_id: 9,
+                status,
+            } = client.next().await
+            {
+                assert_eq!(status, status::PROTOCOL_ERROR);
+                break;
+            }
+        }
+        client.send(spdy::goaway_frame(0));
+        assert_eq!(served.await.unwrap(), Ended::ClientClosed);
+    }
+}
