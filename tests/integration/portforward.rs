@@ -419,3 +419,62 @@ async fn the_plugin_forwards_through_the_agent() {
     drop(forward);
     pod.remove(&mut client).await;
 }
+
+/// The agent's shutdown ends a port-forward session: kubectl is told (it
+/// exits), and the audit trail says why, with the session's facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_port_forward() {
+    let (ns, mut client, pod) = support::one_pod(
+        "portforward-shutdown",
+        "pf",
+        vec![ContainerSpec::distroless("hello")],
+    )
+    .await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.jsonl");
+    let mut agent = Agent::start_on_testbed(&["--audit-log", audit_log.to_str().unwrap()]);
+    let forward = Forward::start(port_forward(&agent, &ns, &[], &[8080]), &[8080]);
+    let port = forward.local[0];
+    let answer = tokio::task::spawn_blocking(move || curl(port))
+        .await
+        .unwrap();
+    assert_eq!(answer, "hello from pf\n");
+
+    let (status, (code, stderr)) = tokio::task::spawn_blocking(move || {
+        let status = agent.terminate();
+        (status, forward.ended())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("lost connection to pod"), "{stderr}");
+
+    let audit = std::fs::read_to_string(&audit_log).unwrap();
+    let complete: serde_json::Value = audit
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| {
+            event["stage"] == "ResponseComplete"
+                && event["objectRef"]["subresource"] == "portforward"
+        })
+        .unwrap_or_else(|| panic!("no port-forward in the audit log:\n{audit}"));
+    let notes = &complete["annotations"];
+    assert_eq!(
+        notes["nsdebug.dev/exit-code"], "agent shutdown",
+        "{complete}"
+    );
+    assert_eq!(notes["nsdebug.dev/ports"], "8080", "{complete}");
+    assert_eq!(notes["nsdebug.dev/connections"], "1", "{complete}");
+    assert_eq!(
+        notes["nsdebug.dev/portforward"], "websocket-spdy",
+        "{complete}"
+    );
+    let out: u64 = notes["nsdebug.dev/output-bytes"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(out > "hello from pf\n".len() as u64, "{complete}");
+    pod.remove(&mut client).await;
+}
