@@ -204,12 +204,25 @@ impl AuditRecord {
         namespace: &str,
         pod: &str,
     ) -> Self {
+        Self::pod_subresource(user, source, user_agent, uri, namespace, pod, "exec")
+    }
+
+    /// A request on `subresource` (`exec`, `portforward`) of `namespace/pod`.
+    pub fn pod_subresource(
+        user: &User,
+        source: Option<SocketAddr>,
+        user_agent: &str,
+        uri: &str,
+        namespace: &str,
+        pod: &str,
+        subresource: &str,
+    ) -> Self {
         Self::new(
             user,
             source,
             user_agent,
             uri,
-            json!({"resource": "pods", "subresource": "exec", "namespace": namespace, "name": pod, "apiVersion": "v1"}),
+            json!({"resource": "pods", "subresource": subresource, "namespace": namespace, "name": pod, "apiVersion": "v1"}),
         )
     }
 

@@ -410,6 +410,15 @@ impl<T> Admitted<T> {
     pub fn value(&self) -> &T {
         &self.value
     }
+
+    /// The same admission for a narrower `value` that the review covers
+    /// (one container of the pod that was reviewed).
+    pub fn narrowed<U>(self, narrow: impl FnOnce(T) -> U) -> Admitted<U> {
+        Admitted {
+            user: self.user,
+            value: narrow(self.value),
+        }
+    }
 }
 
 /// The agent's access control: the cluster's, or none (loopback demos).

@@ -28,6 +28,7 @@ pub mod inventory;
 pub mod login;
 pub mod metrics;
 pub mod oci;
+pub mod portforward;
 pub mod probes;
 pub mod process;
 pub mod recording;

@@ -35,6 +35,8 @@ pub enum Right {
     Exec { privileged: bool },
     /// `get pods` (metadata a pod's reader may see); not audited.
     Read,
+    /// `create pods/portforward`; audited as a session.
+    PortForward,
 }
 
 /// The answer to a container ID the caller may not use, whatever the reason.
@@ -117,7 +119,8 @@ async fn admit_container_id(
     }
 }
 
-/// The access review of `right` on `namespace/pod`, audited for an exec.
+/// The access review of `right` on `namespace/pod`, audited for an exec or
+/// a port-forward.
 async fn authorize(
     state: &AppState,
     user: &User,
@@ -136,12 +139,33 @@ async fn authorize(
                 record: None,
             });
         }
-        Right::Exec { privileged } => privileged,
+        Right::Exec { privileged } => Some(privileged),
+        Right::PortForward => None,
     };
-    let mut record =
-        AuditRecord::exec(user, info.peer, &info.user_agent, &info.uri, namespace, pod);
+    let subresource = if privileged.is_some() {
+        "exec"
+    } else {
+        "portforward"
+    };
+    let mut record = AuditRecord::pod_subresource(
+        user,
+        info.peer,
+        &info.user_agent,
+        &info.uri,
+        namespace,
+        pod,
+        subresource,
+    );
     record.note("request-id", &info.request_id);
-    let actions = state.auth.exec_actions(namespace, pod, privileged);
+    let actions = match privileged {
+        Some(privileged) => state.auth.exec_actions(namespace, pod, privileged),
+        None => vec![
+            Action::new("create", "pods")
+                .subresource("portforward")
+                .namespace(namespace)
+                .name(pod),
+        ],
+    };
     match state.auth.admit(user, &actions, wanted).await {
         Ok(admitted) => {
             record.decision(true, "allowed");
@@ -224,6 +248,26 @@ pub struct SessionAsk<'a> {
 }
 
 impl Admission {
+    /// For an act on the whole pod (its network, which every container
+    /// shares): the pod's `container` when the caller named none. The right
+    /// was reviewed on the pod, so it covers each of its containers.
+    pub fn in_container(self, container: String) -> Self {
+        let Self { admitted, record } = self;
+        let admitted = admitted.narrowed(|wanted| match wanted {
+            TargetRef::Pod {
+                namespace,
+                pod,
+                container: None,
+            } => TargetRef::Pod {
+                namespace,
+                pod,
+                container: Some(container),
+            },
+            other => other,
+        });
+        Self { admitted, record }
+    }
+
     /// Step 3: the target, for a request that needs no session slot.
     pub async fn resolve(
         self,

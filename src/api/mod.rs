@@ -28,6 +28,7 @@ mod nodes;
 mod openapi;
 pub mod pod_object;
 mod pods;
+mod portforward;
 mod probe;
 mod query;
 mod resource_metrics;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(capture::routes())
         .merge(probe::routes())
         .merge(exec::routes())
+        .merge(portforward::routes())
         .merge(files::routes(state.limits.max_file_bytes))
         .merge(login::routes())
         .route("/v1/whoami", axum::routing::get(whoami))

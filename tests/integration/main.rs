@@ -34,6 +34,7 @@ mod offline;
 mod openapi;
 mod plugin;
 mod plugin_cluster;
+mod portforward;
 mod probe;
 mod profile;
 mod resolve;

@@ -21,7 +21,10 @@ const SHELL: &[&str] = &[
 
 /// A kube client aimed at the agent; `mode` rides along as the agent's own
 /// query parameters on exec requests.
-async fn agent_client(agent: &Reached, mode: RunMode) -> Result<kube::Client, PluginError> {
+pub(crate) async fn agent_client(
+    agent: &Reached,
+    mode: RunMode,
+) -> Result<kube::Client, PluginError> {
     let user = super::kubeconfig::token_user(agent.token.clone().unwrap_or_default());
     let kubeconfig = super::kubeconfig::for_agent(
         &agent.args,

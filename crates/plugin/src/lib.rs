@@ -19,6 +19,7 @@ mod diag;
 mod interactive;
 mod kubeconfig;
 mod login_page;
+mod portforward;
 mod run;
 mod trust;
 
@@ -192,6 +193,21 @@ pub enum PluginCommand {
         /// `json` prints the agent's answer as it is.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: diag::Output,
+    },
+    /// Forward local ports to a pod's ports through the node's agent, as
+    /// kubectl port-forward does through the API server; runs until Ctrl-C.
+    #[command(after_help = "Examples:\n  \
+        kubectl nsdebug port-forward -n shop web 8080          # 127.0.0.1:8080 -> 8080\n  \
+        kubectl nsdebug port-forward -n shop web 9000:80 :443  # :443 picks a free local port")]
+    PortForward {
+        /// The pod.
+        pod: String,
+        /// Its namespace (default: the kubeconfig context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// `[LOCAL:]REMOTE` port pairs.
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        ports: Vec<String>,
     },
     /// Capture the pod's packets into a pcap file Wireshark and tshark read.
     Capture {
@@ -590,6 +606,15 @@ async fn dispatch(cli: PluginCli) -> Result<ExitCode, PluginError> {
             let body: Value = response.json().await.map_err(|e| agent.request_error(e))?;
             print!("{}", diag::render(&view, &body, output));
             Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::PortForward {
+            pod,
+            namespace,
+            ports,
+        } => {
+            let namespace = route.namespace(namespace.as_deref());
+            let agent = route.for_pod(&namespace, &pod).await?;
+            portforward::forward(&agent, &namespace, &pod, &ports).await
         }
         PluginCommand::Capture {
             pod,

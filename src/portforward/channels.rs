@@ -1,0 +1,124 @@
+//! The WebSocket channel form of port-forward (`v4.channel.k8s.io`), as the
+//! kubelet serves it (`pkg/kubelet/cri/streaming/portforward/websocket.go`):
+//! the ports are in the query, and port `i` gets one connection, on
+//! channels `2i` (data) and `2i+1` (error). Right after the upgrade both
+//! channels of every port carry the port as 2 bytes little-endian; after
+//! that, data both ways on `2i` and a dial failure's text on `2i+1`. The
+//! session ends when every connection has ended.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::{Sink, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::tunnel::Ended;
+use super::{CLIENT_CHUNKS, Context, pump};
+
+/// Channel ids are one byte: 128 ports at most.
+pub const MAX_PORTS: usize = 128;
+
+/// Serves one channel-form session for `ports`: client messages arrive as
+/// (channel, data) on `incoming` (which ends when the client closes), the
+/// agent's go out on `sink`.
+pub async fn serve<I, W>(
+    mut incoming: I,
+    sink: W,
+    ports: Vec<u16>,
+    ctx: Context,
+    stop: impl Future<Output = Ended>,
+) -> Ended
+where
+    I: Stream<Item = (u8, Bytes)> + Unpin,
+    W: Sink<(u8, Bytes)> + Unpin + Send + 'static,
+{
+    let (out, outgoing) = mpsc::channel(64);
+    let writer = tokio::spawn(write_all(outgoing, sink));
+    let mut to_pod = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (index, &port) in ports.iter().take(MAX_PORTS).enumerate() {
+        let (data, error) = (2 * index as u8, 2 * index as u8 + 1);
+        let prefix = Bytes::copy_from_slice(&port.to_le_bytes());
+        let _ = out.send((data, prefix.clone())).await;
+        let _ = out.send((error, prefix)).await;
+        ctx.counters.port(port);
+        let (sender, from_client) = mpsc::channel(CLIENT_CHUNKS);
+        to_pod.push(Some(sender));
+        let (ctx, out) = (ctx.clone(), out.clone());
+        tasks.spawn(async move {
+            match ctx.dialer.dial(port).await {
+                Err(why) => {
+                    ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let text = ctx.dial_error(port, &why);
+                    let _ = out.send((error, Bytes::from(text))).await;
+                }
+                Ok(socket) => {
+                    ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    pump(
+                        socket,
+                        from_client,
+                        &out,
+                        |chunk| (data, chunk),
+                        &ctx.counters,
+                    )
+                    .await;
+                }
+            }
+        });
+    }
+    tokio::pin!(stop);
+    let ended = loop {
+        tokio::select! {
+            message = incoming.next() => match message {
+                Some((channel, data)) => {
+                    let index = usize::from(channel / 2);
+                    if channel % 2 != 0 || data.is_empty() {
+                        continue;
+                    }
+                    let Some(Some(sender)) = to_pod.get(index) else { continue };
+                    ctx.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if sender.send(data).await.is_err() {
+                        to_pod[index] = None;
+                    }
+                }
+                None => break Ended::ClientClosed,
+            },
+            done = tasks.join_next() => if done.is_none() || tasks.is_empty() {
+                break Ended::Done;
+            },
+            ended = &mut stop => break ended,
+        }
+    };
+    drop(tasks);
+    drop(out);
+    let mut writer = writer;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    ended
+}
+
+async fn write_all<W: Sink<(u8, Bytes)> + Unpin>(
+    mut outgoing: mpsc::Receiver<(u8, Bytes)>,
+    mut sink: W,
+) {
+    use futures::SinkExt;
+    while let Some(message) = outgoing.recv().await {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        while let Ok(message) = outgoing.try_recv() {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}

@@ -1,0 +1,139 @@
+//! Port-forward: TCP connections to a pod's ports, carried over the client's
+//! one HTTP connection, as the kubelet serves `pods/portforward`.
+//!
+//! Two wire forms carry the same thing:
+//! - [`tunnel`]: SPDY/3.1 ([`spdy`]), one stream pair (`error`, `data`) per
+//!   connection, any number of ports and connections per session; kubectl
+//!   speaks it inside a WebSocket (`SPDY/3.1+portforward.k8s.io`) or, as a
+//!   fallback, on the raw upgraded connection;
+//! - [`channels`]: the WebSocket channel form (`v4.channel.k8s.io`), one
+//!   connection per port named in `?ports=`, channels `2i` (data) and `2i+1`
+//!   (error), each opened by the port as 2 bytes little-endian.
+//!
+//! Connections are dialled by the session's [`dialer::Dialer`], a thread in
+//! the pod's network namespace. Each connection is [`pump`]ed both ways
+//! with bounded buffers: nothing is read from the pod faster than the
+//! client's connection takes it, and nothing from the client faster than
+//! the pod takes it (TCP's backpressure, not SPDY's flow control, which
+//! kubectl does not speak).
+
+pub mod channels;
+pub mod dialer;
+pub mod spdy;
+pub mod tunnel;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// The largest chunk read from a pod's socket at once (kubectl's own copy
+/// size).
+pub const CHUNK: usize = 32 * 1024;
+/// Chunks from the client buffered per connection before the session stops
+/// reading from the client.
+pub const CLIENT_CHUNKS: usize = 8;
+/// Connections one session may have open at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// What a session did, for its audit trail.
+#[derive(Default)]
+pub struct Counters {
+    /// Bytes from the client to the pod.
+    pub bytes_in: AtomicU64,
+    /// Bytes from the pod to the client.
+    pub bytes_out: AtomicU64,
+    pub connections: AtomicU64,
+    pub failed: AtomicU64,
+    pub ports: Mutex<BTreeSet<u16>>,
+}
+
+impl Counters {
+    pub fn port(&self, port: u16) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port);
+    }
+
+    /// The ports asked for, as `80,8080`.
+    pub fn port_list(&self) -> String {
+        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// What a forwarded connection needs from its session.
+#[derive(Clone)]
+pub struct Context {
+    pub dialer: std::sync::Arc<dialer::Dialer>,
+    pub counters: std::sync::Arc<Counters>,
+    /// `namespace/pod` and the pod's UID, for the kubelet's error text.
+    pub pod: String,
+    pub uid: String,
+}
+
+impl Context {
+    /// The kubelet's text for a port that could not be reached
+    /// (`pkg/kubelet/cri/streaming/portforward/httpstream.go`).
+    pub fn dial_error(&self, port: u16, why: &str) -> String {
+        format!(
+            "error forwarding port {port} to pod {}, uid {}: {why}",
+            self.pod, self.uid
+        )
+    }
+}
+
+/// Copies between `socket` and the client until the pod ends its side (or
+/// fails): the pod's bytes go out as `to_client(chunk)` messages on `out`,
+/// the client's arrive on `from_client`, whose end (the client's FIN) shuts
+/// the socket's write side. Returns when the pod's side is done.
+pub async fn pump<T>(
+    socket: tokio::net::TcpStream,
+    mut from_client: mpsc::Receiver<Bytes>,
+    out: &mpsc::Sender<T>,
+    to_client: impl Fn(Bytes) -> T,
+    counters: &Counters,
+) {
+    let (mut read, mut write) = socket.into_split();
+    let upstream = async move {
+        while let Some(chunk) = from_client.recv().await {
+            if write.write_all(&chunk).await.is_err() {
+                // The pod stopped reading: what the client sends is dropped
+                // (the receiver goes with this future).
+                return std::future::pending().await;
+            }
+        }
+        let _ = write.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let downstream = async {
+        let mut buffer = vec![0u8; CHUNK];
+        loop {
+            match read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    if out
+                        .send(to_client(Bytes::copy_from_slice(&buffer[..n])))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}

@@ -1,0 +1,526 @@
+//! The SPDY/3.1 port-forward session, as the kubelet serves it
+//! (`pkg/kubelet/cri/streaming/portforward/httpstream.go`), over any byte
+//! stream: the WebSocket tunnel kubectl 1.31+ opens, or a raw upgraded
+//! connection.
+//!
+//! Per forwarded connection the client opens two streams with the same
+//! `requestid` header: `streamtype: error` then `streamtype: data`, both
+//! naming the `port`. Every accepted stream gets an empty SYN_REPLY (the
+//! client waits for it before using the stream). Once both exist the port
+//! is dialled; a failure is written on the error stream in the kubelet's
+//! words (kubectl prints it), then both streams are finished. A normal end
+//! is DATA with FIN on the data stream, then on the error stream. A RST_STREAM
+//! from the client (kubectl sends CANCEL after every connection) ends the
+//! pair. PINGs are echoed; GOAWAY or the end of the byte stream ends the
+//! session.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::spdy::{self, Decoder, Encoder, Frame, data_frame, status};
+use super::{CLIENT_CHUNKS, Context, MAX_CONNECTIONS, pump};
+
+/// Frames waiting for the client's connection, all streams together.
+const OUTGOING_FRAMES: usize = 64;
+/// How long frames already queued may take to reach the client at the end.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed the connection or sent GOAWAY.
+    ClientClosed,
+    /// Every connection of a channel-form session ended.
+    Done,
+    /// The client's bytes were not the protocol.
+    Protocol(String),
+    /// The agent is shutting down.
+    Shutdown,
+    /// The session reached the agent's longest session.
+    MaxDuration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Error,
+    Data,
+}
+
+/// The two streams of one forwarded connection.
+struct Pair {
+    port: u16,
+    error: Option<u32>,
+    data: Option<u32>,
+    /// The client's bytes for the pod, once the connection is being made;
+    /// dropped at the client's FIN.
+    to_pod: Option<mpsc::Sender<Bytes>>,
+    cancel: Option<CancellationToken>,
+}
+
+struct Tunnel {
+    ctx: Context,
+    out: mpsc::Sender<Bytes>,
+    encoder: Encoder,
+    streams: HashMap<u32, (String, Kind)>,
+    pairs: HashMap<String, Pair>,
+    tasks: JoinSet<String>,
+    last_stream: u32,
+}
+
+/// Serves one SPDY port-forward session: frames arrive in any pieces on
+/// `incoming`, go out one per item of `sink`, until the client ends or
+/// `stop` resolves. Every connection is closed when it returns.
+pub async fn serve<I, E, W>(
+    mut incoming: I,
+    sink: W,
+    ctx: Context,
+    stop: impl Future<Output = Ended>,
+) -> Ended
+where
+    I: Stream<Item = Result<Bytes, E>> + Unpin,
+    W: Sink<Bytes> + Unpin + Send + 'static,
+{
+    let (out, outgoing) = mpsc::channel(OUTGOING_FRAMES);
+    let writer = tokio::spawn(write_all(outgoing, sink));
+    let mut tunnel = Tunnel {
+        ctx,
+        out,
+        encoder: Encoder::default(),
+        streams: HashMap::new(),
+        pairs: HashMap::new(),
+        tasks: JoinSet::new(),
+        last_stream: 0,
+    };
+    let mut decoder = Decoder::default();
+    tokio::pin!(stop);
+    let ended = 'session: loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Some(ended) = tunnel.handle(frame).await {
+                        break 'session ended;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => break 'session Ended::Protocol(err.to_string()),
+            }
+        }
+        tokio::select! {
+            chunk = incoming.next() => match chunk {
+                Some(Ok(bytes)) => decoder.extend(&bytes),
+                Some(Err(_)) | None => break Ended::ClientClosed,
+            },
+            Some(done) = tunnel.tasks.join_next(), if !tunnel.tasks.is_empty() => {
+                if let Ok(request) = done {
+                    tunnel.forget(&request);
+                }
+            }
+            ended = &mut stop => {
+                let _ = tunnel.out.send(spdy::goaway_frame(tunnel.last_stream)).await;
+                break ended;
+            }
+        }
+    };
+    // Every connection closes with the session; queued frames get a moment.
+    let Tunnel { tasks, out, .. } = tunnel;
+    drop(tasks);
+    drop(out);
+    let mut writer = writer;
+    if tokio::time::timeout(FLUSH_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    ended
+}
+
+/// Writes queued frames to the client, flushing when the queue is empty.
+async fn write_all<W: Sink<Bytes> + Unpin>(mut outgoing: mpsc::Receiver<Bytes>, mut sink: W) {
+    while let Some(frame) = outgoing.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = outgoing.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+impl Tunnel {
+    async fn send(&self, frame: Bytes) {
+        // Fails only when the client is gone, which ends the session anyway.
+        let _ = self.out.send(frame).await;
+    }
+
+    /// Acts on one frame; `Some` ends the session.
+    async fn handle(&mut self, frame: Frame) -> Option<Ended> {
+        match frame {
+            Frame::SynStream {
+                stream_id, headers, ..
+            } => self.open_stream(stream_id, &headers).await,
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
+                self.data(stream_id, flags & spdy::FLAG_FIN != 0, data)
+                    .await
+            }
+            Frame::RstStream { stream_id, .. } => self.reset(stream_id),
+            Frame::Ping { id } => self.send(spdy::ping_frame(id)).await,
+            Frame::GoAway { .. } => return Some(Ended::ClientClosed),
+            Frame::SynReply { .. } | Frame::Headers { .. } | Frame::Ignored { .. } => {}
+        }
+        None
+    }
+
+    async fn open_stream(&mut self, stream_id: u32, headers: &spdy::Headers) {
+        let refuse = |status| spdy::rst_stream_frame(stream_id, status);
+        if self.streams.len() >= 2 * MAX_CONNECTIONS {
+            return self.send(refuse(status::REFUSED_STREAM)).await;
+        }
+        let kind = match spdy::header(headers, "streamtype") {
+            Some("error") => Kind::Error,
+            Some("data") => Kind::Data,
+            _ => return self.send(refuse(status::PROTOCOL_ERROR)).await,
+        };
+        let Some(port) = spdy::header(headers, "port")
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+        else {
+            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        };
+        // Clients before requestid paired a data stream with the error
+        // stream opened just before it (the kubelet's fallback).
+        let request = match spdy::header(headers, "requestid") {
+            Some(id) => id.to_string(),
+            None if kind == Kind::Data => stream_id.saturating_sub(2).to_string(),
+            None => stream_id.to_string(),
+        };
+        let pair = self.pairs.entry(request.clone()).or_insert(Pair {
+            port,
+            error: None,
+            data: None,
+            to_pod: None,
+            cancel: None,
+        });
+        let slot = match kind {
+            Kind::Error => &mut pair.error,
+            Kind::Data => &mut pair.data,
+        };
+        if slot.is_some() || pair.port != port || self.streams.contains_key(&stream_id) {
+            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        }
+        *slot = Some(stream_id);
+        self.streams.insert(stream_id, (request.clone(), kind));
+        self.last_stream = self.last_stream.max(stream_id);
+        self.ctx.counters.port(port);
+        let reply = self.encoder.syn_reply(stream_id, &Vec::new());
+        self.send(reply).await;
+        self.start_if_paired(&request);
+    }
+
+    /// Dials the pod once both streams of `request` exist.
+    fn start_if_paired(&mut self, request: &str) {
+        let Some(pair) = self.pairs.get_mut(request) else {
+            return;
+        };
+        let (Some(error), Some(data), None) = (pair.error, pair.data, &pair.cancel) else {
+            return;
+        };
+        let (to_pod, from_client) = mpsc::channel(CLIENT_CHUNKS);
+        let cancel = CancellationToken::new();
+        pair.to_pod = Some(to_pod);
+        pair.cancel = Some(cancel.clone());
+        let (ctx, out, port, request) = (
+            self.ctx.clone(),
+            self.out.clone(),
+            pair.port,
+            request.to_string(),
+        );
+        self.tasks.spawn(async move {
+            let dialled = tokio::select! {
+                dialled = ctx.dialer.dial(port) => dialled,
+                () = cancel.cancelled() => return request,
+            };
+            match dialled {
+                Err(why) => {
+                    ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let text = ctx.dial_error(port, &why);
+                    let _ = out.send(data_frame(error, false, text.as_bytes())).await;
+                }
+                Ok(socket) => {
+                    ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    let to_client = |chunk: Bytes| data_frame(data, false, &chunk);
+                    tokio::select! {
+                        () = pump(socket, from_client, &out, to_client, &ctx.counters) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                }
+            }
+            let _ = out.send(data_frame(data, true, &[])).await;
+            let _ = out.send(data_frame(error, true, &[])).await;
+            request
+        });
+    }
+
+    async fn data(&mut self, stream_id: u32, fin: bool, data: Bytes) {
+        let Some((request, Kind::Data)) = self.streams.get(&stream_id) else {
+            // The error stream carries nothing from the client but its FIN.
+            return;
+        };
+        let Some(pair) = self.pairs.get_mut(request) else {
+            return;
+        };
+        if !data.is_empty()
+            && let Some(to_pod) = &pair.to_pod
+        {
+            self.ctx
+                .counters
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            // Waits while the pod is slow: backpressure to the client's TCP.
+            if to_pod.send(data).await.is_err() {
+                pair.to_pod = None;
+            }
+        }
+        if fin {
+            pair.to_pod = None;
+        }
+    }
+
+    /// The client reset a stream (kubectl's CANCEL after every connection):
+    /// its connection ends.
+    fn reset(&mut self, stream_id: u32) {
+        let Some((request, _)) = self.streams.get(&stream_id) else {
+            return;
+        };
+        let request = request.clone();
+        let unpaired = match self.pairs.get_mut(&request) {
+            Some(pair) => {
+                pair.to_pod = None;
+                match &pair.cancel {
+                    Some(cancel) => {
+                        cancel.cancel();
+                        false
+                    }
+                    None => true,
+                }
+            }
+            None => false,
+        };
+        // Never paired: no task runs that would forget it later.
+        if unpaired {
+            self.forget(&request);
+        }
+    }
+
+    /// The connection of `request` is over: its streams are forgotten.
+    fn forget(&mut self, request: &str) {
+        if let Some(pair) = self.pairs.remove(request) {
+            for id in [pair.error, pair.data].into_iter().flatten() {
+                self.streams.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use futures::channel::mpsc as fmpsc;
+
+    use super::*;
+    use crate::enter::netns::NetnsError;
+    use crate::portforward::Counters;
+    use crate::portforward::dialer::Dialer;
+    use crate::process::ContainerProcess;
+
+    fn headers(kind: &str, port: u16, request: &str) -> spdy::Headers {
+        [
+            ("streamtype", kind),
+            ("port", &port.to_string()),
+            ("requestid", request),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The frames the agent sent, decoded as a client would.
+    struct Client {
+        to_agent: mpsc::UnboundedSender<Result<Bytes, std::convert::Infallible>>,
+        from_agent: fmpsc::Receiver<Bytes>,
+        decoder: Decoder,
+        encoder: Encoder,
+    }
+
+    impl Client {
+        fn send(&self, frame: Bytes) {
+            self.to_agent.send(Ok(frame)).unwrap();
+        }
+
+        async fn next(&mut self) -> Frame {
+            loop {
+                if let Some(frame) = self.decoder.next_frame().unwrap() {
+                    return frame;
+                }
+                let bytes = self.from_agent.next().await.expect("the agent wrote more");
+                self.decoder.extend(&bytes);
+            }
+        }
+
+        /// Opens a connection to `port` as kubectl does: error, then data.
+        async fn open(&mut self, error: u32, port: u16, request: &str) {
+            let frame = self
+                .encoder
+                .syn_stream(error, &headers("error", port, request));
+            self.send(frame);
+            let frame = self
+                .encoder
+                .syn_stream(error + 2, &headers("data", port, request));
+            self.send(frame);
+            for id in [error, error + 2] {
+                assert!(
+                    matches!(self.next().await, Frame::SynReply { stream_id, .. } if stream_id == id)
+                );
+            }
+        }
+    }
+
+    /// The session in this process's own network namespace (a plain thread
+    /// may join it; unit tests may lack CAP_SYS_ADMIN, then nothing runs).
+    async fn session() -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        let (to_agent, incoming) = mpsc::unbounded_channel();
+        let (sink, from_agent) = fmpsc::channel(16);
+        let incoming = tokio_stream_of(incoming);
+        let served = tokio::spawn(serve(incoming, sink, ctx, std::future::pending()));
+        let client = Client {
+            to_agent,
+            from_agent,
+            decoder: Decoder::default(),
+            encoder: Encoder::default(),
+        };
+        Some((client, served))
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut receiver: mpsc::UnboundedReceiver<T>,
+    ) -> impl Stream<Item = T> + Unpin {
+        Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
+
+    #[tokio::test]
+    async fn pings_are_echoed_connections_carried_and_refusals_reported() {
+        let Some((mut client, served)) = session().await else {
+            return;
+        };
+        client.send(spdy::ping_frame(7));
+        assert_eq!(client.next().await, Frame::Ping { id: 7 });
+
+        // A listener that answers what it read, then closes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut asked = [0u8; 4];
+            socket.read_exact(&mut asked).unwrap();
+            socket.write_all(&[&asked[..], b"!"].concat()).unwrap();
+        });
+        client.open(1, port, "0").await;
+        client.send(data_frame(3, false, b"ping"));
+        let mut answer = Vec::new();
+        let fins = loop {
+            match client.next().await {
+                Frame::Data {
+                    stream_id: 3,
+                    flags: 0,
+                    data,
+                } => answer.extend_from_slice(&data),
+                Frame::Data {
+                    stream_id: 3,
+                    flags: spdy::FLAG_FIN,
+                    data,
+                } if data.is_empty() => {
+                    break client.next().await;
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(answer, b"ping!");
+        assert!(matches!(
+            fins,
+            Frame::Data {
+                stream_id: 1,
+                flags: spdy::FLAG_FIN,
+                ..
+            }
+        ));
+        server.join().unwrap();
+
+        // Nothing listens on a port just freed: the kubelet's words.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        client.open(5, closed, "1").await;
+        let Frame::Data {
+            stream_id: 5, data, ..
+        } = client.next().await
+        else {
+            panic!("no error text");
+        };
+        let text = String::from_utf8(data.to_vec()).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "error forwarding port {closed} to pod shop/web, uid u1: IPv4: dial tcp4 127.0.0.1:{closed}: connect: connection refused"
+            )),
+            "{text}"
+        );
+
+        // A stream without a port is refused; GOAWAY ends the session.
+        let frame = client
+            .encoder
+            .syn_stream(9, &vec![("streamtype".into(), "data".into())]);
+        client.send(frame);
+        loop {
+            if let Frame::RstStream {
+                stream_id: 9,
+                status,
+            } = client.next().await
+            {
+                assert_eq!(status, status::PROTOCOL_ERROR);
+                break;
+            }
+        }
+        client.send(spdy::goaway_frame(0));
+        assert_eq!(served.await.unwrap(), Ended::ClientClosed);
+    }
+}
