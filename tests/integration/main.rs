@@ -28,6 +28,7 @@ mod hostile;
 mod image;
 mod inventory;
 mod kubectl;
+mod logs;
 mod metrics;
 mod offline;
 mod openapi;
