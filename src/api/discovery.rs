@@ -67,6 +67,12 @@ async fn core_v1_resources() -> axum::Json<Value> {
             "kind": "PodExecOptions",
             "verbs": ["create", "get"],
         }, {
+            "name": "pods/log",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "Pod",
+            "verbs": ["get"],
+        }, {
             "name": "namespaces",
             "singularName": "namespace",
             "namespaced": false,
