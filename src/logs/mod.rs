@@ -64,6 +64,7 @@ pub async fn start(
     let (opened_tx, opened_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(4);
     let runtime = tokio::runtime::Handle::current();
+    let shown = path.clone();
     std::thread::Builder::new()
         .name("nsdebug-logs".into())
         .spawn(move || {
@@ -86,14 +87,14 @@ pub async fn start(
             let _ = sink.tx.blocking_send(Message::End(end));
         })
         .map_err(|source| OpenError {
-            path: PathBuf::new(),
+            path: shown.clone(),
             source,
         })?;
     match opened_rx.await {
         Ok(Ok(())) => Ok(rx),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(OpenError {
-            path: PathBuf::new(),
+            path: shown,
             source: std::io::Error::other("the log reader ended before it opened the file"),
         }),
     }
