@@ -165,9 +165,21 @@ async fn logs_tab_in_a_real_browser() {
         "test",
     )
     .await;
+    let agent = Agent::start();
+    // The first instance wrote its lines before it is stopped.
+    let log = format!("/api/v1/namespaces/{ns}/pods/{name}/log?container=app");
+    support::eventually(
+        "the first instance's lines",
+        std::time::Duration::from_secs(20),
+        || async {
+            let (code, body) = agent.get(&log).await;
+            (code == 200 && body.as_str().is_some_and(|text| text.contains("alpha-3")))
+                .then_some(())
+        },
+    )
+    .await;
     pod.stop(&mut client, "app", 0).await;
     pod.restart(&mut client, "app", 1).await;
-    let agent = Agent::start();
     let shots = support::repo().join("target/ui-screenshots");
     let output = Command::new("node")
         .arg(support::repo().join("tests/browser/logs.mjs"))
