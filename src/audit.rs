@@ -170,6 +170,8 @@ pub struct AuditRecord {
     source: Option<SocketAddr>,
     user_agent: String,
     uri: String,
+    /// The request's verb: `create` (exec, run, files, ...) or `get` (a log).
+    verb: &'static str,
     object: Value,
     annotations: BTreeMap<String, String>,
 }
@@ -190,6 +192,7 @@ impl AuditRecord {
             source,
             user_agent: user_agent.into(),
             uri: bounded_uri(uri),
+            verb: "create",
             object,
             annotations: BTreeMap::new(),
         }
@@ -224,6 +227,27 @@ impl AuditRecord {
             uri,
             json!({"resource": "pods", "subresource": subresource, "namespace": namespace, "name": pod, "apiVersion": "v1"}),
         )
+    }
+
+    /// A `get pods/log` request on `namespace/pod`: a read of a container's
+    /// log, audited like a file read.
+    pub fn pod_log(
+        user: &User,
+        source: Option<SocketAddr>,
+        user_agent: &str,
+        uri: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Self {
+        let mut record = Self::new(
+            user,
+            source,
+            user_agent,
+            uri,
+            json!({"resource": "pods", "subresource": "log", "namespace": namespace, "name": pod, "apiVersion": "v1"}),
+        );
+        record.verb = "get";
+        record
     }
 
     /// The `auditID` shared by the events of this request.
@@ -295,7 +319,7 @@ impl AuditRecord {
             "auditID": self.id,
             "stage": stage,
             "requestURI": self.uri,
-            "verb": "create",
+            "verb": self.verb,
             "user": user,
             "sourceIPs": self.source.map(|s| vec![s.ip().to_string()]).unwrap_or_default(),
             "userAgent": self.user_agent,

@@ -81,6 +81,9 @@ pub struct Container {
     /// What an exec into it must apply (seccomp, rlimits, user, ...), from the
     /// runtime's spec of the container.
     pub runtime_spec: RuntimeSpec,
+    /// The file the runtime writes the container's output to, in the CRI log
+    /// format (`ContainerStatus.log_path`); empty when the runtime said none.
+    pub log_path: String,
 }
 
 /// One pod sandbox and its containers.
@@ -349,6 +352,7 @@ impl Inventory {
             annotations: listed.annotations,
             process,
             runtime_spec: answer.runtime_spec,
+            log_path: status.log_path,
         };
         Ok(Some((listed.pod_sandbox_id, container)))
     }

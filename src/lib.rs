@@ -26,6 +26,7 @@ pub mod events;
 pub mod files;
 pub mod inventory;
 pub mod login;
+pub mod logs;
 pub mod metrics;
 pub mod oci;
 pub mod portforward;

@@ -340,6 +340,7 @@ mod tests {
             annotations: HashMap::new(),
             process: None,
             runtime_spec: crate::oci::RuntimeSpec::NotReported,
+            log_path: String::new(),
         }
     }
 

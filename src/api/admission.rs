@@ -37,6 +37,9 @@ pub enum Right {
     Read,
     /// `create pods/portforward`; audited as a session.
     PortForward,
+    /// `get pods/log`: a container's log, from the runtime's file; audited
+    /// like a file read (who read which container's log, bytes, outcome).
+    Logs,
 }
 
 /// The answer to a container ID the caller may not use, whatever the reason.
@@ -47,7 +50,7 @@ pub fn id_not_found_or_forbidden() -> ApiError {
 }
 
 /// A request that passed its access review: the proof, and the audit record
-/// of the decision (for [`Right::Exec`]).
+/// of the decision (for [`Right::Exec`] and [`Right::Logs`]).
 pub struct Admission {
     admitted: Admitted<TargetRef>,
     record: Option<AuditRecord>,
@@ -119,8 +122,8 @@ async fn admit_container_id(
     }
 }
 
-/// The access review of `right` on `namespace/pod`, audited for an exec or
-/// a port-forward.
+/// The access review of `right` on `namespace/pod`, audited for an exec,
+/// a port-forward and a log read.
 async fn authorize(
     state: &AppState,
     user: &User,
@@ -130,7 +133,7 @@ async fn authorize(
     pod: &str,
     right: Right,
 ) -> Result<Admission, ApiError> {
-    let privileged = match right {
+    let (mut record, actions) = match right {
         Right::Read => {
             let read = Action::new("get", "pods").namespace(namespace).name(pod);
             let admitted = state.auth.admit(user, &[read], wanted).await?;
@@ -139,33 +142,38 @@ async fn authorize(
                 record: None,
             });
         }
-        Right::Exec { privileged } => Some(privileged),
-        Right::PortForward => None,
+        Right::Exec { privileged } => (
+            AuditRecord::exec(user, info.peer, &info.user_agent, &info.uri, namespace, pod),
+            state.auth.exec_actions(namespace, pod, privileged),
+        ),
+        Right::PortForward => (
+            AuditRecord::pod_subresource(
+                user,
+                info.peer,
+                &info.user_agent,
+                &info.uri,
+                namespace,
+                pod,
+                "portforward",
+            ),
+            vec![
+                Action::new("create", "pods")
+                    .subresource("portforward")
+                    .namespace(namespace)
+                    .name(pod),
+            ],
+        ),
+        Right::Logs => (
+            AuditRecord::pod_log(user, info.peer, &info.user_agent, &info.uri, namespace, pod),
+            vec![
+                Action::new("get", "pods")
+                    .subresource("log")
+                    .namespace(namespace)
+                    .name(pod),
+            ],
+        ),
     };
-    let subresource = if privileged.is_some() {
-        "exec"
-    } else {
-        "portforward"
-    };
-    let mut record = AuditRecord::pod_subresource(
-        user,
-        info.peer,
-        &info.user_agent,
-        &info.uri,
-        namespace,
-        pod,
-        subresource,
-    );
     record.note("request-id", &info.request_id);
-    let actions = match privileged {
-        Some(privileged) => state.auth.exec_actions(namespace, pod, privileged),
-        None => vec![
-            Action::new("create", "pods")
-                .subresource("portforward")
-                .namespace(namespace)
-                .name(pod),
-        ],
-    };
     match state.auth.admit(user, &actions, wanted).await {
         Ok(admitted) => {
             record.decision(true, "allowed");
@@ -300,6 +308,46 @@ impl Admission {
         .await;
         match found {
             Ok((permit, target)) => Ok(Session::new(target, record, state.audit.clone(), permit)),
+            Err(err) => {
+                record.note("error", err.message());
+                state
+                    .audit
+                    .refused(&record.event("ResponseComplete", err.code().as_u16()));
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Steps 3 to 5 for a read of what the runtime keeps about a container
+    /// rather than of its live process (its log, also once it exited): a
+    /// session slot, then `find` on what the caller named (the admitted
+    /// [`TargetRef`]), then the trail, not yet started. A failure is audited.
+    pub async fn start_read<T>(
+        self,
+        state: &AppState,
+        ask: SessionAsk<'_>,
+        find: impl AsyncFnOnce(&TargetRef) -> Result<T, ApiError>,
+    ) -> Result<(T, crate::session::SessionTrail), ApiError> {
+        let Self { admitted, record } = self;
+        let Some(mut record) = record else {
+            return Err(ApiError::internal_with(
+                "a read was started without an audited right",
+            ));
+        };
+        (ask.note)(&mut record);
+        let found = async {
+            let permit = state.sessions.acquire(&admitted, ask.kind, ask.profile)?;
+            let found = find(admitted.value()).await?;
+            Ok::<_, ApiError>((permit, found))
+        }
+        .await;
+        match found {
+            Ok((permit, found)) => Ok((
+                found,
+                crate::session::SessionTrail::new(record, state.audit.clone(), permit, 200),
+            )),
             Err(err) => {
                 record.note("error", err.message());
                 state

@@ -105,6 +105,18 @@ async fn core_v1_resources() -> axum::Json<Value> {
             "kind": "PodExecOptions",
             "verbs": ["create", "get"],
         }, {
+            "name": "pods/log",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "Pod",
+            "verbs": ["get"],
+        }, {
+            "name": "pods/portforward",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "PodPortForwardOptions",
+            "verbs": ["create", "get"],
+        }, {
             "name": "namespaces",
             "singularName": "namespace",
             "namespaced": false,

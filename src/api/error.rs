@@ -60,6 +60,18 @@ impl ApiError {
         self
     }
 
+    /// The API server's answer to options that fail its validation: 422
+    /// `Invalid`, `KIND "NAME" is invalid: ...`.
+    pub fn invalid(kind: &str, name: &str, message: impl Into<String>) -> Self {
+        let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, reason::INVALID, message);
+        err.details = Some(Box::new(StatusDetails {
+            kind: Some(kind.to_string()),
+            name: Some(name.to_string()),
+            ..StatusDetails::default()
+        }));
+        err
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

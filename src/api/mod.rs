@@ -21,6 +21,7 @@ mod files;
 pub mod fuzzing;
 mod health;
 mod login;
+mod logs;
 mod middleware;
 mod namespaces;
 mod native;
@@ -117,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(discovery::routes())
         .merge(pods::routes())
+        .merge(logs::routes())
         .merge(namespaces::routes())
         .merge(nodes::routes())
         .merge(resource_metrics::routes())

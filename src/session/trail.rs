@@ -175,17 +175,8 @@ impl Session {
             permit,
             event,
         } = pending.0.take().expect("a session is consumed once");
-        let trail = SessionTrail {
-            record,
-            log,
-            code,
-            bytes_in: 0,
-            bytes_out: 0,
-            outcome: Outcome::ClientDisconnected,
-            event,
-            started: false,
-            _permit: permit,
-        };
+        let mut trail = SessionTrail::new(record, log, permit, code);
+        trail.event = event;
         (target, trail)
     }
 
@@ -241,6 +232,23 @@ pub struct SessionTrail {
 }
 
 impl SessionTrail {
+    /// The trail of a session that answers `code` and acts on no live
+    /// process of its target (a container's log is read from the runtime's
+    /// file); [`Self::started`] when its work begins.
+    pub fn new(record: AuditRecord, log: Arc<AuditLog>, permit: SessionPermit, code: u16) -> Self {
+        Self {
+            record,
+            log,
+            code,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome::ClientDisconnected,
+            event: None,
+            started: false,
+            _permit: permit,
+        }
+    }
+
     /// The session runs: `ResponseStarted`, and its Event sent (once).
     pub fn started(&mut self) {
         if std::mem::replace(&mut self.started, true) {

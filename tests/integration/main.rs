@@ -28,6 +28,7 @@ mod hostile;
 mod image;
 mod inventory;
 mod kubectl;
+mod logs;
 mod metrics;
 mod metrics_api;
 mod offline;

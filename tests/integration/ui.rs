@@ -135,3 +135,63 @@ async fn web_login_in_a_real_browser() {
     );
     pod.remove(&mut client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_tab_in_a_real_browser() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let ns = test_namespace("ui-logs");
+    // Log files outlive pods on the test bed: a name of this run.
+    let name = format!(
+        "ticker-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let mut client = support::cri().await;
+    let script = "echo alpha-1; echo beta-2; echo alpha-3; i=0; \
+        while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let mut pod = run_pod(
+        &mut client,
+        &PodSpec::new(
+            &ns,
+            &name,
+            vec![ContainerSpec::new(
+                "app",
+                support::pods::BUSYBOX_IMAGE,
+                &["sh", "-c", script],
+            )],
+        ),
+        "test",
+    )
+    .await;
+    let agent = Agent::start();
+    // The first instance wrote its lines before it is stopped.
+    let log = format!("/api/v1/namespaces/{ns}/pods/{name}/log?container=app");
+    support::eventually(
+        "the first instance's lines",
+        std::time::Duration::from_secs(20),
+        || async {
+            let (code, body) = agent.get(&log).await;
+            (code == 200 && body.as_str().is_some_and(|text| text.contains("alpha-3")))
+                .then_some(())
+        },
+    )
+    .await;
+    pod.stop(&mut client, "app", 0).await;
+    pod.restart(&mut client, "app", 1).await;
+    let shots = support::repo().join("target/ui-screenshots");
+    let output = Command::new("node")
+        .arg(support::repo().join("tests/browser/logs.mjs"))
+        .args([&agent.url, &ns, &name, shots.to_str().unwrap()])
+        .output()
+        .expect("node is installed");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        agent.log()
+    );
+    pod.remove(&mut client).await;
+}

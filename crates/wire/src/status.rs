@@ -23,6 +23,8 @@ pub mod reason {
     pub const NOT_FOUND: &str = "NotFound";
     pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
     pub const CONFLICT: &str = "Conflict";
+    /// A request's options failed validation (422).
+    pub const INVALID: &str = "Invalid";
     pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLarge";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UnsupportedMediaType";
     pub const MISDIRECTED_REQUEST: &str = "MisdirectedRequest";
@@ -50,6 +52,7 @@ pub mod reason {
             409 => CONFLICT,
             413 => REQUEST_ENTITY_TOO_LARGE,
             415 => UNSUPPORTED_MEDIA_TYPE,
+            422 => INVALID,
             421 => MISDIRECTED_REQUEST,
             429 => TOO_MANY_REQUESTS,
             431 => REQUEST_HEADER_FIELDS_TOO_LARGE,

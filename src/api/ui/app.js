@@ -154,7 +154,7 @@ function renderTargets() {
     meta.className = "pod-meta";
     meta.textContent = `${pod.namespace} · ${pod.podIP || "no IP"}`;
     item.append(name, meta);
-    for (const c of containers) item.append(containerButton(pod, c));
+    for (const c of containers) item.append(containerButton(pod, c), logsButton(pod, c));
     list.append(item);
   }
   if (!list.children.length && $("list-error").hidden) {
@@ -193,6 +193,18 @@ function containerButton(pod, c) {
   return button;
 }
 
+// A container's log opens in a tab of its own, whatever the container's state.
+function logsButton(pod, c) {
+  const button = document.createElement("button");
+  button.className = "logs-button";
+  button.type = "button";
+  button.dataset.logs = `${pod.namespace}/${pod.name}/${c.name}`;
+  button.textContent = "logs";
+  button.title = `The log of ${pod.namespace}/${pod.name}: ${c.name}`;
+  button.addEventListener("click", () => openLogsTab(pod.namespace, pod.name, c.name));
+  return button;
+}
+
 // ---- terminals ------------------------------------------------------------
 
 function findContainer(ns, podName, name) {
@@ -208,7 +220,7 @@ function selectTab(tab) {
     t.pane.hidden = !selected;
   }
   $("welcome").hidden = tabs.length > 0;
-  if (tab) {
+  if (tab?.term) {
     location.hash = `#/${tab.ns}/${tab.pod}/${tab.container}`;
     requestAnimationFrame(() => { tab.fit.fit(); tab.term.focus(); });
   }
@@ -217,8 +229,9 @@ function selectTab(tab) {
 function closeTab(tab) {
   discardCapture(tab);
   tab.ws?.close();
-  tab.observer.disconnect();
-  tab.term.dispose();
+  tab.logs?.abort();
+  tab.observer?.disconnect();
+  tab.term?.dispose();
   tab.tabEl.remove();
   tab.pane.remove();
   tabs.splice(tabs.indexOf(tab), 1);
@@ -226,14 +239,15 @@ function closeTab(tab) {
   if (!tabs.length) history.replaceState(null, "", location.pathname);
 }
 
-function openTab(ns, pod, container) {
-  const tab = { ns, pod, container };
+// The tab strip's entry of `tab`, labelled `text`.
+function tabHeader(tab, text) {
+  const { ns, pod, container } = tab;
   tab.tabEl = document.createElement("div");
   tab.tabEl.className = "tab";
   tab.tabEl.setAttribute("role", "tab");
   const label = document.createElement("span");
   label.className = "label";
-  label.textContent = `${pod}/${container}`;
+  label.textContent = text;
   label.title = `${ns}/${pod}/${container}`;
   const close = document.createElement("button");
   close.className = "close";
@@ -244,7 +258,11 @@ function openTab(ns, pod, container) {
   tab.tabEl.append(label, close);
   tab.tabEl.addEventListener("click", () => selectTab(tab));
   $("tabs").append(tab.tabEl);
+}
 
+function openTab(ns, pod, container) {
+  const tab = { ns, pod, container };
+  tabHeader(tab, `${pod}/${container}`);
   tab.pane = $("pane-template").content.firstElementChild.cloneNode(true);
   $("panes").append(tab.pane);
   tab.term = new Terminal({
@@ -300,7 +318,7 @@ function banner(tab, text, ended) {
   const again = document.createElement("button");
   again.type = "button";
   again.textContent = "Reconnect";
-  again.addEventListener("click", () => connect(tab));
+  again.addEventListener("click", () => (tab.reload || connect)(tab));
   el.append(span, again);
 }
 
@@ -395,6 +413,105 @@ async function connect(tab) {
     const again = await preflight(tab);
     banner(tab, again.message || "The connection to the agent closed (the session limit may be reached, or the agent restarted).");
   });
+}
+
+// ---- logs -------------------------------------------------------------------
+// GET .../pods/{pod}/log, as kubectl logs reads it: the last lines, then (with
+// Follow) what the container writes until it stops. The tab keeps the last
+// MAX_LOG_LINES lines and shows those containing the search text.
+
+const MAX_LOG_LINES = 10000;
+
+function openLogsTab(ns, pod, container) {
+  const tab = { ns, pod, container, lines: [], reload: loadLogs };
+  tabHeader(tab, `${pod}/${container} · logs`);
+  tab.pane = $("logs-template").content.firstElementChild.cloneNode(true);
+  $("panes").append(tab.pane);
+  const pane = tab.pane;
+  pane.querySelector(".follow").addEventListener("change", () => loadLogs(tab));
+  pane.querySelector(".previous").addEventListener("change", () => loadLogs(tab));
+  pane.querySelector(".log-reload").addEventListener("click", () => loadLogs(tab));
+  pane.querySelector(".log-search").addEventListener("input", () => renderLog(tab));
+  tabs.push(tab);
+  selectTab(tab);
+  loadLogs(tab);
+  return tab;
+}
+
+const logMatches = (tab) => {
+  const query = tab.pane.querySelector(".log-search").value;
+  return (line) => !query || line.includes(query);
+};
+
+function logCount(tab) {
+  const shown = tab.lines.filter(logMatches(tab)).length;
+  tab.pane.querySelector(".log-count").textContent =
+    shown === tab.lines.length ? `${tab.lines.length} lines` : `${shown} of ${tab.lines.length} lines`;
+}
+
+// Shows every kept line that matches the search.
+function renderLog(tab) {
+  const matches = logMatches(tab);
+  tab.pane.querySelector(".log").textContent = tab.lines.filter(matches).map((l) => `${l}\n`).join("");
+  logCount(tab);
+}
+
+// Adds complete lines, keeping the view at the bottom if it was there.
+function appendLog(tab, lines) {
+  const view = tab.pane.querySelector(".log");
+  const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 4;
+  tab.lines.push(...lines);
+  if (tab.lines.length > MAX_LOG_LINES) {
+    tab.lines.splice(0, tab.lines.length - MAX_LOG_LINES);
+    renderLog(tab);
+  } else {
+    const shown = lines.filter(logMatches(tab));
+    if (shown.length) view.append(shown.map((l) => `${l}\n`).join(""));
+    logCount(tab);
+  }
+  if (atBottom) view.scrollTop = view.scrollHeight;
+}
+
+async function loadLogs(tab) {
+  tab.logs?.abort();
+  const controller = new AbortController();
+  tab.logs = controller;
+  tab.lines = [];
+  banner(tab, "");
+  renderLog(tab);
+  const pane = tab.pane;
+  const follow = pane.querySelector(".follow").checked;
+  const previous = pane.querySelector(".previous").checked;
+  const q = new URLSearchParams({ container: tab.container, tailLines: "1000" });
+  if (follow) q.set("follow", "true");
+  if (previous) q.set("previous", "true");
+  const where = `${tab.ns}/${tab.pod}/${tab.container}${previous ? " (previous instance)" : ""}`;
+  statusLine(tab, `${where} · loading…`);
+  let partial = "";
+  try {
+    const response = await api(`/api/v1/namespaces/${encodeURIComponent(tab.ns)}/pods/${encodeURIComponent(tab.pod)}/log?${q}`, { signal: controller.signal });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(`${body.reason || response.status}: ${body.message || response.statusText}`);
+    }
+    statusLine(tab, `${where} · ${follow ? "following" : "read"}`);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) break;
+      const parts = (partial + next.value).split("\n");
+      partial = parts.pop();
+      if (parts.length) appendLog(tab, parts);
+    }
+    if (partial) appendLog(tab, [partial]);
+    statusLine(tab, `${where} · ${follow ? "ended: the container stopped" : "read"}`);
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    banner(tab, err.message);
+    statusLine(tab, `${where} · not read`);
+  } finally {
+    if (tab.logs === controller) tab.logs = null;
+  }
 }
 
 // ---- packet capture ---------------------------------------------------------

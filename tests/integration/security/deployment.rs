@@ -87,6 +87,8 @@ fn deployment_mounts_of_the_host_are_only_what_the_agent_uses() {
             socket_dir.clone(),
             // The host's cgroupfs: sessions join the target's cgroups.
             PathBuf::from("/sys/fs/cgroup"),
+            // The containers' log files, for pods/log.
+            PathBuf::from("/var/log/pods"),
         ];
         // Recordings, when on, are kept on the node.
         if let Some(recording) = &config.recording {
@@ -115,6 +117,13 @@ fn deployment_mounts_of_the_host_are_only_what_the_agent_uses() {
                 host.path,
                 mount.mount_path
             );
+            if Path::new(&mount.mount_path) == Path::new("/var/log/pods") {
+                assert_eq!(
+                    (mount.read_only, host.path.as_str()),
+                    (Some(true), "/var/log/pods"),
+                    "{name}: the pods' logs are mounted writable or elsewhere"
+                );
+            }
             if Path::new(&mount.mount_path) == socket_dir {
                 assert_eq!(
                     mount.read_only,
