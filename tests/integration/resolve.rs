@@ -184,7 +184,8 @@ async fn wrong_names_get_kubernetes_status_errors() {
         "{body}"
     );
 
-    let (code, body) = agent.get("/api/v1/nodes").await;
+    // A resource the agent does not serve (nodes it now does: kubectl top).
+    let (code, body) = agent.get("/api/v1/services").await;
     assert_eq!(code, 404);
     assert_status(&body, 404, "NotFound");
 
