@@ -28,6 +28,9 @@ use super::{CLIENT_CHUNKS, Context, MAX_CONNECTIONS, pump};
 
 /// Frames waiting for the client's connection, all streams together.
 const OUTGOING_FRAMES: usize = 64;
+/// The longest `requestid` accepted: clients send a counter (kubectl's
+/// `strconv.Itoa(requestID)`); a longer one would be stored per stream.
+const MAX_REQUEST_ID: usize = 20;
 /// How long frames already queued may take to reach the client at the end.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -210,6 +213,26 @@ impl Tunnel {
             None if kind == Kind::Data => stream_id.saturating_sub(2).to_string(),
             None => stream_id.to_string(),
         };
+        // Every refusal comes before anything is stored: a refused stream
+        // leaves nothing behind.
+        if request.len() > MAX_REQUEST_ID || self.streams.contains_key(&stream_id) {
+            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        }
+        match self.pairs.get(&request) {
+            Some(pair) => {
+                let slot = match kind {
+                    Kind::Error => pair.error,
+                    Kind::Data => pair.data,
+                };
+                if slot.is_some() || pair.port != port {
+                    return self.send(refuse(status::PROTOCOL_ERROR)).await;
+                }
+            }
+            None if self.pairs.len() >= MAX_CONNECTIONS => {
+                return self.send(refuse(status::REFUSED_STREAM)).await;
+            }
+            None => {}
+        }
         let pair = self.pairs.entry(request.clone()).or_insert(Pair {
             port,
             error: None,
@@ -217,14 +240,10 @@ impl Tunnel {
             to_pod: None,
             cancel: None,
         });
-        let slot = match kind {
-            Kind::Error => &mut pair.error,
-            Kind::Data => &mut pair.data,
-        };
-        if slot.is_some() || pair.port != port || self.streams.contains_key(&stream_id) {
-            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        match kind {
+            Kind::Error => pair.error = Some(stream_id),
+            Kind::Data => pair.data = Some(stream_id),
         }
-        *slot = Some(stream_id);
         self.streams.insert(stream_id, (request.clone(), kind));
         self.last_stream = self.last_stream.max(stream_id);
         self.ctx.counters.port(port);
@@ -434,6 +453,81 @@ mod tests {
         mut receiver: mpsc::UnboundedReceiver<T>,
     ) -> impl Stream<Item = T> + Unpin {
         Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
+
+    /// A tunnel driven frame by frame; `frames` holds what it sent.
+    async fn tunnel() -> Option<(Tunnel, mpsc::Receiver<Bytes>)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        let (out, frames) = mpsc::channel(OUTGOING_FRAMES);
+        let tunnel = Tunnel {
+            ctx,
+            out,
+            encoder: Encoder::default(),
+            streams: HashMap::new(),
+            pairs: HashMap::new(),
+            tasks: JoinSet::new(),
+            last_stream: 0,
+        };
+        Some((tunnel, frames))
+    }
+
+    /// The review's leak: a stream id reused with a new requestid each time
+    /// was refused but left its (large) requestid behind, uncounted.
+    #[tokio::test]
+    async fn refused_streams_leave_nothing_behind() {
+        let Some((mut tunnel, mut frames)) = tunnel().await else {
+            return;
+        };
+        let mut decoder = Decoder::default();
+        tunnel.open_stream(1, &headers("error", 80, "0")).await;
+        decoder.extend(&frames.recv().await.unwrap());
+        assert!(matches!(
+            decoder.next_frame().unwrap(),
+            Some(Frame::SynReply { stream_id: 1, .. })
+        ));
+        let long = "A".repeat(60 * 1024);
+        for (i, request) in [format!("{long}1"), "2".into(), format!("{long}3")]
+            .into_iter()
+            .chain((4..3000).map(|i| i.to_string()))
+            .enumerate()
+        {
+            tunnel.open_stream(1, &headers("error", 80, &request)).await;
+            decoder.extend(&frames.recv().await.unwrap());
+            assert_eq!(
+                decoder.next_frame().unwrap(),
+                Some(Frame::RstStream {
+                    stream_id: 1,
+                    status: status::PROTOCOL_ERROR
+                }),
+                "repeat {i}"
+            );
+        }
+        assert_eq!(tunnel.pairs.len(), 1);
+        assert_eq!(tunnel.streams.len(), 1);
+
+        // A requestid longer than any client's is refused on a new stream too.
+        tunnel
+            .open_stream(3, &headers("error", 80, &"7".repeat(64)))
+            .await;
+        decoder.extend(&frames.recv().await.unwrap());
+        assert_eq!(
+            decoder.next_frame().unwrap(),
+            Some(Frame::RstStream {
+                stream_id: 3,
+                status: status::PROTOCOL_ERROR
+            })
+        );
+        assert_eq!(tunnel.pairs.len(), 1);
     }
 
     #[tokio::test]
