@@ -100,36 +100,16 @@ where
         tasks: JoinSet::new(),
         last_stream: 0,
     };
-    let mut decoder = Decoder::default();
-    tokio::pin!(stop);
-    let ended = 'session: loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Some(ended) = tunnel.handle(frame).await {
-                        break 'session ended;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => break 'session Ended::Protocol(err.to_string()),
-            }
-        }
-        tokio::select! {
-            chunk = incoming.next() => match chunk {
-                Some(Ok(bytes)) => decoder.extend(&bytes),
-                Some(Err(_)) | None => break Ended::ClientClosed,
-            },
-            Some(done) = tunnel.tasks.join_next(), if !tunnel.tasks.is_empty() => {
-                if let Ok(request) = done {
-                    tunnel.forget(&request);
-                }
-            }
-            ended = &mut stop => {
-                let _ = tunnel.out.send(spdy::goaway_frame(tunnel.last_stream)).await;
-                break ended;
-            }
-        }
+    // Handling a frame may wait (a pod slow to read, a client slow to take
+    // frames): `stop` races all of it, not only the wait for bytes.
+    let (ended, stopped) = tokio::select! {
+        ended = tunnel.run(&mut incoming) => (ended, false),
+        ended = stop => (ended, true),
     };
+    if stopped {
+        // A client that reads nothing gets no GOAWAY rather than a wait.
+        let _ = tunnel.out.try_send(spdy::goaway_frame(tunnel.last_stream));
+    }
     // Every connection closes with the session; queued frames get a moment.
     let Tunnel { tasks, out, .. } = tunnel;
     drop(tasks);
@@ -163,6 +143,38 @@ async fn write_all<W: Sink<Bytes> + Unpin>(mut outgoing: mpsc::Receiver<Bytes>, 
 }
 
 impl Tunnel {
+    /// Reads and acts on the client's frames until the client ends.
+    async fn run<I, E>(&mut self, incoming: &mut I) -> Ended
+    where
+        I: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let mut decoder = Decoder::default();
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Some(ended) = self.handle(frame).await {
+                            return ended;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Ended::Protocol(err.to_string()),
+                }
+            }
+            tokio::select! {
+                chunk = incoming.next() => match chunk {
+                    Some(Ok(bytes)) => decoder.extend(&bytes),
+                    Some(Err(_)) | None => return Ended::ClientClosed,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(request) = done {
+                        self.forget(&request);
+                    }
+                }
+            }
+        }
+    }
+
     async fn send(&self, frame: Bytes) {
         // Fails only when the client is gone, which ends the session anyway.
         let _ = self.out.send(frame).await;
@@ -425,6 +437,13 @@ mod tests {
     /// The session in this process's own network namespace (a plain thread
     /// may join it; unit tests may lack CAP_SYS_ADMIN, then nothing runs).
     async fn session() -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
+        session_until(std::future::pending()).await
+    }
+
+    /// The session, ended by `stop` as the agent ends it.
+    async fn session_until(
+        stop: impl Future<Output = Ended> + Send + 'static,
+    ) -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
         let dialer = match Dialer::start(ContainerProcess::this_one()).await {
             Ok(dialer) => dialer,
             Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
@@ -439,7 +458,7 @@ mod tests {
         let (to_agent, incoming) = mpsc::unbounded_channel();
         let (sink, from_agent) = fmpsc::channel(16);
         let incoming = tokio_stream_of(incoming);
-        let served = tokio::spawn(serve(incoming, sink, ctx, std::future::pending()));
+        let served = tokio::spawn(serve(incoming, sink, ctx, stop));
         let client = Client {
             to_agent,
             from_agent,
@@ -528,6 +547,46 @@ mod tests {
             })
         );
         assert_eq!(tunnel.pairs.len(), 1);
+    }
+
+    /// The review's hang: a pod that never reads stalled the frame loop on
+    /// its full queue, and the agent's stop (shutdown, longest session) was
+    /// never looked at; the session, its slot and the user's quota stayed.
+    #[tokio::test]
+    async fn a_pod_that_never_reads_cannot_hold_the_session_past_its_stop() {
+        let (fire, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stopped.await;
+            Ended::Shutdown
+        };
+        let Some((mut client, served)) = session_until(stop).await else {
+            return;
+        };
+        // Connections complete in the backlog; nothing is ever accepted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        client.open(1, port, "0").await;
+        // One piece: a PING, then 64 MiB for the pod, far more than its
+        // socket buffers hold. The echoed PING says the agent is inside it.
+        let mut piece = spdy::ping_frame(1).to_vec();
+        for _ in 0..2048 {
+            piece.extend_from_slice(&data_frame(3, false, &[b'x'; 32 * 1024]));
+        }
+        client.send(Bytes::from(piece));
+        assert_eq!(client.next().await, Frame::Ping { id: 1 });
+
+        fire.send(()).unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), served)
+            .await
+            .expect("the session ended at the agent's stop")
+            .unwrap();
+        assert_eq!(ended, Ended::Shutdown);
+        loop {
+            if let Frame::GoAway { .. } = client.next().await {
+                break;
+            }
+        }
+        drop(listener);
     }
 
     #[tokio::test]
