@@ -67,28 +67,33 @@ where
             }
         });
     }
-    tokio::pin!(stop);
-    let ended = loop {
-        tokio::select! {
-            message = incoming.next() => match message {
-                Some((channel, data)) => {
-                    let index = usize::from(channel / 2);
-                    if channel % 2 != 0 || data.is_empty() {
-                        continue;
+    let run = async {
+        loop {
+            tokio::select! {
+                message = incoming.next() => match message {
+                    Some((channel, data)) => {
+                        let index = usize::from(channel / 2);
+                        if channel % 2 != 0 || data.is_empty() {
+                            continue;
+                        }
+                        let Some(Some(sender)) = to_pod.get(index) else { continue };
+                        ctx.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if sender.send(data).await.is_err() {
+                            to_pod[index] = None;
+                        }
                     }
-                    let Some(Some(sender)) = to_pod.get(index) else { continue };
-                    ctx.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if sender.send(data).await.is_err() {
-                        to_pod[index] = None;
-                    }
-                }
-                None => break Ended::ClientClosed,
-            },
-            done = tasks.join_next() => if done.is_none() || tasks.is_empty() {
-                break Ended::Done;
-            },
-            ended = &mut stop => break ended,
+                    None => break Ended::ClientClosed,
+                },
+                done = tasks.join_next() => if done.is_none() || tasks.is_empty() {
+                    break Ended::Done;
+                },
+            }
         }
+    };
+    // A pod slow to read holds `sender.send`: `stop` races all of it.
+    let ended = tokio::select! {
+        ended = run => ended,
+        ended = stop => ended,
     };
     drop(tasks);
     drop(out);
