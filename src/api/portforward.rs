@@ -174,11 +174,13 @@ async fn open(
     Ok((session, ctx))
 }
 
-/// What ends a session besides its client: shutdown, the longest session.
-async fn stop(state: AppState) -> Ended {
+/// What ends a session besides its client: shutdown, the longest session,
+/// the idle timeout (nothing open, nothing moving).
+async fn stop(state: AppState, counters: std::sync::Arc<Counters>) -> Ended {
     tokio::select! {
         () = state.draining.cancelled() => Ended::Shutdown,
         () = tokio::time::sleep(state.limits.max_session_duration) => Ended::MaxDuration,
+        () = crate::portforward::idle(&counters, state.limits.session_idle_timeout) => Ended::Idle,
     }
 }
 
@@ -197,6 +199,7 @@ fn finish(mut trail: SessionTrail, ctx: &Context, ended: Ended) {
         Ended::Protocol(why) => Outcome::Aborted(why),
         Ended::Shutdown => Outcome::AgentShutdown,
         Ended::MaxDuration => Outcome::MaxDuration,
+        Ended::Idle => Outcome::IdleTimeout,
     };
 }
 
@@ -267,8 +270,13 @@ async fn websocket(
                         _ => None,
                     })
                 });
-            let ended =
-                tunnel::serve(Box::pin(incoming), Box::pin(sink), ctx.clone(), stop(state)).await;
+            let ended = tunnel::serve(
+                Box::pin(incoming),
+                Box::pin(sink),
+                ctx.clone(),
+                stop(state, ctx.counters.clone()),
+            )
+            .await;
             finish(trail, &ctx, ended);
         }));
     }
@@ -302,7 +310,7 @@ async fn websocket(
             Box::pin(sink),
             ports,
             ctx.clone(),
-            stop(state),
+            stop(state, ctx.counters.clone()),
         )
         .await;
         finish(trail, &ctx, ended);
@@ -354,7 +362,13 @@ async fn spdy(
             tokio::io::AsyncWriteExt::write_all(&mut write, &frame).await?;
             Ok::<_, std::io::Error>(write)
         });
-        let ended = tunnel::serve(incoming, Box::pin(sink), ctx.clone(), stop(state)).await;
+        let ended = tunnel::serve(
+            incoming,
+            Box::pin(sink),
+            ctx.clone(),
+            stop(state, ctx.counters.clone()),
+        )
+        .await;
         finish(trail, &ctx, ended);
     });
     Ok((

@@ -33,6 +33,10 @@ where
     I: Stream<Item = (u8, Bytes)> + Unpin,
     W: Sink<(u8, Bytes)> + Unpin + Send + 'static,
 {
+    // Every port's connection stays open until the session ends.
+    ctx.counters
+        .open
+        .store(ports.len() as u64, Ordering::Relaxed);
     let (out, outgoing) = mpsc::channel(64);
     let writer = tokio::spawn(write_all(outgoing, sink));
     let mut to_pod = Vec::new();

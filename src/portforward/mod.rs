@@ -48,6 +48,8 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     pub connections: AtomicU64,
     pub failed: AtomicU64,
+    /// Connections asked for and not yet over (a tunnel's stream pairs).
+    pub open: AtomicU64,
     pub ports: Mutex<BTreeSet<u16>>,
 }
 
@@ -67,6 +69,32 @@ impl Counters {
             .map(u16::to_string)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Resolves once `timeout` passed with no connection open and nothing
+/// moved (no byte, no new connection): an idle session, as exec's
+/// `--session-idle-timeout` ends one.
+pub async fn idle(counters: &Counters, timeout: std::time::Duration) {
+    let activity = || {
+        [
+            &counters.bytes_in,
+            &counters.bytes_out,
+            &counters.connections,
+            &counters.failed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .fold(0u64, u64::wrapping_add)
+    };
+    let mut seen = activity();
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = activity();
+        if now == seen && counters.open.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        seen = now;
     }
 }
 
@@ -135,5 +163,50 @@ pub async fn pump<T>(
     tokio::select! {
         () = upstream => {}
         () = downstream => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_with_nothing_open_and_nothing_moving_is_idle() {
+        let counters = Counters::default();
+        let start = tokio::time::Instant::now();
+        idle(&counters, IDLE).await;
+        assert_eq!(start.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_connection_or_moving_bytes_keep_a_session() {
+        let counters = Counters::default();
+        counters.open.store(1, Ordering::Relaxed);
+        let waited = tokio::time::timeout(10 * IDLE, idle(&counters, IDLE)).await;
+        assert!(waited.is_err(), "an open connection is not idle");
+
+        counters.open.store(0, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let moving = async {
+            for _ in 0..5 {
+                tokio::time::sleep(IDLE / 2).await;
+                counters.bytes_in.fetch_add(1, Ordering::Relaxed);
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = idle(&counters, IDLE) => {}
+            () = moving => unreachable!(),
+        }
+        // Bytes moved until 150 s; the first quiet full period ends at 240 s.
+        assert!(
+            start.elapsed() >= IDLE * 5 / 2 + IDLE,
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -45,6 +45,8 @@ pub enum Ended {
     Protocol(String),
     /// The agent is shutting down.
     Shutdown,
+    /// Nothing was open and nothing moved for the idle timeout.
+    Idle,
     /// The session reached the agent's longest session.
     MaxDuration,
 }
@@ -256,6 +258,10 @@ impl Tunnel {
             Kind::Error => pair.error = Some(stream_id),
             Kind::Data => pair.data = Some(stream_id),
         }
+        self.ctx
+            .counters
+            .open
+            .store(self.pairs.len() as u64, Ordering::Relaxed);
         self.streams.insert(stream_id, (request.clone(), kind));
         self.last_stream = self.last_stream.max(stream_id);
         self.ctx.counters.port(port);
@@ -366,6 +372,10 @@ impl Tunnel {
                 self.streams.remove(&id);
             }
         }
+        self.ctx
+            .counters
+            .open
+            .store(self.pairs.len() as u64, Ordering::Relaxed);
     }
 }
 
