@@ -57,8 +57,13 @@ fn offered(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// `?ports=80&ports=8080` or `?ports=80,8080`, as the kubelet reads them.
-fn parse_ports(query: &str) -> Result<Vec<u16>, ApiError> {
+/// Ports the base64 form carries: its channel is one ASCII digit
+/// (`'0' + channel`), so channels 0-9, five ports.
+const MAX_BASE64_PORTS: usize = 5;
+
+/// `?ports=80&ports=8080` or `?ports=80,8080`, as the kubelet reads them,
+/// for a client offering the `offered` subprotocols.
+fn parse_ports(query: &str, offered: &[String]) -> Result<Vec<u16>, ApiError> {
     let mut ports = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if key != "ports" {
@@ -84,6 +89,15 @@ fn parse_ports(query: &str) -> Result<Vec<u16>, ApiError> {
         return Err(ApiError::bad_request(format!(
             "at most {} ports may be forwarded over one WebSocket",
             channels::MAX_PORTS
+        )));
+    }
+    // The protocol the upgrade will select: the first of ours offered.
+    let selected = CHANNEL_PROTOCOLS
+        .iter()
+        .find(|ours| offered.iter().any(|p| p == *ours));
+    if selected.is_some_and(|p| p.contains("base64")) && ports.len() > MAX_BASE64_PORTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BASE64_PORTS} ports may be forwarded over v4.base64.channel.k8s.io"
         )));
     }
     Ok(ports)
@@ -224,7 +238,7 @@ async fn websocket(
     let ports = if tunnel {
         Vec::new()
     } else {
-        parse_ports(query.as_deref().unwrap_or(""))?
+        parse_ports(query.as_deref().unwrap_or(""), &offered)?
     };
     let wanted = TargetRef::Pod {
         namespace: namespace.clone(),
@@ -389,21 +403,40 @@ async fn spdy(
 mod tests {
     use super::*;
 
+    /// The review's overflow: a base64 channel is one digit, `'0' + 208`
+    /// overflowed a u8; more than five ports are refused before any upgrade.
+    #[test]
+    fn the_base64_form_carries_at_most_five_ports() {
+        let base64 = ["v4.base64.channel.k8s.io".to_string()];
+        let six = "ports=1,2,3,4,5,6";
+        assert_eq!(parse_ports("ports=1,2,3,4,5", &base64).unwrap().len(), 5);
+        let refused = parse_ports(six, &base64).unwrap_err();
+        assert_eq!(refused.code(), StatusCode::BAD_REQUEST);
+        assert!(
+            refused.message().contains("at most 5 ports"),
+            "{}",
+            refused.message()
+        );
+        // A client offering the binary form too gets it, and its 128 ports.
+        let both = ["v4.channel.k8s.io".to_string(), base64[0].clone()];
+        assert_eq!(parse_ports(six, &both).unwrap().len(), 6);
+    }
+
     #[test]
     fn ports_are_read_as_the_kubelet_reads_them() {
         assert_eq!(
-            parse_ports("ports=80&ports=8080,9000").unwrap(),
+            parse_ports("ports=80&ports=8080,9000", &[]).unwrap(),
             [80, 8080, 9000]
         );
         for bad in ["", "ports=", "ports=0", "ports=70000", "ports=http"] {
             assert_eq!(
-                parse_ports(bad).unwrap_err().code(),
+                parse_ports(bad, &[]).unwrap_err().code(),
                 StatusCode::BAD_REQUEST,
                 "{bad}"
             );
         }
         assert!(
-            parse_ports("")
+            parse_ports("", &[])
                 .unwrap_err()
                 .message()
                 .contains("query parameter \"ports\" is required")
