@@ -251,7 +251,9 @@ impl Decoder {
             match result {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) => {
-                    let progress = out.len() > before_out || input.len() < block.len();
+                    // This call's progress, not the block's so far: a call
+                    // that moves nothing would otherwise spin here.
+                    let progress = out.len() > before_out || self.inflate.total_in() > before_in;
                     if input.is_empty() && out.len() < out.capacity() {
                         break;
                     }
