@@ -31,6 +31,9 @@ const OUTGOING_FRAMES: usize = 64;
 /// The longest `requestid` accepted: clients send a counter (kubectl's
 /// `strconv.Itoa(requestID)`); a longer one would be stored per stream.
 const MAX_REQUEST_ID: usize = 20;
+/// How long a pod may take none of a connection's bytes before that
+/// connection is reset: meanwhile the whole session waits.
+const POD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long frames already queued may take to reach the client at the end.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -329,9 +332,23 @@ impl Tunnel {
                 .counters
                 .bytes_in
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            // Waits while the pod is slow: backpressure to the client's TCP.
-            if to_pod.send(data).await.is_err() {
-                pair.to_pod = None;
+            // Waits while the pod is slow: backpressure to the client's TCP,
+            // for every connection of the session. A pod that takes nothing
+            // for POD_STALL loses its connection instead.
+            match tokio::time::timeout(POD_STALL, to_pod.send(data)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => pair.to_pod = None,
+                Err(_) => {
+                    pair.to_pod = None;
+                    if let Some(cancel) = &pair.cancel {
+                        cancel.cancel();
+                    }
+                    let streams = [pair.data, pair.error];
+                    for id in streams.into_iter().flatten() {
+                        self.send(spdy::rst_stream_frame(id, status::CANCEL)).await;
+                    }
+                    return;
+                }
             }
         }
         if fin {
@@ -596,6 +613,41 @@ mod tests {
                 break;
             }
         }
+        drop(listener);
+    }
+
+    /// A pod that never reads stalled every connection of the session (and
+    /// kept it from seeing the client hang up): now only its own connection
+    /// is reset, once it took nothing for POD_STALL.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_that_never_reads_loses_its_connection_not_the_session() {
+        let Some((mut client, served)) = session().await else {
+            return;
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        client.open(1, port, "0").await;
+        let mut piece = Vec::new();
+        for _ in 0..2048 {
+            piece.extend_from_slice(&data_frame(3, false, &[b'x'; 32 * 1024]));
+        }
+        piece.extend_from_slice(&spdy::ping_frame(2));
+        client.send(Bytes::from(piece));
+        let mut reset = Vec::new();
+        let echoed = tokio::time::timeout(std::time::Duration::from_secs(600), async {
+            loop {
+                match client.next().await {
+                    Frame::Ping { id: 2 } => break,
+                    Frame::RstStream { stream_id, status } => reset.push((stream_id, status)),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(echoed.is_ok(), "the session went on after the stalled pod");
+        assert!(reset.contains(&(3, status::CANCEL)), "{reset:?}");
+        client.send(spdy::goaway_frame(0));
+        assert_eq!(served.await.unwrap(), Ended::ClientClosed);
         drop(listener);
     }
 
