@@ -39,6 +39,9 @@ pub const CLIENT_CHUNKS: usize = 8;
 /// Connections one session may have open at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Ports named one by one in a session's audit record.
+pub const AUDITED_PORTS: usize = 32;
+
 /// What a session did, for its audit trail.
 #[derive(Default)]
 pub struct Counters {
@@ -61,14 +64,21 @@ impl Counters {
             .insert(port);
     }
 
-    /// The ports asked for, as `80,8080`.
+    /// The ports asked for, as `80,8080`; past [`AUDITED_PORTS`], the first
+    /// ones and the count, as `1,2,...,32,... (1001 ports)`.
     pub fn port_list(&self) -> String {
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports
+        let list = ports
             .iter()
+            .take(AUDITED_PORTS)
             .map(u16::to_string)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        if ports.len() > AUDITED_PORTS {
+            format!("{list},... ({} ports)", ports.len())
+        } else {
+            list
+        }
     }
 }
 
@@ -173,6 +183,22 @@ mod tests {
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(60);
+
+    /// The review: a session asking for every port wrote them all (~390 KB)
+    /// in one audit line.
+    #[test]
+    fn the_audited_port_list_names_32_ports_and_counts_the_rest() {
+        let counters = Counters::default();
+        counters.port(8080);
+        counters.port(80);
+        assert_eq!(counters.port_list(), "80,8080");
+        for port in 1..=1000 {
+            counters.port(port);
+        }
+        let list = counters.port_list();
+        let expected: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
+        assert_eq!(list, format!("{},... ({} ports)", expected.join(","), 1001));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_session_with_nothing_open_and_nothing_moving_is_idle() {
