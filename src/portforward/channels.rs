@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::tunnel::Ended;
-use super::{CLIENT_CHUNKS, Context, pump};
+use super::{CLIENT_CHUNKS, ClientBudget, Context, pump};
 
 /// Channel ids are one byte: 128 ports at most.
 pub const MAX_PORTS: usize = 128;
@@ -71,6 +71,7 @@ where
             }
         });
     }
+    let budget = ClientBudget::default();
     let run = async {
         loop {
             tokio::select! {
@@ -82,7 +83,8 @@ where
                         }
                         let Some(Some(sender)) = to_pod.get(index) else { continue };
                         ctx.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if sender.send(data).await.is_err() {
+                        let Some(chunk) = budget.take(data).await else { continue };
+                        if sender.send(chunk).await.is_err() {
                             to_pod[index] = None;
                         }
                     }

@@ -36,11 +36,47 @@ pub const CHUNK: usize = 32 * 1024;
 /// Chunks from the client buffered per connection before the session stops
 /// reading from the client.
 pub const CLIENT_CHUNKS: usize = 8;
+/// The client's bytes one session may have on their way to pods, all
+/// connections together.
+pub const CLIENT_BUDGET: usize = 4 << 20;
 /// Connections one session may have open at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Ports named one by one in a session's audit record.
 pub const AUDITED_PORTS: usize = 32;
+
+/// The client's bytes on their way to a pod, holding their share of the
+/// session's [`ClientBudget`] until written.
+pub struct Chunk {
+    bytes: Bytes,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One session's [`CLIENT_BUDGET`], one permit per KiB (as
+/// `session::OutputBudget` counts).
+#[derive(Clone)]
+pub struct ClientBudget(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Default for ClientBudget {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            CLIENT_BUDGET >> 10,
+        )))
+    }
+}
+
+impl ClientBudget {
+    /// Waits until `bytes` fit the budget (never closed, so always `Some`
+    /// in practice). A message longer than the whole budget takes all of it.
+    pub async fn take(&self, bytes: Bytes) -> Option<Chunk> {
+        let kib = bytes.len().div_ceil(1024).clamp(1, CLIENT_BUDGET >> 10) as u32;
+        let permit = self.0.clone().acquire_many_owned(kib).await.ok()?;
+        Some(Chunk {
+            bytes,
+            _budget: permit,
+        })
+    }
+}
 
 /// What a session did, for its audit trail.
 #[derive(Default)]
@@ -135,7 +171,7 @@ impl Context {
 /// the socket's write side. Returns when the pod's side is done.
 pub async fn pump<T>(
     socket: tokio::net::TcpStream,
-    mut from_client: mpsc::Receiver<Bytes>,
+    mut from_client: mpsc::Receiver<Chunk>,
     out: &mpsc::Sender<T>,
     to_client: impl Fn(Bytes) -> T,
     counters: &Counters,
@@ -143,7 +179,7 @@ pub async fn pump<T>(
     let (mut read, mut write) = socket.into_split();
     let upstream = async move {
         while let Some(chunk) = from_client.recv().await {
-            if write.write_all(&chunk).await.is_err() {
+            if write.write_all(&chunk.bytes).await.is_err() {
                 // The pod stopped reading: what the client sends is dropped
                 // (the receiver goes with this future).
                 return std::future::pending().await;

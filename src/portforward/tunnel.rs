@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::spdy::{self, Decoder, Encoder, Frame, data_frame, status};
-use super::{CLIENT_CHUNKS, Context, MAX_CONNECTIONS, pump};
+use super::{CLIENT_CHUNKS, Chunk, ClientBudget, Context, MAX_CONNECTIONS, pump};
 
 /// Frames waiting for the client's connection, all streams together.
 const OUTGOING_FRAMES: usize = 64;
@@ -67,7 +67,7 @@ struct Pair {
     data: Option<u32>,
     /// The client's bytes for the pod, once the connection is being made;
     /// dropped at the client's FIN.
-    to_pod: Option<mpsc::Sender<Bytes>>,
+    to_pod: Option<mpsc::Sender<Chunk>>,
     cancel: Option<CancellationToken>,
 }
 
@@ -79,6 +79,7 @@ struct Tunnel {
     pairs: HashMap<String, Pair>,
     tasks: JoinSet<String>,
     last_stream: u32,
+    budget: ClientBudget,
 }
 
 /// Serves one SPDY port-forward session: frames arrive in any pieces on
@@ -104,6 +105,7 @@ where
         pairs: HashMap::new(),
         tasks: JoinSet::new(),
         last_stream: 0,
+        budget: ClientBudget::default(),
     };
     // Handling a frame may wait (a pod slow to read, a client slow to take
     // frames): `stop` races all of it, not only the wait for bytes.
@@ -335,9 +337,14 @@ impl Tunnel {
             // Waits while the pod is slow: backpressure to the client's TCP,
             // for every connection of the session. A pod that takes nothing
             // for POD_STALL loses its connection instead.
-            match tokio::time::timeout(POD_STALL, to_pod.send(data)).await {
+            let budget = &self.budget;
+            let sent = async {
+                let chunk = budget.take(data).await.ok_or(())?;
+                to_pod.send(chunk).await.map_err(|_| ())
+            };
+            match tokio::time::timeout(POD_STALL, sent).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => pair.to_pod = None,
+                Ok(Err(())) => pair.to_pod = None,
                 Err(_) => {
                     pair.to_pod = None;
                     if let Some(cancel) = &pair.cancel {
@@ -523,8 +530,59 @@ mod tests {
             pairs: HashMap::new(),
             tasks: JoinSet::new(),
             last_stream: 0,
+            budget: ClientBudget::default(),
         };
         Some((tunnel, frames))
+    }
+
+    /// The review's memory attack: the client's bytes were bounded per
+    /// connection in chunks (8 of up to 16 MiB), times 1024 connections.
+    /// Now the session's bytes in flight to pods stay within CLIENT_BUDGET;
+    /// the connections past it are reset once their pod stalls.
+    #[tokio::test(start_paused = true)]
+    async fn the_client_s_bytes_in_flight_are_bounded_per_session() {
+        let Some((mut tunnel, mut frames)) = tunnel().await else {
+            return;
+        };
+        // 16 connections whose pods never read (the test holds their queues).
+        let mut queues = Vec::new();
+        for i in 0..16u32 {
+            let (to_pod, queue) = mpsc::channel(CLIENT_CHUNKS);
+            let (error, data) = (4 * i + 1, 4 * i + 3);
+            tunnel.pairs.insert(
+                i.to_string(),
+                Pair {
+                    port: 80,
+                    error: Some(error),
+                    data: Some(data),
+                    to_pod: Some(to_pod),
+                    cancel: None,
+                },
+            );
+            tunnel.streams.insert(error, (i.to_string(), Kind::Error));
+            tunnel.streams.insert(data, (i.to_string(), Kind::Data));
+            queues.push(queue);
+        }
+        let chunk = Bytes::from(vec![b'x'; spdy::MAX_FRAME]);
+        let mut resets = 0;
+        for _ in 0..CLIENT_CHUNKS {
+            for i in 0..16u32 {
+                tunnel.data(4 * i + 3, false, chunk.clone()).await;
+                while let Ok(frame) = frames.try_recv() {
+                    let mut decoder = Decoder::default();
+                    decoder.extend(&frame);
+                    if let Ok(Some(Frame::RstStream { .. })) = decoder.next_frame() {
+                        resets += 1;
+                    }
+                }
+            }
+        }
+        let queued: usize = queues.iter().map(|q| q.len() * spdy::MAX_FRAME).sum();
+        assert!(
+            queued <= super::super::CLIENT_BUDGET,
+            "{queued} bytes queued"
+        );
+        assert!(resets > 0, "no stalled connection was reset");
     }
 
     /// The review's leak: a stream id reused with a new requestid each time
