@@ -246,12 +246,16 @@ async fn websocket(
         container: None,
     };
     let admission = admission::admit(&state, &user, &info, wanted, Right::PortForward).await?;
-    let upgrade = upgrade.map_err(|err| {
-        ApiError::bad_request(format!(
-            "port-forward needs a WebSocket or SPDY/3.1 upgrade: {}",
-            err.body_text()
-        ))
-    })?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            let err = ApiError::bad_request(format!(
+                "port-forward needs a WebSocket or SPDY/3.1 upgrade: {}",
+                err.body_text()
+            ));
+            return Err(admission.refuse(&state, err));
+        }
+    };
     let form = if tunnel {
         "websocket-spdy"
     } else {
@@ -355,9 +359,10 @@ async fn spdy(
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>();
     let (true, Some(on_upgrade)) = (asks_spdy, on_upgrade) else {
-        return Err(ApiError::bad_request(
+        let err = ApiError::bad_request(
             "port-forward needs a WebSocket or SPDY/3.1 upgrade (Upgrade: SPDY/3.1, X-Stream-Protocol-Version: portforward.k8s.io)",
-        ));
+        );
+        return Err(admission.refuse(&state, err));
     };
     let (session, ctx) = open(&state, &user, (&namespace, &pod), admission, "spdy").await?;
     let (_target, mut trail) = session.into_trail(101);
