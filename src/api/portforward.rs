@@ -167,7 +167,8 @@ async fn open(
             return Err(admission::refuse(session, err));
         }
     }
-    let dialer = match Dialer::start(target.container_process()).await {
+    let net = target.namespaces.get("net").copied();
+    let dialer = match Dialer::start(target.container_process(), net).await {
         Ok(dialer) => dialer,
         Err(err) if err.is_target_gone() => {
             let err = ApiError::conflict(format!(

@@ -478,7 +478,7 @@ mod tests {
     async fn session_until(
         stop: impl Future<Output = Ended> + Send + 'static,
     ) -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
-        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
             Ok(dialer) => dialer,
             Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
             Err(err) => panic!("{err:?}"),
@@ -510,7 +510,7 @@ mod tests {
 
     /// A tunnel driven frame by frame; `frames` holds what it sent.
     async fn tunnel() -> Option<(Tunnel, mpsc::Receiver<Bytes>)> {
-        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
             Ok(dialer) => dialer,
             Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
             Err(err) => panic!("{err:?}"),
