@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::tunnel::Ended;
-use super::{CLIENT_CHUNKS, ClientBudget, Context, pump};
+use super::{CLIENT_CHUNKS, ClientBudget, Context, POD_STALL, pump};
 
 /// Channel ids are one byte: 128 ports at most.
 pub const MAX_PORTS: usize = 128;
@@ -41,6 +41,7 @@ where
     let writer = tokio::spawn(write_all(outgoing, sink));
     let mut to_pod = Vec::new();
     let mut tasks = JoinSet::new();
+    let mut aborts = Vec::new();
     for (index, &port) in ports.iter().take(MAX_PORTS).enumerate() {
         let (data, error) = (2 * index as u8, 2 * index as u8 + 1);
         let prefix = Bytes::copy_from_slice(&port.to_le_bytes());
@@ -50,7 +51,7 @@ where
         let (sender, from_client) = mpsc::channel(CLIENT_CHUNKS);
         to_pod.push(Some(sender));
         let (ctx, out) = (ctx.clone(), out.clone());
-        tasks.spawn(async move {
+        aborts.push(tasks.spawn(async move {
             match ctx.dialer.dial(port).await {
                 Err(why) => {
                     ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -69,7 +70,7 @@ where
                     .await;
                 }
             }
-        });
+        }));
     }
     let budget = ClientBudget::default();
     let run = async {
@@ -83,9 +84,23 @@ where
                         }
                         let Some(Some(sender)) = to_pod.get(index) else { continue };
                         ctx.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        let Some(chunk) = budget.take(data).await else { continue };
-                        if sender.send(chunk).await.is_err() {
-                            to_pod[index] = None;
+                        let sent = async {
+                            let chunk = budget.take(data).await?;
+                            sender.send(chunk).await.ok()
+                        };
+                        match tokio::time::timeout(POD_STALL, sent).await {
+                            Ok(Some(())) => {}
+                            Ok(None) => to_pod[index] = None,
+                            // The pod's connection ends, not the session.
+                            Err(_) => {
+                                to_pod[index] = None;
+                                aborts[index].abort();
+                                let text = ctx.dial_error(
+                                    ports[index],
+                                    &format!("the pod took none of the client's bytes for {POD_STALL:?}"),
+                                );
+                                let _ = out.try_send((channel + 1, Bytes::from(text)));
+                            }
                         }
                     }
                     None => break Ended::ClientClosed,
@@ -132,4 +147,63 @@ async fn write_all<W: Sink<(u8, Bytes)> + Unpin>(
         }
     }
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::channel::mpsc as fmpsc;
+
+    use super::*;
+    use crate::enter::netns::NetnsError;
+    use crate::portforward::Counters;
+    use crate::portforward::dialer::Dialer;
+    use crate::process::ContainerProcess;
+
+    /// A pod that never reads held the channel form's loop in its send:
+    /// the other ports and the client's hang-up waited with it. Now its
+    /// connection ends after POD_STALL, and with it this one-port session.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_that_never_reads_loses_its_connection() {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        // Connections complete in the backlog; nothing is ever accepted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // 64 MiB for the pod, then a client that stays.
+        let incoming =
+            futures::stream::iter((0..2048).map(|_| (0u8, Bytes::from(vec![b'x'; 32 * 1024]))))
+                .chain(futures::stream::pending());
+        let (sink, mut from_agent) = fmpsc::channel(1024);
+        let served = tokio::spawn(serve(
+            Box::pin(incoming),
+            sink,
+            vec![port],
+            ctx,
+            std::future::pending(),
+        ));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(600), served).await;
+        assert_eq!(ended.expect("the session ended").unwrap(), Ended::Done);
+        let mut error_text = String::new();
+        while let Ok((channel, text)) = from_agent.try_recv() {
+            if channel == 1 {
+                error_text.push_str(&String::from_utf8_lossy(&text));
+            }
+        }
+        assert!(
+            error_text.contains("took none of the client's bytes"),
+            "{error_text:?}"
+        );
+        drop(listener);
+    }
 }

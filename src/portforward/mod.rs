@@ -39,6 +39,10 @@ pub const CLIENT_CHUNKS: usize = 8;
 /// The client's bytes one session may have on their way to pods, all
 /// connections together.
 pub const CLIENT_BUDGET: usize = 4 << 20;
+/// How long a pod may take none of a connection's bytes (or the session's
+/// budget stay full) before that connection ends: meanwhile the whole
+/// session waits.
+pub const POD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Connections one session may have open at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 

@@ -24,16 +24,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::spdy::{self, Decoder, Encoder, Frame, data_frame, status};
-use super::{CLIENT_CHUNKS, Chunk, ClientBudget, Context, MAX_CONNECTIONS, pump};
+use super::{CLIENT_CHUNKS, Chunk, ClientBudget, Context, MAX_CONNECTIONS, POD_STALL, pump};
 
 /// Frames waiting for the client's connection, all streams together.
 const OUTGOING_FRAMES: usize = 64;
 /// The longest `requestid` accepted: clients send a counter (kubectl's
 /// `strconv.Itoa(requestID)`); a longer one would be stored per stream.
 const MAX_REQUEST_ID: usize = 20;
-/// How long a pod may take none of a connection's bytes before that
-/// connection is reset: meanwhile the whole session waits.
-const POD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long frames already queued may take to reach the client at the end.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
