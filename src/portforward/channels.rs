@@ -161,6 +161,51 @@ mod tests {
     use crate::portforward::dialer::Dialer;
     use crate::process::ContainerProcess;
 
+    /// The same pod held the loop in its send while the agent's stop
+    /// (shutdown, longest session, idle) waited: now stop ends the session
+    /// there, well before POD_STALL.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_that_never_reads_cannot_hold_the_session_past_its_stop() {
+        let Some((ctx, listener)) = context().await else {
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let (sink, _from_agent) = fmpsc::channel(1024);
+        let start = tokio::time::Instant::now();
+        let stop = async {
+            tokio::time::sleep(POD_STALL / 2).await;
+            Ended::Shutdown
+        };
+        let ended = serve(Box::pin(never_read()), sink, vec![port], ctx, stop);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(600), ended).await;
+        assert_eq!(ended.expect("the session ended"), Ended::Shutdown);
+        assert!(start.elapsed() < POD_STALL, "{:?}", start.elapsed());
+        drop(listener);
+    }
+
+    /// A context dialling from here, and a listener whose connections
+    /// complete in the backlog and are never accepted.
+    async fn context() -> Option<(Context, std::net::TcpListener)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        Some((ctx, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+    }
+
+    /// 64 MiB for the pod on channel 0, then a client that stays.
+    fn never_read() -> impl Stream<Item = (u8, Bytes)> {
+        futures::stream::iter((0..2048).map(|_| (0u8, Bytes::from(vec![b'x'; 32 * 1024]))))
+            .chain(futures::stream::pending())
+    }
+
     /// A pod that never reads held the channel form's loop in its send:
     /// the other ports and the client's hang-up waited with it. Now its
     /// connection ends after POD_STALL, and with it this one-port session.
