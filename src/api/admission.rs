@@ -276,6 +276,19 @@ impl Admission {
         Self { admitted, record }
     }
 
+    /// A request refused after its access review but before any session
+    /// (a port-forward that is no upgrade): its record is written with `err`,
+    /// which goes on to the client.
+    pub fn refuse(self, state: &AppState, err: ApiError) -> ApiError {
+        if let Some(mut record) = self.record {
+            record.note("error", err.message());
+            state
+                .audit
+                .refused(&record.event("ResponseComplete", err.code().as_u16()));
+        }
+        err
+    }
+
     /// Step 3: the target, for a request that needs no session slot.
     pub async fn resolve(
         self,

@@ -57,8 +57,13 @@ fn offered(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// `?ports=80&ports=8080` or `?ports=80,8080`, as the kubelet reads them.
-fn parse_ports(query: &str) -> Result<Vec<u16>, ApiError> {
+/// Ports the base64 form carries: its channel is one ASCII digit
+/// (`'0' + channel`), so channels 0-9, five ports.
+const MAX_BASE64_PORTS: usize = 5;
+
+/// `?ports=80&ports=8080` or `?ports=80,8080`, as the kubelet reads them,
+/// for a client offering the `offered` subprotocols.
+fn parse_ports(query: &str, offered: &[String]) -> Result<Vec<u16>, ApiError> {
     let mut ports = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if key != "ports" {
@@ -84,6 +89,15 @@ fn parse_ports(query: &str) -> Result<Vec<u16>, ApiError> {
         return Err(ApiError::bad_request(format!(
             "at most {} ports may be forwarded over one WebSocket",
             channels::MAX_PORTS
+        )));
+    }
+    // The protocol the upgrade will select: the first of ours offered.
+    let selected = CHANNEL_PROTOCOLS
+        .iter()
+        .find(|ours| offered.iter().any(|p| p == *ours));
+    if selected.is_some_and(|p| p.contains("base64")) && ports.len() > MAX_BASE64_PORTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_BASE64_PORTS} ports may be forwarded over v4.base64.channel.k8s.io"
         )));
     }
     Ok(ports)
@@ -153,7 +167,8 @@ async fn open(
             return Err(admission::refuse(session, err));
         }
     }
-    let dialer = match Dialer::start(target.container_process()).await {
+    let net = target.namespaces.get("net").copied();
+    let dialer = match Dialer::start(target.container_process(), net).await {
         Ok(dialer) => dialer,
         Err(err) if err.is_target_gone() => {
             let err = ApiError::conflict(format!(
@@ -174,11 +189,13 @@ async fn open(
     Ok((session, ctx))
 }
 
-/// What ends a session besides its client: shutdown, the longest session.
-async fn stop(state: AppState) -> Ended {
+/// What ends a session besides its client: shutdown, the longest session,
+/// the idle timeout (nothing open, nothing moving).
+async fn stop(state: AppState, counters: std::sync::Arc<Counters>) -> Ended {
     tokio::select! {
         () = state.draining.cancelled() => Ended::Shutdown,
         () = tokio::time::sleep(state.limits.max_session_duration) => Ended::MaxDuration,
+        () = crate::portforward::idle(&counters, state.limits.session_idle_timeout) => Ended::Idle,
     }
 }
 
@@ -197,6 +214,7 @@ fn finish(mut trail: SessionTrail, ctx: &Context, ended: Ended) {
         Ended::Protocol(why) => Outcome::Aborted(why),
         Ended::Shutdown => Outcome::AgentShutdown,
         Ended::MaxDuration => Outcome::MaxDuration,
+        Ended::Idle => Outcome::IdleTimeout,
     };
 }
 
@@ -221,7 +239,7 @@ async fn websocket(
     let ports = if tunnel {
         Vec::new()
     } else {
-        parse_ports(query.as_deref().unwrap_or(""))?
+        parse_ports(query.as_deref().unwrap_or(""), &offered)?
     };
     let wanted = TargetRef::Pod {
         namespace: namespace.clone(),
@@ -229,12 +247,16 @@ async fn websocket(
         container: None,
     };
     let admission = admission::admit(&state, &user, &info, wanted, Right::PortForward).await?;
-    let upgrade = upgrade.map_err(|err| {
-        ApiError::bad_request(format!(
-            "port-forward needs a WebSocket or SPDY/3.1 upgrade: {}",
-            err.body_text()
-        ))
-    })?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            let err = ApiError::bad_request(format!(
+                "port-forward needs a WebSocket or SPDY/3.1 upgrade: {}",
+                err.body_text()
+            ));
+            return Err(admission.refuse(&state, err));
+        }
+    };
     let form = if tunnel {
         "websocket-spdy"
     } else {
@@ -267,8 +289,13 @@ async fn websocket(
                         _ => None,
                     })
                 });
-            let ended =
-                tunnel::serve(Box::pin(incoming), Box::pin(sink), ctx.clone(), stop(state)).await;
+            let ended = tunnel::serve(
+                Box::pin(incoming),
+                Box::pin(sink),
+                ctx.clone(),
+                stop(state, ctx.counters.clone()),
+            )
+            .await;
             finish(trail, &ctx, ended);
         }));
     }
@@ -302,7 +329,7 @@ async fn websocket(
             Box::pin(sink),
             ports,
             ctx.clone(),
-            stop(state),
+            stop(state, ctx.counters.clone()),
         )
         .await;
         finish(trail, &ctx, ended);
@@ -333,9 +360,10 @@ async fn spdy(
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>();
     let (true, Some(on_upgrade)) = (asks_spdy, on_upgrade) else {
-        return Err(ApiError::bad_request(
+        let err = ApiError::bad_request(
             "port-forward needs a WebSocket or SPDY/3.1 upgrade (Upgrade: SPDY/3.1, X-Stream-Protocol-Version: portforward.k8s.io)",
-        ));
+        );
+        return Err(admission.refuse(&state, err));
     };
     let (session, ctx) = open(&state, &user, (&namespace, &pod), admission, "spdy").await?;
     let (_target, mut trail) = session.into_trail(101);
@@ -354,7 +382,13 @@ async fn spdy(
             tokio::io::AsyncWriteExt::write_all(&mut write, &frame).await?;
             Ok::<_, std::io::Error>(write)
         });
-        let ended = tunnel::serve(incoming, Box::pin(sink), ctx.clone(), stop(state)).await;
+        let ended = tunnel::serve(
+            incoming,
+            Box::pin(sink),
+            ctx.clone(),
+            stop(state, ctx.counters.clone()),
+        )
+        .await;
         finish(trail, &ctx, ended);
     });
     Ok((
@@ -375,21 +409,40 @@ async fn spdy(
 mod tests {
     use super::*;
 
+    /// The review's overflow: a base64 channel is one digit, `'0' + 208`
+    /// overflowed a u8; more than five ports are refused before any upgrade.
+    #[test]
+    fn the_base64_form_carries_at_most_five_ports() {
+        let base64 = ["v4.base64.channel.k8s.io".to_string()];
+        let six = "ports=1,2,3,4,5,6";
+        assert_eq!(parse_ports("ports=1,2,3,4,5", &base64).unwrap().len(), 5);
+        let refused = parse_ports(six, &base64).unwrap_err();
+        assert_eq!(refused.code(), StatusCode::BAD_REQUEST);
+        assert!(
+            refused.message().contains("at most 5 ports"),
+            "{}",
+            refused.message()
+        );
+        // A client offering the binary form too gets it, and its 128 ports.
+        let both = ["v4.channel.k8s.io".to_string(), base64[0].clone()];
+        assert_eq!(parse_ports(six, &both).unwrap().len(), 6);
+    }
+
     #[test]
     fn ports_are_read_as_the_kubelet_reads_them() {
         assert_eq!(
-            parse_ports("ports=80&ports=8080,9000").unwrap(),
+            parse_ports("ports=80&ports=8080,9000", &[]).unwrap(),
             [80, 8080, 9000]
         );
         for bad in ["", "ports=", "ports=0", "ports=70000", "ports=http"] {
             assert_eq!(
-                parse_ports(bad).unwrap_err().code(),
+                parse_ports(bad, &[]).unwrap_err().code(),
                 StatusCode::BAD_REQUEST,
                 "{bad}"
             );
         }
         assert!(
-            parse_ports("")
+            parse_ports("", &[])
                 .unwrap_err()
                 .message()
                 .contains("query parameter \"ports\" is required")

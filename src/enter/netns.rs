@@ -41,6 +41,9 @@ pub enum NetnsError {
         #[source]
         source: rustix::io::Errno,
     },
+    /// The namespace joined is not the one the request was admitted for.
+    #[error("the container's network namespace changed since it was checked")]
+    NetworkChanged,
     #[error("setns into the container's network namespace failed")]
     Setns(#[source] rustix::io::Errno),
     #[error("failed to start a thread for the pod's network")]
@@ -56,7 +59,7 @@ pub enum NetnsError {
 impl NetnsError {
     /// True when the container's process is gone (a 409 for the caller).
     pub fn is_target_gone(&self) -> bool {
-        matches!(self, Self::TargetGone(_))
+        matches!(self, Self::TargetGone(_) | Self::NetworkChanged)
     }
 }
 

@@ -37,7 +37,9 @@ pub struct Dialer {
 impl Dialer {
     /// Starts the dialing thread in the network namespace of `process`;
     /// fails as joining it does (a stopped container: a 409 for the caller).
-    pub async fn start(process: ContainerProcess) -> Result<Self, NetnsError> {
+    /// `net`, the namespace's inode when the session was admitted (its
+    /// `hostNetwork` check), must be the one joined.
+    pub async fn start(process: ContainerProcess, net: Option<u64>) -> Result<Self, NetnsError> {
         let (requests, incoming) = mpsc::channel::<Dial>();
         let (joined, joining) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -50,6 +52,13 @@ impl Dialer {
                         return;
                     }
                 };
+                let joined_net = rustix::fs::stat("/proc/thread-self/ns/net").map(|s| s.st_ino);
+                if let Some(net) = net
+                    && joined_net.ok() != Some(net)
+                {
+                    let _ = joined.send(Err(NetnsError::NetworkChanged));
+                    return;
+                }
                 let _ = joined.send(Ok(()));
                 // The pidfd is kept so the process cannot be recycled while
                 // the session dials into its namespace.
@@ -113,6 +122,22 @@ fn describe(err: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The review's hardening: the namespace joined is the one admitted
+    /// (a recycled or re-parented process cannot swap it in between).
+    #[tokio::test]
+    async fn the_dialer_joins_only_the_network_namespace_admitted() {
+        let ours = rustix::fs::stat("/proc/self/ns/net").unwrap().st_ino;
+        match Dialer::start(ContainerProcess::this_one(), Some(ours)).await {
+            Ok(_) => {}
+            // Unit tests may lack CAP_SYS_ADMIN: nothing to check then.
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return,
+            Err(err) => panic!("{err:?}"),
+        }
+        let other = Dialer::start(ContainerProcess::this_one(), Some(ours + 1)).await;
+        assert!(matches!(other, Err(NetnsError::NetworkChanged)));
+        assert!(other.err().unwrap().is_target_gone());
+    }
 
     #[test]
     fn a_closed_port_is_refused_in_go_s_words() {

@@ -36,8 +36,51 @@ pub const CHUNK: usize = 32 * 1024;
 /// Chunks from the client buffered per connection before the session stops
 /// reading from the client.
 pub const CLIENT_CHUNKS: usize = 8;
+/// The client's bytes one session may have on their way to pods, all
+/// connections together.
+pub const CLIENT_BUDGET: usize = 4 << 20;
+/// How long a pod may take none of a connection's bytes (or the session's
+/// budget stay full) before that connection ends: meanwhile the whole
+/// session waits.
+pub const POD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Connections one session may have open at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Ports named one by one in a session's audit record.
+pub const AUDITED_PORTS: usize = 32;
+
+/// The client's bytes on their way to a pod, holding their share of the
+/// session's [`ClientBudget`] until written.
+pub struct Chunk {
+    bytes: Bytes,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One session's [`CLIENT_BUDGET`], one permit per KiB (as
+/// `session::OutputBudget` counts).
+#[derive(Clone)]
+pub struct ClientBudget(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Default for ClientBudget {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            CLIENT_BUDGET >> 10,
+        )))
+    }
+}
+
+impl ClientBudget {
+    /// Waits until `bytes` fit the budget (never closed, so always `Some`
+    /// in practice). A message longer than the whole budget takes all of it.
+    pub async fn take(&self, bytes: Bytes) -> Option<Chunk> {
+        let kib = bytes.len().div_ceil(1024).clamp(1, CLIENT_BUDGET >> 10) as u32;
+        let permit = self.0.clone().acquire_many_owned(kib).await.ok()?;
+        Some(Chunk {
+            bytes,
+            _budget: permit,
+        })
+    }
+}
 
 /// What a session did, for its audit trail.
 #[derive(Default)]
@@ -48,6 +91,8 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     pub connections: AtomicU64,
     pub failed: AtomicU64,
+    /// Connections asked for and not yet over (a tunnel's stream pairs).
+    pub open: AtomicU64,
     pub ports: Mutex<BTreeSet<u16>>,
 }
 
@@ -59,14 +104,47 @@ impl Counters {
             .insert(port);
     }
 
-    /// The ports asked for, as `80,8080`.
+    /// The ports asked for, as `80,8080`; past [`AUDITED_PORTS`], the first
+    /// ones and the count, as `1,2,...,32,... (1001 ports)`.
     pub fn port_list(&self) -> String {
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports
+        let list = ports
             .iter()
+            .take(AUDITED_PORTS)
             .map(u16::to_string)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        if ports.len() > AUDITED_PORTS {
+            format!("{list},... ({} ports)", ports.len())
+        } else {
+            list
+        }
+    }
+}
+
+/// Resolves once `timeout` passed with no connection open and nothing
+/// moved (no byte, no new connection): an idle session, as exec's
+/// `--session-idle-timeout` ends one.
+pub async fn idle(counters: &Counters, timeout: std::time::Duration) {
+    let activity = || {
+        [
+            &counters.bytes_in,
+            &counters.bytes_out,
+            &counters.connections,
+            &counters.failed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .fold(0u64, u64::wrapping_add)
+    };
+    let mut seen = activity();
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = activity();
+        if now == seen && counters.open.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        seen = now;
     }
 }
 
@@ -97,7 +175,7 @@ impl Context {
 /// the socket's write side. Returns when the pod's side is done.
 pub async fn pump<T>(
     socket: tokio::net::TcpStream,
-    mut from_client: mpsc::Receiver<Bytes>,
+    mut from_client: mpsc::Receiver<Chunk>,
     out: &mpsc::Sender<T>,
     to_client: impl Fn(Bytes) -> T,
     counters: &Counters,
@@ -105,7 +183,7 @@ pub async fn pump<T>(
     let (mut read, mut write) = socket.into_split();
     let upstream = async move {
         while let Some(chunk) = from_client.recv().await {
-            if write.write_all(&chunk).await.is_err() {
+            if write.write_all(&chunk.bytes).await.is_err() {
                 // The pod stopped reading: what the client sends is dropped
                 // (the receiver goes with this future).
                 return std::future::pending().await;
@@ -135,5 +213,66 @@ pub async fn pump<T>(
     tokio::select! {
         () = upstream => {}
         () = downstream => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    /// The review: a session asking for every port wrote them all (~390 KB)
+    /// in one audit line.
+    #[test]
+    fn the_audited_port_list_names_32_ports_and_counts_the_rest() {
+        let counters = Counters::default();
+        counters.port(8080);
+        counters.port(80);
+        assert_eq!(counters.port_list(), "80,8080");
+        for port in 1..=1000 {
+            counters.port(port);
+        }
+        let list = counters.port_list();
+        let expected: Vec<String> = (1..=32).map(|p| p.to_string()).collect();
+        assert_eq!(list, format!("{},... ({} ports)", expected.join(","), 1001));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_with_nothing_open_and_nothing_moving_is_idle() {
+        let counters = Counters::default();
+        let start = tokio::time::Instant::now();
+        idle(&counters, IDLE).await;
+        assert_eq!(start.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_connection_or_moving_bytes_keep_a_session() {
+        let counters = Counters::default();
+        counters.open.store(1, Ordering::Relaxed);
+        let waited = tokio::time::timeout(10 * IDLE, idle(&counters, IDLE)).await;
+        assert!(waited.is_err(), "an open connection is not idle");
+
+        counters.open.store(0, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let moving = async {
+            for _ in 0..5 {
+                tokio::time::sleep(IDLE / 2).await;
+                counters.bytes_in.fetch_add(1, Ordering::Relaxed);
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = idle(&counters, IDLE) => {}
+            () = moving => unreachable!(),
+        }
+        // Bytes moved until 150 s; the first quiet full period ends at 240 s.
+        assert!(
+            start.elapsed() >= IDLE * 5 / 2 + IDLE,
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -43,6 +43,10 @@ const WINDOW_UPDATE: u16 = 9;
 
 /// A frame's length field has 24 bits.
 pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
+/// The longest frame body accepted from a client: kubectl's DATA frames
+/// carry at most 32 KiB (`io.Copy`'s buffer), its header blocks ~50 bytes.
+/// A longer frame ends the session before its bytes are buffered.
+pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest decompressed header block accepted (kubectl's are ~50 bytes).
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
@@ -97,6 +101,8 @@ pub enum SpdyError {
     Short { kind: &'static str, len: usize },
     #[error("the header block is not valid zlib")]
     Inflate(#[source] flate2::DecompressError),
+    #[error("a frame of {len} bytes is longer than the {MAX_FRAME} accepted")]
+    FrameTooLarge { len: usize },
     #[error("the header block needs an unknown dictionary")]
     Dictionary,
     #[error("the header block is larger than {MAX_HEADER_BLOCK} bytes")]
@@ -128,15 +134,18 @@ impl Decoder {
     }
 
     /// The next complete frame, `None` until more bytes arrive. The buffer
-    /// holds at most one frame (16 MiB) plus what the last read brought.
+    /// holds at most one frame ([`MAX_FRAME`]) plus what the last read
+    /// brought.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, SpdyError> {
         if self.buffer.len() < 8 {
             return Ok(None);
         }
         let head = &self.buffer[..8];
         let len = usize::from(head[5]) << 16 | usize::from(head[6]) << 8 | usize::from(head[7]);
+        if len > MAX_FRAME {
+            return Err(SpdyError::FrameTooLarge { len });
+        }
         if self.buffer.len() < 8 + len {
-            self.buffer.reserve(8 + len - self.buffer.len());
             return Ok(None);
         }
         let mut frame = self.buffer.split_to(8 + len);
@@ -242,7 +251,9 @@ impl Decoder {
             match result {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) => {
-                    let progress = out.len() > before_out || input.len() < block.len();
+                    // This call's progress, not the block's so far: a call
+                    // that moves nothing would otherwise spin here.
+                    let progress = out.len() > before_out || self.inflate.total_in() > before_in;
                     if input.is_empty() && out.len() < out.capacity() {
                         break;
                     }
@@ -537,6 +548,35 @@ mod tests {
                 kind: WINDOW_UPDATE
             })
         );
+    }
+
+    /// The review's memory attack: a frame's declared 16 MiB were buffered
+    /// (and reserved up front) before anything looked at it.
+    #[test]
+    fn a_frame_longer_than_any_client_s_is_refused_from_its_head() {
+        for head in [
+            [0, 0, 0, 3, 0, 0xff, 0xff, 0xff],
+            [0x80, 3, 0, 1, 0, 0x01, 0, 1],
+            [0, 0, 0, 3, 0, 0x01, 0, 1],
+        ] {
+            let mut decoder = Decoder::default();
+            decoder.extend(&head);
+            assert!(
+                matches!(decoder.next_frame(), Err(SpdyError::FrameTooLarge { .. })),
+                "{head:?}"
+            );
+            assert!(decoder.buffer.capacity() < 64 * 1024, "{head:?}");
+        }
+        // kubectl's largest frame, 32 KiB of DATA, and a 64 KiB one pass.
+        let mut decoder = Decoder::default();
+        decoder.extend(&data_frame(3, false, &[7; 32 * 1024]));
+        decoder.extend(&data_frame(3, true, &[7; MAX_FRAME]));
+        for len in [32 * 1024, MAX_FRAME] {
+            let Ok(Some(Frame::Data { data, .. })) = decoder.next_frame() else {
+                panic!("no frame of {len}");
+            };
+            assert_eq!(data.len(), len);
+        }
     }
 
     #[test]

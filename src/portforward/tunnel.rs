@@ -24,10 +24,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::spdy::{self, Decoder, Encoder, Frame, data_frame, status};
-use super::{CLIENT_CHUNKS, Context, MAX_CONNECTIONS, pump};
+use super::{CLIENT_CHUNKS, Chunk, ClientBudget, Context, MAX_CONNECTIONS, POD_STALL, pump};
 
 /// Frames waiting for the client's connection, all streams together.
 const OUTGOING_FRAMES: usize = 64;
+/// The longest `requestid` accepted: clients send a counter (kubectl's
+/// `strconv.Itoa(requestID)`); a longer one would be stored per stream.
+const MAX_REQUEST_ID: usize = 20;
 /// How long frames already queued may take to reach the client at the end.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -42,6 +45,8 @@ pub enum Ended {
     Protocol(String),
     /// The agent is shutting down.
     Shutdown,
+    /// Nothing was open and nothing moved for the idle timeout.
+    Idle,
     /// The session reached the agent's longest session.
     MaxDuration,
 }
@@ -59,7 +64,7 @@ struct Pair {
     data: Option<u32>,
     /// The client's bytes for the pod, once the connection is being made;
     /// dropped at the client's FIN.
-    to_pod: Option<mpsc::Sender<Bytes>>,
+    to_pod: Option<mpsc::Sender<Chunk>>,
     cancel: Option<CancellationToken>,
 }
 
@@ -71,6 +76,7 @@ struct Tunnel {
     pairs: HashMap<String, Pair>,
     tasks: JoinSet<String>,
     last_stream: u32,
+    budget: ClientBudget,
 }
 
 /// Serves one SPDY port-forward session: frames arrive in any pieces on
@@ -96,37 +102,18 @@ where
         pairs: HashMap::new(),
         tasks: JoinSet::new(),
         last_stream: 0,
+        budget: ClientBudget::default(),
     };
-    let mut decoder = Decoder::default();
-    tokio::pin!(stop);
-    let ended = 'session: loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Some(ended) = tunnel.handle(frame).await {
-                        break 'session ended;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => break 'session Ended::Protocol(err.to_string()),
-            }
-        }
-        tokio::select! {
-            chunk = incoming.next() => match chunk {
-                Some(Ok(bytes)) => decoder.extend(&bytes),
-                Some(Err(_)) | None => break Ended::ClientClosed,
-            },
-            Some(done) = tunnel.tasks.join_next(), if !tunnel.tasks.is_empty() => {
-                if let Ok(request) = done {
-                    tunnel.forget(&request);
-                }
-            }
-            ended = &mut stop => {
-                let _ = tunnel.out.send(spdy::goaway_frame(tunnel.last_stream)).await;
-                break ended;
-            }
-        }
+    // Handling a frame may wait (a pod slow to read, a client slow to take
+    // frames): `stop` races all of it, not only the wait for bytes.
+    let (ended, stopped) = tokio::select! {
+        ended = tunnel.run(&mut incoming) => (ended, false),
+        ended = stop => (ended, true),
     };
+    if stopped {
+        // A client that reads nothing gets no GOAWAY rather than a wait.
+        let _ = tunnel.out.try_send(spdy::goaway_frame(tunnel.last_stream));
+    }
     // Every connection closes with the session; queued frames get a moment.
     let Tunnel { tasks, out, .. } = tunnel;
     drop(tasks);
@@ -160,6 +147,38 @@ async fn write_all<W: Sink<Bytes> + Unpin>(mut outgoing: mpsc::Receiver<Bytes>, 
 }
 
 impl Tunnel {
+    /// Reads and acts on the client's frames until the client ends.
+    async fn run<I, E>(&mut self, incoming: &mut I) -> Ended
+    where
+        I: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let mut decoder = Decoder::default();
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Some(ended) = self.handle(frame).await {
+                            return ended;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => return Ended::Protocol(err.to_string()),
+                }
+            }
+            tokio::select! {
+                chunk = incoming.next() => match chunk {
+                    Some(Ok(bytes)) => decoder.extend(&bytes),
+                    Some(Err(_)) | None => return Ended::ClientClosed,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(request) = done {
+                        self.forget(&request);
+                    }
+                }
+            }
+        }
+    }
+
     async fn send(&self, frame: Bytes) {
         // Fails only when the client is gone, which ends the session anyway.
         let _ = self.out.send(frame).await;
@@ -210,6 +229,26 @@ impl Tunnel {
             None if kind == Kind::Data => stream_id.saturating_sub(2).to_string(),
             None => stream_id.to_string(),
         };
+        // Every refusal comes before anything is stored: a refused stream
+        // leaves nothing behind.
+        if request.len() > MAX_REQUEST_ID || self.streams.contains_key(&stream_id) {
+            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        }
+        match self.pairs.get(&request) {
+            Some(pair) => {
+                let slot = match kind {
+                    Kind::Error => pair.error,
+                    Kind::Data => pair.data,
+                };
+                if slot.is_some() || pair.port != port {
+                    return self.send(refuse(status::PROTOCOL_ERROR)).await;
+                }
+            }
+            None if self.pairs.len() >= MAX_CONNECTIONS => {
+                return self.send(refuse(status::REFUSED_STREAM)).await;
+            }
+            None => {}
+        }
         let pair = self.pairs.entry(request.clone()).or_insert(Pair {
             port,
             error: None,
@@ -217,14 +256,14 @@ impl Tunnel {
             to_pod: None,
             cancel: None,
         });
-        let slot = match kind {
-            Kind::Error => &mut pair.error,
-            Kind::Data => &mut pair.data,
-        };
-        if slot.is_some() || pair.port != port || self.streams.contains_key(&stream_id) {
-            return self.send(refuse(status::PROTOCOL_ERROR)).await;
+        match kind {
+            Kind::Error => pair.error = Some(stream_id),
+            Kind::Data => pair.data = Some(stream_id),
         }
-        *slot = Some(stream_id);
+        self.ctx
+            .counters
+            .open
+            .store(self.pairs.len() as u64, Ordering::Relaxed);
         self.streams.insert(stream_id, (request.clone(), kind));
         self.last_stream = self.last_stream.max(stream_id);
         self.ctx.counters.port(port);
@@ -292,9 +331,28 @@ impl Tunnel {
                 .counters
                 .bytes_in
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            // Waits while the pod is slow: backpressure to the client's TCP.
-            if to_pod.send(data).await.is_err() {
-                pair.to_pod = None;
+            // Waits while the pod is slow: backpressure to the client's TCP,
+            // for every connection of the session. A pod that takes nothing
+            // for POD_STALL loses its connection instead.
+            let budget = &self.budget;
+            let sent = async {
+                let chunk = budget.take(data).await.ok_or(())?;
+                to_pod.send(chunk).await.map_err(|_| ())
+            };
+            match tokio::time::timeout(POD_STALL, sent).await {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => pair.to_pod = None,
+                Err(_) => {
+                    pair.to_pod = None;
+                    if let Some(cancel) = &pair.cancel {
+                        cancel.cancel();
+                    }
+                    let streams = [pair.data, pair.error];
+                    for id in streams.into_iter().flatten() {
+                        self.send(spdy::rst_stream_frame(id, status::CANCEL)).await;
+                    }
+                    return;
+                }
             }
         }
         if fin {
@@ -335,6 +393,10 @@ impl Tunnel {
                 self.streams.remove(&id);
             }
         }
+        self.ctx
+            .counters
+            .open
+            .store(self.pairs.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -406,7 +468,14 @@ mod tests {
     /// The session in this process's own network namespace (a plain thread
     /// may join it; unit tests may lack CAP_SYS_ADMIN, then nothing runs).
     async fn session() -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
-        let dialer = match Dialer::start(ContainerProcess::this_one()).await {
+        session_until(std::future::pending()).await
+    }
+
+    /// The session, ended by `stop` as the agent ends it.
+    async fn session_until(
+        stop: impl Future<Output = Ended> + Send + 'static,
+    ) -> Option<(Client, tokio::task::JoinHandle<Ended>)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
             Ok(dialer) => dialer,
             Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
             Err(err) => panic!("{err:?}"),
@@ -420,7 +489,7 @@ mod tests {
         let (to_agent, incoming) = mpsc::unbounded_channel();
         let (sink, from_agent) = fmpsc::channel(16);
         let incoming = tokio_stream_of(incoming);
-        let served = tokio::spawn(serve(incoming, sink, ctx, std::future::pending()));
+        let served = tokio::spawn(serve(incoming, sink, ctx, stop));
         let client = Client {
             to_agent,
             from_agent,
@@ -434,6 +503,207 @@ mod tests {
         mut receiver: mpsc::UnboundedReceiver<T>,
     ) -> impl Stream<Item = T> + Unpin {
         Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
+
+    /// A tunnel driven frame by frame; `frames` holds what it sent.
+    async fn tunnel() -> Option<(Tunnel, mpsc::Receiver<Bytes>)> {
+        let dialer = match Dialer::start(ContainerProcess::this_one(), None).await {
+            Ok(dialer) => dialer,
+            Err(NetnsError::Setns(rustix::io::Errno::PERM)) => return None,
+            Err(err) => panic!("{err:?}"),
+        };
+        let ctx = Context {
+            dialer: Arc::new(dialer),
+            counters: Arc::new(Counters::default()),
+            pod: "shop/web".into(),
+            uid: "u1".into(),
+        };
+        let (out, frames) = mpsc::channel(OUTGOING_FRAMES);
+        let tunnel = Tunnel {
+            ctx,
+            out,
+            encoder: Encoder::default(),
+            streams: HashMap::new(),
+            pairs: HashMap::new(),
+            tasks: JoinSet::new(),
+            last_stream: 0,
+            budget: ClientBudget::default(),
+        };
+        Some((tunnel, frames))
+    }
+
+    /// The review's memory attack: the client's bytes were bounded per
+    /// connection in chunks (8 of up to 16 MiB), times 1024 connections.
+    /// Now the session's bytes in flight to pods stay within CLIENT_BUDGET;
+    /// the connections past it are reset once their pod stalls.
+    #[tokio::test(start_paused = true)]
+    async fn the_client_s_bytes_in_flight_are_bounded_per_session() {
+        let Some((mut tunnel, mut frames)) = tunnel().await else {
+            return;
+        };
+        // 16 connections whose pods never read (the test holds their queues).
+        let mut queues = Vec::new();
+        for i in 0..16u32 {
+            let (to_pod, queue) = mpsc::channel(CLIENT_CHUNKS);
+            let (error, data) = (4 * i + 1, 4 * i + 3);
+            tunnel.pairs.insert(
+                i.to_string(),
+                Pair {
+                    port: 80,
+                    error: Some(error),
+                    data: Some(data),
+                    to_pod: Some(to_pod),
+                    cancel: None,
+                },
+            );
+            tunnel.streams.insert(error, (i.to_string(), Kind::Error));
+            tunnel.streams.insert(data, (i.to_string(), Kind::Data));
+            queues.push(queue);
+        }
+        let chunk = Bytes::from(vec![b'x'; spdy::MAX_FRAME]);
+        let mut resets = 0;
+        for _ in 0..CLIENT_CHUNKS {
+            for i in 0..16u32 {
+                tunnel.data(4 * i + 3, false, chunk.clone()).await;
+                while let Ok(frame) = frames.try_recv() {
+                    let mut decoder = Decoder::default();
+                    decoder.extend(&frame);
+                    if let Ok(Some(Frame::RstStream { .. })) = decoder.next_frame() {
+                        resets += 1;
+                    }
+                }
+            }
+        }
+        let queued: usize = queues.iter().map(|q| q.len() * spdy::MAX_FRAME).sum();
+        assert!(
+            queued <= super::super::CLIENT_BUDGET,
+            "{queued} bytes queued"
+        );
+        assert!(resets > 0, "no stalled connection was reset");
+    }
+
+    /// The review's leak: a stream id reused with a new requestid each time
+    /// was refused but left its (large) requestid behind, uncounted.
+    #[tokio::test]
+    async fn refused_streams_leave_nothing_behind() {
+        let Some((mut tunnel, mut frames)) = tunnel().await else {
+            return;
+        };
+        let mut decoder = Decoder::default();
+        tunnel.open_stream(1, &headers("error", 80, "0")).await;
+        decoder.extend(&frames.recv().await.unwrap());
+        assert!(matches!(
+            decoder.next_frame().unwrap(),
+            Some(Frame::SynReply { stream_id: 1, .. })
+        ));
+        let long = "A".repeat(60 * 1024);
+        for (i, request) in [format!("{long}1"), "2".into(), format!("{long}3")]
+            .into_iter()
+            .chain((4..3000).map(|i| i.to_string()))
+            .enumerate()
+        {
+            tunnel.open_stream(1, &headers("error", 80, &request)).await;
+            decoder.extend(&frames.recv().await.unwrap());
+            assert_eq!(
+                decoder.next_frame().unwrap(),
+                Some(Frame::RstStream {
+                    stream_id: 1,
+                    status: status::PROTOCOL_ERROR
+                }),
+                "repeat {i}"
+            );
+        }
+        assert_eq!(tunnel.pairs.len(), 1);
+        assert_eq!(tunnel.streams.len(), 1);
+
+        // A requestid longer than any client's is refused on a new stream too.
+        tunnel
+            .open_stream(3, &headers("error", 80, &"7".repeat(64)))
+            .await;
+        decoder.extend(&frames.recv().await.unwrap());
+        assert_eq!(
+            decoder.next_frame().unwrap(),
+            Some(Frame::RstStream {
+                stream_id: 3,
+                status: status::PROTOCOL_ERROR
+            })
+        );
+        assert_eq!(tunnel.pairs.len(), 1);
+    }
+
+    /// The review's hang: a pod that never reads stalled the frame loop on
+    /// its full queue, and the agent's stop (shutdown, longest session) was
+    /// never looked at; the session, its slot and the user's quota stayed.
+    #[tokio::test]
+    async fn a_pod_that_never_reads_cannot_hold_the_session_past_its_stop() {
+        let (fire, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stopped.await;
+            Ended::Shutdown
+        };
+        let Some((mut client, served)) = session_until(stop).await else {
+            return;
+        };
+        // Connections complete in the backlog; nothing is ever accepted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        client.open(1, port, "0").await;
+        // One piece: a PING, then 64 MiB for the pod, far more than its
+        // socket buffers hold. The echoed PING says the agent is inside it.
+        let mut piece = spdy::ping_frame(1).to_vec();
+        for _ in 0..2048 {
+            piece.extend_from_slice(&data_frame(3, false, &[b'x'; 32 * 1024]));
+        }
+        client.send(Bytes::from(piece));
+        assert_eq!(client.next().await, Frame::Ping { id: 1 });
+
+        fire.send(()).unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), served)
+            .await
+            .expect("the session ended at the agent's stop")
+            .unwrap();
+        assert_eq!(ended, Ended::Shutdown);
+        loop {
+            if let Frame::GoAway { .. } = client.next().await {
+                break;
+            }
+        }
+        drop(listener);
+    }
+
+    /// A pod that never reads stalled every connection of the session (and
+    /// kept it from seeing the client hang up): now only its own connection
+    /// is reset, once it took nothing for POD_STALL.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_that_never_reads_loses_its_connection_not_the_session() {
+        let Some((mut client, served)) = session().await else {
+            return;
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        client.open(1, port, "0").await;
+        let mut piece = Vec::new();
+        for _ in 0..2048 {
+            piece.extend_from_slice(&data_frame(3, false, &[b'x'; 32 * 1024]));
+        }
+        piece.extend_from_slice(&spdy::ping_frame(2));
+        client.send(Bytes::from(piece));
+        let mut reset = Vec::new();
+        let echoed = tokio::time::timeout(std::time::Duration::from_secs(600), async {
+            loop {
+                match client.next().await {
+                    Frame::Ping { id: 2 } => break,
+                    Frame::RstStream { stream_id, status } => reset.push((stream_id, status)),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(echoed.is_ok(), "the session went on after the stalled pod");
+        assert!(reset.contains(&(3, status::CANCEL)), "{reset:?}");
+        client.send(spdy::goaway_frame(0));
+        assert_eq!(served.await.unwrap(), Ended::ClientClosed);
+        drop(listener);
     }
 
     #[tokio::test]

@@ -28,6 +28,8 @@ mod files;
 mod lifetime;
 /// Namespace subsets must not mix the container with the agent or the host.
 mod namespace_subsets;
+/// Port-forward: admitted requests are audited whatever follows.
+mod portforward;
 /// Bounded resources, and a record that holds: every interactive session
 /// recorded, failing closed; a bounded audit log; no argv in Events.
 mod record;
