@@ -38,7 +38,7 @@ where
         .open
         .store(ports.len() as u64, Ordering::Relaxed);
     let (out, outgoing) = mpsc::channel(64);
-    let writer = tokio::spawn(write_all(outgoing, sink));
+    let writer = tokio::spawn(super::write_all(outgoing, sink));
     let mut to_pod = Vec::new();
     let mut tasks = JoinSet::new();
     let mut aborts = Vec::new();
@@ -126,27 +126,6 @@ where
         writer.abort();
     }
     ended
-}
-
-async fn write_all<W: Sink<(u8, Bytes)> + Unpin>(
-    mut outgoing: mpsc::Receiver<(u8, Bytes)>,
-    mut sink: W,
-) {
-    use futures::SinkExt;
-    while let Some(message) = outgoing.recv().await {
-        if sink.feed(message).await.is_err() {
-            return;
-        }
-        while let Ok(message) = outgoing.try_recv() {
-            if sink.feed(message).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 #[cfg(test)]

@@ -216,6 +216,29 @@ pub async fn pump<T>(
     }
 }
 
+/// Writes queued messages to the client, flushing when the queue is empty;
+/// the writer of both forms (SPDY frames, channel messages).
+async fn write_all<T, W: futures::Sink<T> + Unpin>(
+    mut outgoing: tokio::sync::mpsc::Receiver<T>,
+    mut sink: W,
+) {
+    use futures::SinkExt;
+    while let Some(message) = outgoing.recv().await {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        while let Ok(message) = outgoing.try_recv() {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

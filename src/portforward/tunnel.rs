@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +93,7 @@ where
     W: Sink<Bytes> + Unpin + Send + 'static,
 {
     let (out, outgoing) = mpsc::channel(OUTGOING_FRAMES);
-    let writer = tokio::spawn(write_all(outgoing, sink));
+    let writer = tokio::spawn(super::write_all(outgoing, sink));
     let mut tunnel = Tunnel {
         ctx,
         out,
@@ -126,24 +126,6 @@ where
         writer.abort();
     }
     ended
-}
-
-/// Writes queued frames to the client, flushing when the queue is empty.
-async fn write_all<W: Sink<Bytes> + Unpin>(mut outgoing: mpsc::Receiver<Bytes>, mut sink: W) {
-    while let Some(frame) = outgoing.recv().await {
-        if sink.feed(frame).await.is_err() {
-            return;
-        }
-        while let Ok(frame) = outgoing.try_recv() {
-            if sink.feed(frame).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 impl Tunnel {
